@@ -1,0 +1,62 @@
+"""Inference backends: load a model package, ``infer(batch) -> scores``, ``close()``.
+
+Each backend is its own module, imported only when chosen, so a device without ONNX Runtime never
+imports it. ``infer`` takes the preprocessed uint8 NHWC batch (what :func:`preprocess` returns) and
+gives the positive-class probability per item; the backend owns its input conversion.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import ParcelguardError
+from ..manifest import Package
+
+# backend name -> (module, class, package file key)
+REGISTRY: dict[str, tuple[str, str, str]] = {
+    "litert": ("parcelguard.device.backends.litert", "LiteRTBackend", "tflite_int8"),
+    "onnx": ("parcelguard.device.backends.onnxrt", "OnnxBackend", "onnx_fp32"),
+    "onnx_int8": ("parcelguard.device.backends.onnxrt", "OnnxBackend", "onnx_int8"),
+}
+
+
+class Backend(Protocol):
+    name: str
+
+    def infer(self, batch_u8: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def scores_from_logits(logits: np.ndarray, positive: int) -> np.ndarray:
+    """Softmax probability of the positive class, computed stably in float64."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e[:, positive] / e.sum(axis=1)).astype(np.float32)
+
+
+def open_backend(package: Package, name: str = "litert", threads: int = 1, providers: list[str] | None = None) -> Backend:
+    if name not in REGISTRY:
+        raise ParcelguardError(f"unknown backend {name!r}; choose one of: {', '.join(REGISTRY)}")
+    module, cls, key = REGISTRY[name]
+    mod = importlib.import_module(module)
+    backend = getattr(mod, cls)(package, key=key, threads=threads, providers=providers)
+    backend.warmup()
+    return backend
+
+
+def available_backends() -> list[str]:
+    """Names of the backends whose runtime imports here."""
+    names = []
+    for name, (module, _, _) in REGISTRY.items():
+        try:
+            mod = importlib.import_module(module)
+            if mod.runtime_available():
+                names.append(name)
+        except ImportError:
+            continue
+    return names

@@ -1,0 +1,132 @@
+"""Typed YAML configuration: loading, error messages with file/line/field, overrides, saving.
+
+Every config model subclasses :class:`StrictModel` (unknown keys rejected). Errors name the file,
+the line of the offending key and the field path, e.g.
+``configs/device.yaml:12: belt.speed_mps: Input should be greater than 0 (got -1)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ParcelguardError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _key_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line number."""
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = prefix + (key_node.value,)
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            path = prefix + (i,)
+            lines[path] = item.start_mark.line + 1
+            lines.update(_key_lines(item, path))
+    return lines
+
+
+def format_validation_error(err: ValidationError, source: str, lines: dict | None = None) -> str:
+    parts = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        line = None
+        for n in range(len(loc), 0, -1):
+            if lines and loc[:n] in lines:
+                line = lines[loc[:n]]
+                break
+        where = f"{source}:{line}" if line else source
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not a field of this section)"
+        elif "input" in e and not isinstance(e["input"], (dict, list)):
+            msg = f"{msg} (got {e['input']!r})"
+        parts.append(f"{where}: {field}: {msg}")
+    return "invalid config: " + "; ".join(parts)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=3`` -> (["a", "b"], 3); the value is parsed as YAML so types come out right."""
+    if "=" not in text:
+        raise ParcelguardError(f"override {text!r} must look like key.path=value")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParcelguardError(f"override {item!r}: {part!r} is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def load_config(model: type[M], path: str | Path | None, overrides: list[str] | None = None) -> M:
+    """Load ``path`` (YAML) into ``model``; ``None`` means all defaults. Raises ParcelguardError."""
+    data: dict = {}
+    lines: dict = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ParcelguardError(f"config file {p} does not exist")
+        text = p.read_text(encoding="utf-8", errors="replace")
+        try:
+            node = yaml.compose(text)
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ParcelguardError(f"{p}{line}: malformed YAML: {problem}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ParcelguardError(f"{p}: the top level must be a mapping of keys, not {type(loaded).__name__}")
+        data = loaded
+        lines = _key_lines(node) if node is not None else {}
+    if overrides:
+        source = f"{source} (+ command-line overrides)"
+        data = apply_overrides(data, overrides)
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ParcelguardError(format_validation_error(err, source, lines)) from None
+
+
+def validate_model(model: type[M], data: dict, source: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ParcelguardError(format_validation_error(err, source)) from None
+
+
+def save_config(cfg: BaseModel, path: Path) -> Path:
+    """Write the resolved config beside a run's outputs (YAML, round-trips through load_config)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(cfg.model_dump_json())
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path

@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny end-to-end run (synth -> train -> export) built once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, python: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``parcelguard ARGS`` in a subprocess; returns the completed process (never raises)."""
+    return subprocess.run(
+        [python or sys.executable, "-m", "parcelguard.device.cli", *args],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=900,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> dict:
+    """A small but real model: crops, an unseen-seed video, a checkpoint and an exported package."""
+    pytest.importorskip("torch")
+    pytest.importorskip("litert_torch")
+    from parcelguard.export.package import export_package
+    from parcelguard.export.settings import ExportConfig
+    from parcelguard.train import synth
+    from parcelguard.train.settings import TrainConfig
+    from parcelguard.train.train import train
+
+    root = tmp_path_factory.mktemp("tiny")
+    crops = synth.make_crops(synth.SynthCropsConfig(n_ok=240, n_damaged=240, seed=3), root / "crops")
+    video = synth.make_video(synth.SynthVideoConfig(n_packages=10, seed=4242), root / "video")
+    tcfg = TrainConfig(data=crops, out=root / "train", epochs=6, batch_size=32, seed=0)
+    summary = train(tcfg)
+    ecfg = ExportConfig(checkpoint=root / "train" / "best.pt", out=root / "package", calibration_size=64)
+    parity = export_package(ecfg)
+    return {"root": root, "crops": crops, "video": video, "train": summary, "parity": parity, "package": root / "package", "checkpoint": root / "train" / "best.pt"}
