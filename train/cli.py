@@ -1,0 +1,50 @@
+"""``parcelguard synth`` and ``parcelguard train``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from parcelguard.device.cli import add_config_args
+from parcelguard.device.config import load_config
+from parcelguard.device.errors import missing_extra
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from . import synth
+
+    if args.what == "crops":
+        cfg = load_config(synth.SynthCropsConfig, args.config, args.overrides)
+        manifest = synth.make_crops(cfg, args.out)
+        sheets = synth.contact_sheet(manifest, args.out / "contact_sheets")
+        print(f"crops written: {manifest} ({len(sheets)} contact sheets in {args.out / 'contact_sheets'})")
+    else:
+        cfg = load_config(synth.SynthVideoConfig, args.config, args.overrides)
+        paths = synth.make_video(cfg, args.out)
+        print(f"video written: {paths['video']} (labels: {paths['gt']})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .settings import TrainConfig
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    try:
+        from .train import train
+    except ImportError:
+        raise missing_extra("torch", "train") from None
+    print(json.dumps(train(cfg), indent=2))
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser("synth", help="render synthetic crops or a conveyor video")
+    s.add_argument("what", choices=["crops", "video"])
+    s.add_argument("--out", type=Path, required=True)
+    add_config_args(s)
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("train", help="train a pooled CNN on a crop dataset (torchrun for DDP)")
+    add_config_args(s)
+    s.set_defaults(func=cmd_train)
