@@ -8,10 +8,11 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .config import StrictModel
+from .settings_daemon import ActuatorConfig, CaptureConfig, FailsafeConfig, HealthConfig, TriggerConfig
 
 
 class SourceConfig(StrictModel):
-    kind: Literal["file", "images", "camera", "rtsp", "gstreamer"] = "file"
+    kind: Literal["file", "images", "camera", "rtsp", "http", "gstreamer", "picamera2"] = "file"
     uri: str = ""
     # Frames per second of the virtual clock for file/image sources (None: from the file).
     fps: float | None = Field(None, gt=0)
@@ -28,8 +29,8 @@ class PresenceConfig(StrictModel):
     """Vision presence in the ROI: bright-on-dark-belt pixels, with hysteresis."""
 
     threshold: int = Field(100, ge=0, le=255, description="gray level above which a pixel is package")
-    enter: float = Field(0.20, gt=0, le=1, description="package fraction of the ROI that opens a package")
-    exit: float = Field(0.08, ge=0, le=1, description="fraction below which the package has left")
+    enter: float = Field(0.12, gt=0, le=1, description="package fraction of the ROI that opens a package")
+    exit: float = Field(0.05, ge=0, le=1, description="fraction below which the package has left")
     exit_frames: int = Field(2, ge=1, description="consecutive frames below exit that close it")
     center_band: float = Field(0.30, gt=0, le=1, description="classify frames whose package centre is within this fraction of the ROI width around its centre")
     stride: int = Field(4, ge=1, le=16, description="pixel subsampling of the presence measure")
@@ -69,3 +70,10 @@ class DeviceConfig(StrictModel):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     belt: BeltConfig = Field(default_factory=BeltConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    # Daemon sections (device/settings_daemon.py): live capture, segmentation trigger, reject
+    # actuator, fail-safe policy and the health/metrics endpoint.
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    trigger: TriggerConfig = Field(default_factory=TriggerConfig)
+    actuator: ActuatorConfig = Field(default_factory=ActuatorConfig)
+    failsafe: FailsafeConfig = Field(default_factory=FailsafeConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
