@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint format bench clean
+.PHONY: demo test test-fast lint format bench clean docker-train docker-pi docker-jetson
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,17 @@ bench: $(STAMP)
 
 clean:
 	rm -rf runs build dist *.egg-info .pytest_cache
+
+# Container images (docs/deploy.md). Build from the repo root; BuildKit reads docker/<file>.dockerignore.
+# docker-pi cross-builds for arm64 (QEMU binfmt on an x86 host); build docker-jetson on the Jetson.
+DOCKER ?= docker
+IMAGE ?= parcelguard
+
+docker-train:
+	$(DOCKER) build -f docker/Dockerfile.train -t $(IMAGE):train .
+
+docker-pi:
+	$(DOCKER) buildx build --platform linux/arm64 -f docker/Dockerfile.pi -t $(IMAGE):pi --load .
+
+docker-jetson:
+	$(DOCKER) build -f docker/Dockerfile.jetson -t $(IMAGE):jetson .

@@ -22,6 +22,9 @@ COMMAND_MODULES = [
     "parcelguard.train.cli",
     "parcelguard.export.cli",
     "parcelguard.device.cli_device",
+    "parcelguard.device.cli_deploy",
+    "parcelguard.device.cli_daemon",
+    "parcelguard.train.cli_data",
 ]
 
 
@@ -41,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("parcelguard").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args)
     except ParcelguardError as exc:

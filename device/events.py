@@ -1,18 +1,51 @@
-"""The event schema and its durable stores: SQLite (WAL, source of truth) and a JSONL mirror.
+"""The event schema and its durable store: SQLite (WAL, the source of truth), a JSONL mirror, the
+alarm log and the MQTT outbox table; plus :func:`open_event_outputs`, which wires the store,
+snapshots and the MQTT publisher for a live run.
 
-An event is one verdict for one package. Its id is derived from the device id, the run's start
-and the package sequence, so replays are byte-identical and restarts never reuse an id.
+An event is one verdict for one package. Its id is ``<device>-<run token>-<seq>``: replays use the
+fixed token ``replay`` (byte-identical output); live runs use :func:`new_run_token`, unique per
+process start, and :meth:`EventStore.register_run` refuses a token the file has seen, so a restart
+never reuses an id.
+
+SQLite layout (version in ``PRAGMA user_version``; version 0/1 files are upgraded in place):
+``events`` one row per package, committed per event; ``alarms``; ``runs``; ``outbox`` pending MQTT
+deliveries, inserted in the same transaction as their event and deleted on PUBACK (device/mqtt.py).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import secrets
 import sqlite3
-from dataclasses import asdict, dataclass
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ParcelguardError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .settings import DeviceConfig
+
+log = logging.getLogger(__name__)
 
 EVENT_SCHEMA_VERSION = 1
+STORE_SCHEMA_VERSION = 2
+
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, t REAL, kind TEXT, verdict TEXT, body TEXT)",
+    "CREATE TABLE IF NOT EXISTS alarms (alarm_id TEXT PRIMARY KEY, t REAL, name TEXT, body TEXT)",
+    "CREATE TABLE IF NOT EXISTS runs (run_token TEXT PRIMARY KEY, device_id TEXT, started REAL, pid INTEGER)",
+    "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, ref_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL, t REAL)",
+)
 
 
 @dataclass
@@ -47,44 +80,308 @@ class Event:
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
-class EventStore:
-    """Appends events to SQLite (committed per event) and mirrors them to JSONL."""
+def new_run_token() -> str:
+    """A token unique to this process start: UTC start time plus 24 random bits."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
-    def __init__(self, folder: Path, sqlite: bool = True, jsonl: bool = True):
+
+class EventStore:
+    """Appends events to SQLite (one transaction per event) and mirrors them to JSONL.
+
+    Thread-safe: the MQTT publisher reads and acknowledges outbox rows from its own thread.
+    With ``outbox=True`` every event (and alarm) also gets an outbox row in the same transaction.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        sqlite: bool = True,
+        jsonl: bool = True,
+        outbox: bool = False,
+        sync: str = "full",
+    ):
+        if outbox and not sqlite:
+            raise ParcelguardError(
+                "the MQTT outbox lives in the SQLite store: set events.sqlite: true"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        self.db = None
-        if sqlite:
-            self.db = sqlite3.connect(folder / "events.sqlite3", isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, t REAL, kind TEXT, verdict TEXT, body TEXT)"
-            )
-        self.jsonl = open(folder / "events.jsonl", "a", encoding="utf-8") if jsonl else None
+        self.path = folder / "events.sqlite3"
+        self.outbox = outbox
+        self.listeners: list[
+            Callable[[], None]
+        ] = []  # called after each commit (wakes the publisher)
         self.count = 0
-
-    def add(self, ev: Event) -> None:
-        body = ev.to_json()
-        if self.db is not None:
-            self.db.execute(
-                "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
-                (ev.event_id, ev.t_decision, ev.kind, ev.verdict, body),
+        self.duplicates = 0
+        self.device_id = "unknown"
+        self.run_token = ""
+        self._alarm_n = 0
+        self._lock = threading.RLock()
+        self.db: sqlite3.Connection | None = None
+        if sqlite:
+            self.db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30
             )
-        if self.jsonl is not None:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+            self._migrate()
+        self.jsonl = None
+        if jsonl:
+            jpath = folder / "events.jsonl"
+            last_id = _repair_jsonl_tail(jpath)
+            self.jsonl = open(jpath, "a", encoding="utf-8")
+            if self.db is not None:
+                self._resync_jsonl(last_id)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        assert self.db is not None
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        assert self.db is not None
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > STORE_SCHEMA_VERSION:
+            raise ParcelguardError(
+                f"{self.path} has event-store schema {version} but this parcelguard reads up to "
+                f"{STORE_SCHEMA_VERSION}: upgrade parcelguard or point events.dir elsewhere"
+            )
+        with self._tx() as db:
+            for sql in _TABLES:
+                db.execute(sql)
+            db.execute(f"PRAGMA user_version = {STORE_SCHEMA_VERSION}")
+
+    def _resync_jsonl(self, last_id: str | None) -> None:
+        """Append events committed to SQLite but missing from the mirror (a crash between the two)."""
+        assert self.db is not None and self.jsonl is not None
+        after = 0
+        if last_id is not None:
+            row = self.db.execute(
+                "SELECT rowid FROM events WHERE event_id = ?", (last_id,)
+            ).fetchone()
+            if row is None:
+                log.warning(
+                    "events.jsonl ends with %s, which SQLite does not hold; not resyncing", last_id
+                )
+                return
+            after = row[0]
+        rows = self.db.execute(
+            "SELECT body FROM events WHERE rowid > ? ORDER BY rowid", (after,)
+        ).fetchall()
+        for (body,) in rows:
             self.jsonl.write(body + "\n")
+        if rows:
             self.jsonl.flush()
-        self.count += 1
+            log.warning("appended %d events to events.jsonl that only SQLite had", len(rows))
+
+    def register_run(self, device_id: str, run_token: str) -> None:
+        """Record a live run; a token this store has already seen is refused (ids would repeat)."""
+        self.device_id, self.run_token = device_id, run_token
+        if self.db is None:
+            return
+        try:
+            with self._lock, self._tx() as db:
+                db.execute(
+                    "INSERT INTO runs VALUES (?, ?, ?, ?)",
+                    (run_token, device_id, time.time(), os.getpid()),
+                )
+        except sqlite3.IntegrityError:
+            raise ParcelguardError(
+                f"run token {run_token!r} was already used in {self.path}; event ids would repeat"
+            ) from None
+
+    def add(self, ev: Event) -> bool:
+        """Commit one event (and its outbox row); False if its id was already stored."""
+        body = ev.to_json()
+        with self._lock:
+            if self.db is not None:
+                with self._tx() as db:
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
+                        (ev.event_id, ev.t_decision, ev.kind, ev.verdict, body),
+                    )
+                    if cur.rowcount == 0:
+                        self.duplicates += 1
+                        log.warning(
+                            "event %s is already stored; not recording it twice", ev.event_id
+                        )
+                        return False
+                    if self.outbox:
+                        db.execute(
+                            "INSERT INTO outbox (kind, ref_id, body, t) VALUES ('events', ?, ?, ?)",
+                            (ev.event_id, body, time.time()),
+                        )
+            if self.jsonl is not None:
+                self.jsonl.write(body + "\n")
+                self.jsonl.flush()
+            self.count += 1
+        self._notify()
+        return True
+
+    def add_alarm(self, name: str, detail: str, active: bool = True) -> str:
+        """Record an alarm (SQLite + outbox); returns its id. Alarms are not mirrored to JSONL."""
+        with self._lock:
+            if not self.run_token:  # no registered run: still never reuse an alarm id
+                self.run_token = new_run_token()
+            self._alarm_n += 1
+            alarm_id = f"{self.device_id}-{self.run_token}-A{self._alarm_n:04d}"
+            t = time.time()
+            body = json.dumps(
+                {
+                    "schema": EVENT_SCHEMA_VERSION,
+                    "kind": "alarm",
+                    "alarm_id": alarm_id,
+                    "device_id": self.device_id,
+                    "name": name,
+                    "detail": detail,
+                    "active": active,
+                    "t_wall": round(t, 3),
+                },
+                sort_keys=True,
+                separators=(",", ":"),
+            )
+            if self.db is not None:
+                with self._tx() as db:
+                    db.execute(
+                        "INSERT OR IGNORE INTO alarms VALUES (?, ?, ?, ?)",
+                        (alarm_id, t, name, body),
+                    )
+                    if self.outbox:
+                        db.execute(
+                            "INSERT OR IGNORE INTO outbox (kind, ref_id, body, t) VALUES ('alarms', ?, ?, ?)",
+                            (alarm_id, body, t),
+                        )
+        (log.warning if active else log.info)(
+            "alarm %s %s: %s", name, "raised" if active else "cleared", detail
+        )
+        self._notify()
+        return alarm_id
+
+    def _notify(self) -> None:
+        for fn in self.listeners:
+            try:
+                fn()
+            except Exception:
+                log.exception("event-store listener failed")
+
+    # -- outbox (used by device/mqtt.py) --------------------------------------------------------
+    def outbox_pending(
+        self, limit: int, exclude: set[int] | frozenset[int] = frozenset()
+    ) -> list[tuple[int, str, str]]:
+        """The oldest ``limit`` outbox rows ``(seq, kind, body)`` whose seq is not in ``exclude``."""
+        if self.db is None or limit <= 0:
+            return []
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT seq, kind, body FROM outbox ORDER BY seq LIMIT ?", (limit + len(exclude),)
+            ).fetchall()
+        return [r for r in rows if r[0] not in exclude][:limit]
+
+    def outbox_ack(self, seqs: list[int]) -> None:
+        if self.db is None or not seqs:
+            return
+        with self._lock, self._tx() as db:
+            db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+    def outbox_depth(self) -> int:
+        if self.db is None:
+            return 0
+        with self._lock:
+            return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def close(self) -> None:
-        if self.jsonl is not None:
-            self.jsonl.close()
-            self.jsonl = None
-        if self.db is not None:
-            self.db.close()
-            self.db = None
+        with self._lock:
+            if self.jsonl is not None:
+                self.jsonl.close()
+                self.jsonl = None
+            if self.db is not None:
+                self.db.close()
+                self.db = None
+
+
+def _repair_jsonl_tail(path: Path) -> str | None:
+    """Cut a torn last line (crash mid-write); return the event id of the last whole line."""
+    if not path.exists():
+        return None
+    size = path.stat().st_size
+    with open(path, "rb+") as f:
+        start = max(0, size - (1 << 16))
+        f.seek(start)
+        tail = f.read()
+        if tail and not tail.endswith(b"\n"):
+            cut = tail.rfind(b"\n")
+            f.truncate(start + cut + 1 if cut >= 0 else start)
+            log.warning("cut a torn last line from %s", path)
+            tail = tail[: cut + 1] if cut >= 0 else b""
+    lines = tail.splitlines()
+    if not lines:
+        return None
+    try:
+        return json.loads(lines[-1])["event_id"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def read_events(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+EventSink = Callable[["Event", "np.ndarray | None"], None]
+
+
+@dataclass
+class EventOutputs:
+    """Everything a live run writes events to; ``sinks`` go to :class:`InspectionLoop`."""
+
+    store: EventStore
+    sinks: list[EventSink] = field(default_factory=list)
+    snapshots: Any = None  # SnapshotWriter
+    publisher: Any = None  # MqttPublisher
+
+    def alarm(self, name: str, detail: str, active: bool = True) -> str:
+        return self.store.add_alarm(name, detail, active)
+
+    def metrics(self) -> dict[str, Any]:
+        m: dict[str, Any] = {
+            "events_recorded": self.store.count,
+            "events_duplicate": self.store.duplicates,
+        }
+        m["outbox_depth"] = self.store.outbox_depth() if self.store.outbox else 0
+        if self.snapshots is not None:
+            m.update(self.snapshots.stats)
+        if self.publisher is not None:
+            m.update(self.publisher.stats())
+        return m
+
+    def close(self, drain_s: float = 5.0) -> None:
+        if self.publisher is not None:
+            self.publisher.close(drain_s)
+        self.store.close()
+
+
+def open_event_outputs(cfg: DeviceConfig, run_token: str) -> EventOutputs:
+    """Open the store for a live run, register the run, and start snapshots and MQTT if enabled."""
+    ev = cfg.events
+    store = EventStore(
+        ev.dir, sqlite=ev.sqlite, jsonl=ev.jsonl, outbox=cfg.mqtt.enabled, sync=ev.sync
+    )
+    store.register_run(cfg.device_id, run_token)
+    out = EventOutputs(store)
+    if cfg.mqtt.enabled:
+        from .mqtt import MqttPublisher
+
+        out.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, store, run_token)
+        out.publisher.start()
+    if ev.snapshots.enabled:
+        from .snapshots import SnapshotWriter
+
+        out.snapshots = SnapshotWriter(ev.snapshots, ev.dir, cfg.roi, alarm=out.alarm)
+        out.sinks.append(out.snapshots)
+    return out

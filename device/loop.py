@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .backends import Backend
-from .events import Event, EventStore
+from .events import Event, EventSink, EventStore
 from .manifest import Manifest
 from .preprocess import crop_roi, preprocess
-from .segment import Segmenter, Track, fuse, measure_presence
+from .segment import Segmenter, Track, fuse, measure_blobs
 from .settings import DeviceConfig
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class LoopStats:
     stage_s: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     frame_scores: list[tuple[int, float]] = field(default_factory=list)
     wall_s: float = 0.0
+    backend_errors: int = 0  # frames skipped because inference raised (daemon hooks only)
+    gaps: int = 0  # frame gaps longer than hooks.max_gap_s (camera outages)
 
     def percentiles(self) -> dict[str, dict[str, float]]:
         out = {}
@@ -48,6 +51,17 @@ class LoopStats:
         return out
 
 
+@dataclass
+class LoopHooks:
+    """Optional daemon hooks (device/daemon.py); replay uses none, so its output is unchanged."""
+
+    presence: Callable[[np.ndarray, float], list] | None = None  # (roi, ts) -> blobs; trigger modes
+    on_frame: Callable[[int, float, float | None], None] | None = None  # (idx, ts, inference_s|None)
+    on_backend_error: Callable[[Exception], None] | None = None  # set: a failed inference skips the frame
+    max_gap_s: float | None = None  # a longer gap between frames decides the open packages first
+    history: int | None = None  # keep only this many timing samples (bounded memory when live)
+
+
 class InspectionLoop:
     def __init__(
         self,
@@ -57,6 +71,8 @@ class InspectionLoop:
         store: EventStore | None,
         run_token: str,
         on_event: Callable[[Event], None] | None = None,
+        hooks: LoopHooks | None = None,
+        sinks: Sequence[EventSink] = (),
     ):
         self.cfg = cfg
         self.backend = backend
@@ -70,6 +86,16 @@ class InspectionLoop:
         self.model_id = f"{manifest.name}@{next(iter(manifest.files.values())).sha256[:12]}"
         self.stats = LoopStats()
         self.events: list[Event] = []
+        self.hooks = hooks or LoopHooks()
+        # Event sinks (snapshots) get each event with its best-scored frame; replay passes none.
+        self.sinks = list(sinks)
+        self._best_frame: dict[int, tuple[float, np.ndarray]] = {}
+        self.measure = self.hooks.presence or (lambda roi, ts: measure_blobs(roi, cfg.presence))
+        if self.hooks.history:
+            n = self.hooks.history
+            self.stats.stage_s = {s: deque(maxlen=n) for s in STAGES}  # type: ignore[misc]
+            self.stats.frame_scores = deque(maxlen=n)  # type: ignore[assignment]
+            self.events = deque(maxlen=n)  # type: ignore[assignment]
 
     def _emit(self, track: Track, frame_idx: int, ts: float) -> None:
         t0 = time.perf_counter()
@@ -104,10 +130,36 @@ class InspectionLoop:
         self.stats.packages += 1
         if self.on_event is not None:
             self.on_event(ev)
+        if self.sinks:
+            self._to_sinks(ev, self._best_frame.pop(track.seq, (0.0, None))[1])
         self.stats.stage_s["fusion"].append(time.perf_counter() - t0)
+
+    def _to_sinks(self, ev: Event, frame: np.ndarray | None) -> None:
+        for sink in self.sinks:
+            try:
+                sink(ev, frame)
+            except Exception:  # a sink (snapshot disk) must never stop inspection
+                log.exception("event sink %r failed on %s", sink, ev.event_id)
+
+    def _keep_frame(self, seq: int, score: float | None, frame: np.ndarray) -> None:
+        key = score if score is not None else float("-inf")
+        best = self._best_frame.get(seq)
+        if best is None or key > best[0]:
+            self._best_frame[seq] = (key, frame.copy())
 
     def _negative_class(self) -> str:
         return next(c for c in self.manifest.classes if c != self.manifest.positive_class)
+
+    def _infer(self, x: np.ndarray) -> float | None:
+        """One score; with an error hook, a failing inference skips the frame instead of raising."""
+        if self.hooks.on_backend_error is None:
+            return float(self.backend.infer(x[None])[0])
+        try:
+            return float(self.backend.infer(x[None])[0])
+        except Exception as exc:  # any runtime error: count it, keep inspecting
+            self.stats.backend_errors += 1
+            self.hooks.on_backend_error(exc)
+            return None
 
     def run(self, source: Iterable[tuple[np.ndarray, float]]) -> LoopStats:
         spec = self.manifest.input
@@ -116,7 +168,8 @@ class InspectionLoop:
         wall0 = time.perf_counter()
         it = iter(source)
         idx = -1
-        ts = 0.0
+        ts = prev_ts = 0.0
+        infer_s: float | None = None
         while True:
             t0 = time.perf_counter()
             try:
@@ -126,26 +179,37 @@ class InspectionLoop:
             t1 = time.perf_counter()
             idx += 1
             st["decode"].append(t1 - t0)
+            if self.hooks.max_gap_s is not None and idx > 0 and ts - prev_ts > self.hooks.max_gap_s:
+                self.stats.gaps += 1  # the camera was gone: decide what we saw of the open packages
+                for done in self.segmenter.flush():
+                    self._emit(done, idx - 1, ts)
+            prev_ts = ts
             roi = crop_roi(frame, roi_rect)
-            track, classify, closed = self.segmenter.update(measure_presence(roi, self.cfg.presence), idx, ts)
+            track, ready = self.segmenter.update(self.measure(roi, ts), idx, ts)
             t2 = time.perf_counter()
             st["presence"].append(t2 - t1)
-            if closed is not None:
-                self._emit(closed, idx, ts)
-            if classify and track is not None:
+            if track is not None:
                 x = preprocess(frame, spec, roi_rect)
                 t3 = time.perf_counter()
-                score = float(self.backend.infer(x[None])[0])
+                score = self._infer(x)
                 t4 = time.perf_counter()
                 st["preprocess"].append(t3 - t2)
-                st["inference"].append(t4 - t3)
-                track.scores.append(score)
-                track.score_frames.append(idx)
-                self.stats.frame_scores.append((idx, score))
-                self.stats.inferences += 1
+                if self.sinks:
+                    self._keep_frame(track.seq, score, frame)
+                if score is not None:
+                    infer_s = t4 - t3
+                    st["inference"].append(infer_s)
+                    track.scores.append(score)
+                    track.score_frames.append(idx)
+                    self.stats.frame_scores.append((idx, score))
+                    self.stats.inferences += 1
+            for done in ready:
+                self._emit(done, idx, ts)
+            if self.hooks.on_frame is not None:
+                self.hooks.on_frame(idx, ts, infer_s)
+                infer_s = None
         self.stats.frames = idx + 1
-        last = self.segmenter.close()
-        if last is not None:
-            self._emit(last, idx, ts)
+        for done in self.segmenter.flush():
+            self._emit(done, idx, ts)
         self.stats.wall_s = time.perf_counter() - wall0
         return self.stats

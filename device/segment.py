@@ -1,8 +1,11 @@
-"""Per-package segmentation (vision presence with hysteresis) and score fusion.
+"""Per-package segmentation (vision presence, tracked along the belt) and score fusion.
 
-A package opens when the bright-pixel fraction of the ROI rises above ``enter`` and closes after
-``exit_frames`` frames below ``exit``. While open, frames whose package centre lies in the centre
-band of the ROI are classified; on close their scores are fused into one verdict.
+Packages move along +x through the ROI. Each frame, the ROI's bright-on-dark-belt mask is reduced
+to a column profile; runs of occupied columns are package blobs. Blobs are tracked frame to frame
+(a package only moves forward, by at most ``max_step`` of the ROI width per frame), so packages
+that follow each other closely are still separate packages. A package's frames are classified
+while its centre is in the centre band of the ROI; it is decided as soon as it leaves the band
+(or the ROI), which leaves the most time before its reject deadline.
 """
 
 from __future__ import annotations
@@ -15,26 +18,33 @@ from .settings import FusionConfig, PresenceConfig
 
 
 @dataclass
-class Presence:
-    fraction: float
-    center: float  # package centre along x, as a fraction of ROI width (0..1); nan if empty
+class Blob:
+    x0: float  # ROI-width fractions, 0..1
+    x1: float
+
+    @property
+    def center(self) -> float:
+        return (self.x0 + self.x1) / 2
 
 
-def measure_presence(roi_bgr: np.ndarray, cfg: PresenceConfig) -> Presence:
-    """Fraction of ROI pixels brighter than the threshold, and the centre of their columns.
-
-    Uses one channel (green) on a strided view: a few thousand comparisons, no copies of the ROI.
-    """
+def measure_blobs(roi_bgr: np.ndarray, cfg: PresenceConfig) -> list[Blob]:
+    """Package blobs in the ROI from a strided green-channel mask (no copy of the ROI)."""
     sub = roi_bgr[:: cfg.stride, :: cfg.stride, 1]
-    mask = sub > cfg.threshold
-    fraction = float(mask.mean())
-    cols = mask.sum(axis=0)
-    total = cols.sum()
-    if total == 0:
-        return Presence(0.0, float("nan"))
-    xs = np.arange(cols.shape[0], dtype=np.float64)
-    center = float((cols * xs).sum() / total + 0.5) / cols.shape[0]
-    return Presence(fraction, center)
+    occupied = (sub > cfg.threshold).mean(axis=0) >= cfg.column_fill
+    n = occupied.shape[0]
+    if not occupied.any():
+        return []
+    padded = np.concatenate(([False], occupied, [False]))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    runs = list(zip(edges[::2], edges[1::2], strict=True))  # [start, end) column indices
+    merged: list[list[int]] = []
+    gap = max(1, int(round(cfg.merge_gap * n)))
+    for s, e in runs:
+        if merged and s - merged[-1][1] <= gap:
+            merged[-1][1] = e
+        else:
+            merged.append([int(s), int(e)])
+    return [Blob(s / n, e / n) for s, e in merged if (e - s) / n >= cfg.min_width]
 
 
 @dataclass
@@ -42,9 +52,12 @@ class Track:
     seq: int
     frame_enter: int
     t_enter: float
+    blob: Blob
     frame_exit: int = -1
     t_exit: float = 0.0
     n_frames: int = 0
+    misses: int = 0
+    decided: bool = False
     scores: list[float] = field(default_factory=list)
     score_frames: list[int] = field(default_factory=list)
     center_frame: int = -1
@@ -53,45 +66,70 @@ class Track:
 
 
 class Segmenter:
-    """Feeds on presence measurements; yields closed tracks."""
+    """Tracks blobs; returns the track to classify this frame and the tracks now ready to decide."""
 
     def __init__(self, cfg: PresenceConfig):
         self.cfg = cfg
-        self.track: Track | None = None
-        self.below = 0
+        self.tracks: list[Track] = []
         self.seq = 0
 
-    def update(self, p: Presence, frame_idx: int, ts: float) -> tuple[Track | None, bool, Track | None]:
-        """Returns (open track or None, classify this frame?, track closed by this frame or None)."""
-        closed = None
-        if self.track is None:
-            if p.fraction >= self.cfg.enter:
-                self.seq += 1
-                self.track = Track(self.seq, frame_idx, ts)
-                self.below = 0
-        else:
-            if p.fraction < self.cfg.exit:
-                self.below += 1
-                if self.below >= self.cfg.exit_frames:
-                    closed = self.close()
-                    return None, False, closed
-            else:
-                self.below = 0
-        t = self.track
-        if t is None:
-            return None, False, closed
-        t.n_frames += 1
-        t.frame_exit, t.t_exit = frame_idx, ts
-        if p.fraction < self.cfg.exit or np.isnan(p.center):
-            return t, False, closed
-        dist = abs(p.center - 0.5)
-        if dist < t.best_center_dist:
-            t.best_center_dist, t.center_frame, t.t_center = dist, frame_idx, ts
-        return t, dist <= self.cfg.center_band / 2, closed
+    def _associate(self, blobs: list[Blob]) -> list[tuple[Track | None, Blob]]:
+        pairs: list[tuple[Track | None, Blob]] = []
+        free = sorted(self.tracks, key=lambda t: t.blob.center)
+        for b in blobs:  # blobs are sorted by x; so are tracks: match greedily in order
+            match = None
+            for t in free:
+                step = b.center - t.blob.center
+                if -self.cfg.back_tolerance <= step <= self.cfg.max_step:
+                    match = t
+                    break
+            if match is not None:
+                free.remove(match)
+            pairs.append((match, b))
+        return pairs
 
-    def close(self) -> Track | None:
-        t, self.track, self.below = self.track, None, 0
-        return t
+    def update(self, blobs: list[Blob], frame_idx: int, ts: float) -> tuple[Track | None, list[Track]]:
+        ready: list[Track] = []
+        seen: set[int] = set()
+        half = self.cfg.center_band / 2
+        classify: Track | None = None
+        for track, blob in self._associate(blobs):
+            if track is None:
+                self.seq += 1
+                track = Track(self.seq, frame_idx, ts, blob)
+                self.tracks.append(track)
+            track.blob, track.misses = blob, 0
+            track.n_frames += 1
+            track.frame_exit, track.t_exit = frame_idx, ts
+            seen.add(id(track))
+            if track.decided:
+                continue
+            dist = abs(blob.center - 0.5)
+            if dist < track.best_center_dist:
+                track.best_center_dist, track.center_frame, track.t_center = dist, frame_idx, ts
+            if dist <= half and classify is None:
+                classify = track
+            elif blob.center > 0.5 + half:
+                track.decided = True
+                ready.append(track)
+        for track in list(self.tracks):
+            if id(track) in seen:
+                continue
+            track.misses += 1
+            if track.misses >= self.cfg.exit_frames:
+                self.tracks.remove(track)
+                if not track.decided:
+                    track.decided = True
+                    ready.append(track)
+        return classify, ready
+
+    def flush(self) -> list[Track]:
+        """Undecided tracks at the end of the stream (or on shutdown)."""
+        out = [t for t in self.tracks if not t.decided]
+        for t in out:
+            t.decided = True
+        self.tracks = []
+        return out
 
 
 def fuse(scores: list[float], cfg: FusionConfig, threshold: float) -> tuple[float, bool]:

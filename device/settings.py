@@ -22,26 +22,34 @@ class ModelSettings(StrictModel):
     package: Path | None = None
     backend: Literal["litert", "onnx", "onnx_int8"] = "litert"
     threads: int = Field(1, ge=1, le=64)
-    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    # ONNX Runtime execution providers in order of preference: a name, or a one-key mapping of a
+    # name to its provider options, e.g. {TensorrtExecutionProvider: {trt_engine_cache_enable: true}}
+    # (docs/export.md). Providers this onnxruntime build lacks are skipped; CPU is always last.
+    providers: list[str | dict[str, dict[str, str | int | float | bool]]] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"]
+    )
+
+    @field_validator("providers")
+    @classmethod
+    def _one_provider_per_mapping(cls, v: list) -> list:
+        for entry in v:
+            if isinstance(entry, dict) and len(entry) != 1:
+                raise ValueError("each provider mapping names exactly one provider, e.g. {CUDAExecutionProvider: {device_id: 0}}")
+        return v
 
 
 class PresenceConfig(StrictModel):
-    """Vision presence in the ROI: bright-on-dark-belt pixels, with hysteresis."""
+    """Vision presence: bright-on-dark-belt columns of the ROI, tracked as blobs along +x."""
 
-    threshold: int = Field(100, ge=0, le=255, description="gray level above which a pixel is package")
-    enter: float = Field(0.12, gt=0, le=1, description="package fraction of the ROI that opens a package")
-    exit: float = Field(0.05, ge=0, le=1, description="fraction below which the package has left")
-    exit_frames: int = Field(2, ge=1, description="consecutive frames below exit that close it")
+    threshold: int = Field(100, ge=0, le=255, description="green level above which a pixel is package")
+    column_fill: float = Field(0.15, gt=0, le=1, description="fraction of a column's pixels that must be package for the column to count")
+    min_width: float = Field(0.10, gt=0, le=1, description="narrowest blob (fraction of ROI width) that is a package")
+    merge_gap: float = Field(0.03, ge=0, lt=1, description="blobs closer than this (fraction of ROI width) are one package")
+    max_step: float = Field(0.30, gt=0, le=1, description="furthest a package moves per frame (fraction of ROI width)")
+    back_tolerance: float = Field(0.05, ge=0, lt=1, description="backward jitter of a blob centre still matched to its track")
+    exit_frames: int = Field(2, ge=1, description="frames without its blob that close a track")
     center_band: float = Field(0.30, gt=0, le=1, description="classify frames whose package centre is within this fraction of the ROI width around its centre")
     stride: int = Field(4, ge=1, le=16, description="pixel subsampling of the presence measure")
-
-    @field_validator("exit")
-    @classmethod
-    def _exit_below_enter(cls, v: float, info) -> float:
-        enter = info.data.get("enter")
-        if enter is not None and v >= enter:
-            raise ValueError(f"must be below presence.enter ({enter}) for hysteresis")
-        return v
 
 
 class FusionConfig(StrictModel):
@@ -55,10 +63,65 @@ class BeltConfig(StrictModel):
     camera_to_gate_m: float = Field(1.5, ge=0)
 
 
+class SnapshotConfig(StrictModel):
+    """Evidence JPEGs of flagged packages and a disk-capped ring of uncertain ROI crops."""
+
+    enabled: bool = False
+    dir: Path | None = Field(None, description="None: <events.dir>/snapshots")
+    verdicts: list[str] = Field(default_factory=lambda: ["damaged", "reject_uninspected"], description="verdicts that get a snapshot")
+    max_mb: float = Field(500.0, gt=0, description="when the snapshot folder reaches this, new snapshots are skipped and an alarm raised")
+    jpeg_quality: int = Field(85, ge=10, le=100)
+    uncertain_band: float = Field(0.10, ge=0, le=1, description="crops with |score - threshold| <= band go to the ring; 0 disables")
+    uncertain_dir: Path | None = Field(None, description="None: <events.dir>/uncertain")
+    uncertain_max_mb: float = Field(100.0, gt=0, description="ring cap in bytes; oldest crops are deleted first")
+    uncertain_max_files: int = Field(2000, ge=1, description="ring cap in files")
+
+
 class EventsConfig(StrictModel):
     dir: Path = Path("events")
     sqlite: bool = True
     jsonl: bool = True
+    sync: Literal["full", "normal"] = Field("full", description="SQLite synchronous mode: full survives power loss, normal only process crashes")
+    snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
+
+
+class MqttTlsConfig(StrictModel):
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate (None: system CAs)")
+    certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    keyfile: Path | None = Field(None, description="client key; None if certfile contains it")
+
+    @field_validator("keyfile")
+    @classmethod
+    def _key_needs_cert(cls, v: Path | None, info) -> Path | None:
+        if v is not None and info.data.get("certfile") is None:
+            raise ValueError("needs mqtt.tls.certfile")
+        return v
+
+
+class MqttConfig(StrictModel):
+    """Publishing events to a broker: QoS 1 from an on-disk outbox (see docs/events.md)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("parcelguard", pattern=r"^[^#+/\s]+(/[^#+/\s]+)*$")
+    client_id: str | None = Field(None, description="None: parcelguard-<device_id>")
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = Field(None, description="read the password from this environment variable")
+    tls: MqttTlsConfig | None = None
+    qos: Literal[1] = 1
+    keepalive: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: float = Field(1.0, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=600)
+    inflight: int = Field(50, ge=1, le=1000, description="unacknowledged messages in flight at once")
+
+    @field_validator("password_env")
+    @classmethod
+    def _one_password_source(cls, v: str | None, info) -> str | None:
+        if v is not None and info.data.get("password") is not None:
+            raise ValueError("set mqtt.password or mqtt.password_env, not both")
+        return v
 
 
 class DeviceConfig(StrictModel):
@@ -70,6 +133,7 @@ class DeviceConfig(StrictModel):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     belt: BeltConfig = Field(default_factory=BeltConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
     # Daemon sections (device/settings_daemon.py): live capture, segmentation trigger, reject
     # actuator, fail-safe policy and the health/metrics endpoint.
     capture: CaptureConfig = Field(default_factory=CaptureConfig)

@@ -1,4 +1,4 @@
-"""``parcelguard export`` and ``parcelguard demo``."""
+"""``parcelguard export``, ``verify``, ``inspect`` and ``demo``: thin wrappers over library calls."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from parcelguard.device.cli import add_config_args
 from parcelguard.device.config import load_config
-from parcelguard.device.errors import ParcelguardError, missing_extra
+from parcelguard.device.errors import missing_extra
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -24,10 +24,40 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .package import export_package
     except ImportError as exc:
         raise missing_extra(exc.name or "an export dependency", "export") from None
+    from .parity import parity_table
+    from .verify import raise_if_failed
+
     report = export_package(cfg)
-    print(json.dumps({k: report[k] for k in ("passed", "failures", "models")}, indent=2))
-    if not report["passed"]:
-        raise ParcelguardError(f"the parity gate failed ({'; '.join(report['failures'])}); the package in {cfg.out} is marked failed")
+    print(parity_table(report))
+    raise_if_failed(report, cfg.out)
+    print(f"package {cfg.out}: parity gate passed")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .settings import ExportConfig
+
+    cfg = load_config(ExportConfig, args.config, list(args.overrides))
+    try:
+        from .parity import parity_table
+        from .verify import raise_if_failed, verify_package
+    except ImportError as exc:
+        raise missing_extra(exc.name or "an export dependency", "export") from None
+    report = verify_package(args.package, cfg.budget, data=args.data, checkpoint=args.checkpoint, threads=args.threads, write=not args.dry_run)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(parity_table(report))
+    raise_if_failed(report, args.package)
+    print(f"package {args.package}: parity gate passed")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect_pkg import format_inspect, inspect_package
+
+    info = inspect_package(args.package, runs=args.runs, threads=tuple(args.threads))
+    print(json.dumps(info, indent=2) if args.json else format_inspect(info))
     return 0
 
 
@@ -46,6 +76,23 @@ def register(sub) -> None:
     s.add_argument("--out", type=Path)
     add_config_args(s)
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("verify", help="re-run the parity gate on a package; marks it ok or failed")
+    s.add_argument("package", type=Path)
+    s.add_argument("--data", type=Path, help="held-out dataset manifest (CSV; every row is used); default: the test split recorded in the package")
+    s.add_argument("--checkpoint", type=Path, help="the source checkpoint: use torch fp32 as the reference (default: the package's fp32 ONNX)")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--dry-run", action="store_true", help="report only; leave the manifest as it is")
+    s.add_argument("--json", action="store_true", help="print the full report as JSON")
+    add_config_args(s)
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("inspect", help="manifest summary, file sizes, op histograms and latency per backend")
+    s.add_argument("package", type=Path)
+    s.add_argument("--runs", type=int, default=200, help="timed batch-1 runs per backend and thread count")
+    s.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_inspect)
 
     s = sub.add_parser("demo", help="synth -> train -> export -> replay on an embedded default")
     s.add_argument("--out", type=Path)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from parcelguard.export.quiet import native_output_to
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def export_onnx(model: nn.Module, path: Path, size: int, metadata: dict[str, str
     sample = torch.rand(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     arg_name = _first_arg_name(net)
-    with torch.no_grad():
+    with torch.no_grad(), native_output_to(Path(path).parent / "export.log"):
         program = torch.onnx.export(
             net,
             (sample,),

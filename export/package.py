@@ -1,6 +1,8 @@
 """Checkpoint -> model package: model files, calibration, parity gate, manifest.
 
-The manifest is first written with status "failed" and turned to "ok" only after the parity gate
+Owns the order of an export: held-out split, stratified calibration set, ONNX fp32 (with
+metadata), ONNX int8, TFLite int8, manifest, parity gate (:mod:`.parity`), verdict. The manifest is
+first written with status "failed" and turned to "ok" only after the parity gate
 passes, so an interrupted or failed export can never be loaded by a device by accident.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import platform
 from importlib import metadata
 from pathlib import Path
 
@@ -25,11 +28,11 @@ from parcelguard.device.manifest import (
 )
 from parcelguard.device.preprocess import InputSpec, to_float_nchw
 from parcelguard.train.checkpoint import load_checkpoint, model_from_checkpoint
-from parcelguard.train.data import load_splits
 
-from .calibration import select_calibration
+from .calibration import calibration_indices, calibration_summary
 from .parity import run_parity
 from .settings import ExportConfig
+from .verify import record_gate, training_heldout
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +41,15 @@ FILES = {
     "onnx_int8": ("model_int8.onnx", "onnx", "int8"),
     "tflite_int8": ("model_int8.tflite", "tflite", "int8"),
 }
-TOOLS = ("parcelguard", "torch", "onnx", "onnxscript", "onnxruntime", "litert-torch", "ai-edge-litert", "numpy", "opencv-python-headless")
+TOOLS = (
+    "parcelguard", "torch", "torchao", "onnx", "onnxscript", "onnxruntime", "litert-torch",
+    "ai-edge-litert", "ai-edge-quantizer", "numpy", "opencv-python-headless", "pydantic",
+)
 
 
 def tool_versions() -> dict[str, str]:
-    out = {}
+    """Versions of every tool that took part in making the package (those installed)."""
+    out = {"python": platform.python_version()}
     for name in TOOLS:
         try:
             out[name] = metadata.version(name)
@@ -51,41 +58,63 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
+def onnx_metadata(cfg: ExportConfig, classes: list[str], positive: str, spec: InputSpec, threshold: float) -> dict[str, str]:
+    """What the fp32 (and int8) ONNX files carry in ``metadata_props``."""
+    return {
+        "parcelguard.schema_version": str(SCHEMA_VERSION),
+        "parcelguard.name": cfg.name,
+        "parcelguard.classes": json.dumps(classes),
+        "parcelguard.positive_class": positive,
+        "parcelguard.input": spec.model_dump_json(),
+        "parcelguard.threshold": repr(float(threshold)),
+    }
+
+
 def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) -> dict:
-    """Build the package in ``cfg.out``; returns the parity report. Raises on a failed gate."""
+    """Build the package in ``cfg.out`` and run the parity gate; returns the gate's report.
+
+    A failed gate does not raise: the manifest says ``status: failed`` (a device refuses it) and
+    ``report["failures"]`` names what broke. ``calib_override`` (uint8 NHWC) replaces the
+    calibration set - a test hook for proving the gate catches a broken calibration.
+    """
     import torch
 
     from .onnx_export import export_onnx, quantize_onnx_int8
     from .tflite_export import export_tflite_int8
 
+    unknown = [f for f in cfg.formats if f not in FILES]
+    if unknown:
+        raise ParcelguardError(f"unknown export format(s) {unknown}; choose from {list(FILES)}")
     ckpt = load_checkpoint(cfg.checkpoint)
     model = model_from_checkpoint(ckpt)
     spec = InputSpec.model_validate(ckpt["input"])
     classes, positive = ckpt["classes"], ckpt["positive_class"]
     tcfg = ckpt["config"]
+    threshold = cfg.threshold if cfg.threshold is not None else float(ckpt.get("threshold", 0.5))
     data = cfg.data or Path(tcfg["data"])
-    splits = load_splits(data, classes, spec, tcfg["val_fraction"], tcfg["test_fraction"], tcfg["seed"])
-    heldout = splits["test"] if len(splits["test"].images) else splits["val"]
-    calib_u8 = calib_override if calib_override is not None else select_calibration(splits["train"], cfg.calibration_size, cfg.seed)
+    splits, heldout_info = training_heldout(data, classes, spec, tcfg)
+    heldout = splits[heldout_info["split"]]
+    if calib_override is not None:
+        calib_u8 = np.asarray(calib_override, dtype=np.uint8)
+        calib_info = {"size": int(len(calib_u8)), "override": True}
+        log.warning("calibrating on %d caller-supplied images instead of the stratified set", len(calib_u8))
+    else:
+        idx = calibration_indices(splits["train"].samples, cfg.calibration_size, cfg.seed)
+        calib_u8, calib_info = splits["train"].images[idx], calibration_summary(splits["train"].samples, idx)
     calib = to_float_nchw(calib_u8, spec)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "export_config.yaml")
-    unknown = [f for f in cfg.formats if f not in FILES]
-    if unknown:
-        raise ParcelguardError(f"unknown export format(s) {unknown}; choose from {list(FILES)}")
-    files: dict[str, ModelFile] = {}
-    size = spec.height
-    meta = {"parcelguard.classes": json.dumps(classes), "parcelguard.input": spec.model_dump_json()}
     fp32_path = out / FILES["onnx_fp32"][0]
+    quant = None
     with torch.no_grad():
         if "onnx_fp32" in cfg.formats or "onnx_int8" in cfg.formats:
-            export_onnx(model, fp32_path, size, meta)
+            export_onnx(model, fp32_path, spec.height, onnx_metadata(cfg, classes, positive, spec, threshold))
         if "onnx_int8" in cfg.formats:
             quantize_onnx_int8(fp32_path, out / FILES["onnx_int8"][0], calib)
-        quant = None
         if "tflite_int8" in cfg.formats:
-            quant = export_tflite_int8(model, calib, out / FILES["tflite_int8"][0], size)
+            quant = export_tflite_int8(model, calib, out / FILES["tflite_int8"][0], spec.height)
+    files: dict[str, ModelFile] = {}
     for key in cfg.formats:
         name, fmt, prec = FILES[key]
         p = out / name
@@ -104,17 +133,18 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
         positive_class=positive,
         input=spec,
         files=files,
-        threshold=cfg.threshold if cfg.threshold is not None else float(ckpt.get("threshold", 0.5)),
+        threshold=threshold,
         status="failed",
-        metrics={"training": {"best_val_accuracy": ckpt.get("best_val_accuracy"), "epoch": ckpt.get("epoch")}},
+        metrics={
+            "training": {"best_val_accuracy": ckpt.get("best_val_accuracy"), "epoch": ckpt.get("epoch")},
+            "calibration": calib_info,
+            "heldout": heldout_info,
+        },
         tools=tool_versions(),
         source_checkpoint_sha256=sha256_file(Path(cfg.checkpoint)),
         model={"config": tcfg["model"], **ckpt.get("model_info", {})},
     )
     write_manifest(out, manifest)
-    report = run_parity(out, model, heldout, cfg.budget)
-    manifest.metrics["parity"] = report
-    manifest.status = "ok" if report["passed"] else "failed"
-    write_manifest(out, manifest)
-    (out / "parity.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report = run_parity(out, heldout, cfg.budget, model=model)
+    record_gate(out, manifest, report)
     return report

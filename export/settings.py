@@ -10,8 +10,10 @@ from pydantic import Field
 
 class ParityBudget(StrictModel):
     min_agreement: float = Field(0.995, ge=0, le=1, description="int8 verdicts equal to torch fp32")
-    max_accuracy_drop: float = Field(0.005, ge=0, le=1)
-    max_recall_drop_per_type: float = Field(0.01, ge=0, le=1)
+    max_accuracy_drop: float = Field(0.005, ge=0, le=1, description="accuracy points (as a fraction) lost vs the fp32 reference")
+    max_recall_drop_per_type: float = Field(0.01, ge=0, le=1, description="damaged recall lost vs the fp32 reference, for any damage type")
+    max_tflite_size_ratio: float = Field(0.30, gt=0, description="TFLite int8 bytes / fp32 ONNX bytes")
+    lint: bool = Field(True, description="fail the gate on graph-lint problems (float ops, MIRROR_PAD, split XNNPACK)")
 
 
 class ExportConfig(StrictModel):

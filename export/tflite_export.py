@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from parcelguard.export.onnx_export import fold_batchnorm
+from parcelguard.export.quiet import native_output_to
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -210,10 +211,11 @@ def export_tflite_int8(model: nn.Module, calib: np.ndarray, out_path: Path, size
             prepared(nhwc[i : i + 1])
     converted = convert_pt2e(prepared, fold_quantize=False)
 
-    edge = litert_torch.convert(
-        converted, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer)
-    )
-    edge.export(str(out_path))
+    with native_output_to(out_path.parent / "export.log"):
+        edge = litert_torch.convert(
+            converted, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer)
+        )
+        edge.export(str(out_path))
     io = read_tflite_io(out_path)
     log.info("wrote int8 TFLite %s (%d bytes) io=%s", out_path, out_path.stat().st_size, io)
     return io

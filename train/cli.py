@@ -18,7 +18,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
         cfg = load_config(synth.SynthCropsConfig, args.config, args.overrides)
         manifest = synth.make_crops(cfg, args.out)
         sheets = synth.contact_sheet(manifest, args.out / "contact_sheets")
-        print(f"crops written: {manifest} ({len(sheets)} contact sheets in {args.out / 'contact_sheets'})")
+        from .dataset_card import write_card
+
+        card, _ = write_card(manifest)
+        print(f"crops written: {manifest} ({len(sheets)} contact sheets in {args.out / 'contact_sheets'}; card {card})")
     else:
         cfg = load_config(synth.SynthVideoConfig, args.config, args.overrides)
         paths = synth.make_video(cfg, args.out)

@@ -90,8 +90,16 @@ def load_splits(manifest: Path, classes: list[str], spec: InputSpec, val_fractio
     if unknown:
         raise ParcelguardError(f"dataset {manifest} has labels {unknown} not in classes {classes}")
     groups: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    # An ingested dataset fixes its split in a ``split`` column (parcelguard data ingest-*): use it.
+    from_column = all(s.extra.get("split") in groups for s in samples)
+    if from_column:
+        log.info("dataset %s: using its split column (val/test fractions of the config ignored)", manifest)
+    where: dict[str, str] = {}
     for s in samples:
-        groups[split_of(s.package_id, val_fraction, test_fraction, seed)].append(s)
+        name = s.extra["split"] if from_column else split_of(s.package_id, val_fraction, test_fraction, seed)
+        if where.setdefault(s.package_id, name) != name:
+            raise ParcelguardError(f"dataset {manifest}: package {s.package_id} is in both the {where[s.package_id]} and {name} splits")
+        groups[name].append(s)
     out = {}
     for name, group in groups.items():
         images = load_images(group, spec) if group else np.empty((0, spec.height, spec.width, 3), np.uint8)

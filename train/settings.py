@@ -45,3 +45,4 @@ class TrainConfig(StrictModel):
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     resume: Path | None = None
+    target_recall: float = Field(0.99, gt=0, le=1, description="the stored threshold keeps val damaged recall >= this")

@@ -2,6 +2,19 @@
 
 Writes to ``cfg.out``: ``best.pt`` / ``last.pt`` (self-describing checkpoints), ``metrics.csv`` and
 ``metrics.json`` (one row per epoch) and ``train_config.yaml`` (the resolved config).
+
+Reproducibility: every epoch re-seeds its randomness from ``(seed, epoch, rank)`` (the shuffle,
+the augmentation generator and the global torch RNG that dropout uses), so a run resumed from
+``last.pt`` (weights, optimizer, scheduler, early-stopping state) continues exactly the run it
+came from. Resuming takes the run's config from the checkpoint (only ``out``, ``threads``,
+``device`` and ``resume`` come from the caller).
+
+DDP: each rank trains on a disjoint slice of the epoch's permutation; rank 0 validates and
+broadcasts the result, so best-checkpoint and early-stop decisions are identical on all ranks.
+
+Decision threshold: after training, the best weights score the validation split and the highest
+threshold that keeps damaged recall >= ``cfg.target_recall`` is stored in ``best.pt`` as
+``threshold`` (the export writes it into the package manifest).
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +40,9 @@ from .settings import TrainConfig
 
 log = logging.getLogger(__name__)
 
+CALLER_KEYS = ("out", "threads", "device", "resume")
+LOSS_MIN_DELTA = 1e-4  # at equal val accuracy, a lower val loss counts only by this much
+
 
 def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
@@ -38,15 +55,20 @@ def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
 
 
 @torch.no_grad()
-def predict_scores(model: torch.nn.Module, images_u8: np.ndarray, positive: int, device=None, batch: int = 256) -> np.ndarray:
-    """Positive-class probabilities of uint8 NHWC images (no augmentation)."""
+def predict_logits(model: torch.nn.Module, images_u8: np.ndarray, device=None, batch: int = 256) -> torch.Tensor:
+    """Float logits (CPU) of uint8 NHWC images, eval mode, no augmentation."""
     device = device or next(model.parameters()).device
     model.eval()
-    out = []
-    for i in range(0, len(images_u8), batch):
-        x = to_float(torch.from_numpy(images_u8[i : i + batch]).to(device))
-        out.append(torch.softmax(model(x).float(), 1)[:, positive].cpu().numpy())
-    return np.concatenate(out) if out else np.empty(0, np.float32)
+    out = [model(to_float(torch.from_numpy(images_u8[i : i + batch]).to(device))).float().cpu() for i in range(0, len(images_u8), batch)]
+    return torch.cat(out) if out else torch.empty(0, 2)
+
+
+def predict_scores(model: torch.nn.Module, images_u8: np.ndarray, positive: int, device=None, batch: int = 256) -> np.ndarray:
+    """Positive-class probabilities of uint8 NHWC images (no augmentation)."""
+    logits = predict_logits(model, images_u8, device, batch)
+    if not len(logits):
+        return np.empty(0, np.float32)
+    return torch.softmax(logits, 1)[:, positive].numpy()
 
 
 def build_model(cfg: TrainConfig) -> PooledCNN:
@@ -54,11 +76,53 @@ def build_model(cfg: TrainConfig) -> PooledCNN:
     return PooledCNN(ModelConfig(widths=m.widths, blocks=m.blocks, downsample=m.downsample, num_classes=len(cfg.classes), dropout=m.dropout))
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train and return a summary (best val accuracy, test accuracy, paths, timings)."""
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """The seed of one epoch's random stream (a stable mix, no Python hash randomization)."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
+def resumed_config(cfg: TrainConfig, ckpt: dict) -> TrainConfig:
+    """The config of the run being resumed; caller-owned fields are kept from ``cfg``."""
+    saved = TrainConfig.model_validate({**ckpt["config"], **{k: getattr(cfg, k) for k in CALLER_KEYS}})
+    diff = [k for k in TrainConfig.model_fields if k not in CALLER_KEYS and getattr(saved, k) != getattr(cfg, k) and k in cfg.model_fields_set]
+    if diff:
+        log.warning("resuming %s: ignoring %s given now (a resumed run keeps its own config)", cfg.resume, ", ".join(diff))
+    return saved
+
+
+@dataclass
+class _State:
+    """Early-stopping and history state; stored in every checkpoint."""
+
+    start_epoch: int = 0
+    best_acc: float = -1.0
+    best_loss: float = float("inf")
+    stale: int = 0
+    history: list = field(default_factory=list)
+
+    def update(self, acc: float, loss: float) -> bool:
+        improved = acc > self.best_acc or (acc == self.best_acc and loss < self.best_loss - LOSS_MIN_DELTA)
+        if improved:
+            self.best_acc, self.best_loss, self.stale = acc, loss, 0
+        else:
+            self.stale += 1
+        return improved
+
+    def to_extra(self) -> dict:
+        return {"best_val_accuracy": self.best_acc, "best_val_loss": self.best_loss, "stale": self.stale, "history": self.history}
+
+
+def train(cfg: TrainConfig, stop_after_epochs: int | None = None) -> dict:
+    """Train and return a summary (best val accuracy, held-out accuracy, threshold, paths, timings).
+
+    ``stop_after_epochs`` ends this invocation after that many epochs (the run stays resumable
+    from ``last.pt``); tests and time-boxed jobs use it.
+    """
     rank, world, local_rank = _dist_info()
-    distributed = world > 1
-    if distributed:
+    ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
+    if ckpt is not None:
+        cfg = resumed_config(cfg, ckpt)
+    if world > 1:
         import torch.distributed as dist
 
         dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
@@ -70,87 +134,158 @@ def train(cfg: TrainConfig) -> dict:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "train_config.yaml")
-    pos = cfg.classes.index(cfg.positive_class)
     splits = load_splits(cfg.data, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    tr = splits["train"]
-    model = build_model(cfg).to(device)
-    info = {"params": count_params(model), "macs": count_macs(model, cfg.input.height)}
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, len(tr.images) // (cfg.batch_size * world))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.2)
-    start_epoch, best_acc, history = 0, -1.0, []
-    if cfg.resume:
-        ck = load_checkpoint(cfg.resume)
-        model.load_state_dict(ck["state_dict"])
-        if "optimizer" in ck:
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-        start_epoch, best_acc, history = ck["epoch"] + 1, ck.get("best_val_accuracy", -1.0), ck.get("history", [])
-    ddp_model = model
-    if distributed:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
-    counts = np.bincount(tr.labels, minlength=len(cfg.classes)).astype(np.float64)
-    weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), dtype=torch.float32, device=device)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    images_t = torch.from_numpy(tr.images)
-    labels_t = torch.from_numpy(tr.labels)
-    stale = 0
-    t_start = time.perf_counter()
-    progress = _progress(cfg.epochs, start_epoch, rank)
-    for epoch in range(start_epoch, cfg.epochs):
-        ddp_model.train()
-        perm = torch.randperm(len(images_t), generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        perm = perm[rank::world][: steps_per_epoch * cfg.batch_size]
-        total_loss = 0.0
-        for step in range(steps_per_epoch):
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x = augment(to_float(images_t[idx].to(device)), cfg.augment, gen)
-            y = labels_t[idx].to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = F.cross_entropy(ddp_model(x), y, weight=weights)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            total_loss += float(loss)
-        val = splits["val"] if len(splits["val"].images) else splits["train"]
-        scores = predict_scores(model, val.images, pos, device)
-        val_acc = float(((scores >= 0.5).astype(np.int64) == (val.labels == pos)).mean())
-        row = {"epoch": epoch, "loss": total_loss / steps_per_epoch, "val_accuracy": val_acc, "lr": sched.get_last_lr()[0], "elapsed_s": time.perf_counter() - t_start}
-        history.append(row)
-        improved = val_acc > best_acc
-        if improved:
-            best_acc, stale = val_acc, 0
+    run = _Run(cfg, splits, device, rank, world, ckpt)
+    try:
+        run.fit(stop_after_epochs)
+        summary = run.finish() if rank == 0 else {}
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+    return summary
+
+
+class _Run:
+    """One training run's objects; ``fit`` runs the epochs, ``finish`` picks the threshold."""
+
+    def __init__(self, cfg: TrainConfig, splits: dict, device: torch.device, rank: int, world: int, ckpt: dict | None):
+        self.cfg, self.splits, self.device, self.rank, self.world = cfg, splits, device, rank, world
+        self.out = Path(cfg.out)
+        self.pos = cfg.classes.index(cfg.positive_class)
+        tr = splits["train"]
+        self.images, self.labels = torch.from_numpy(tr.images), torch.from_numpy(tr.labels)
+        self.model = build_model(cfg).to(device)
+        self.info = {"params": count_params(self.model), "macs": count_macs(self.model, cfg.input.height)}
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.steps = max(1, len(tr.images) // (cfg.batch_size * world))
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=cfg.epochs * self.steps, pct_start=0.2)
+        self.use_amp = device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.state = _State()
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.ddp_model = self.model
+        if world > 1:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        counts = np.bincount(tr.labels, minlength=len(cfg.classes)).astype(np.float64)
+        self.weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), dtype=torch.float32, device=device)
+        self.t_start = time.perf_counter()
+
+    def _restore(self, ck: dict) -> None:
+        self.model.load_state_dict(ck["state_dict"])
+        if "optimizer" not in ck:
+            log.warning("checkpoint %s has no optimizer state (use last.pt to resume a run)", self.cfg.resume)
         else:
-            stale += 1
-        if rank == 0:
-            extra = _ckpt_extra(cfg, info, epoch, best_acc, history, val_acc)
-            save_checkpoint(out / "last.pt", model, _cfg_dict(cfg), {**extra, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
-            if improved:
-                save_checkpoint(out / "best.pt", model, _cfg_dict(cfg), extra)
-            _write_history(out, history)
-            progress.set_postfix(loss=f"{row['loss']:.3f}", val_acc=f"{val_acc:.4f}")
-            progress.update(1)
-        if stale >= cfg.patience:
-            log.info("early stop at epoch %d (no val improvement for %d epochs)", epoch, stale)
-            break
-    progress.close()
-    if distributed:
-        import torch.distributed as dist
+            self.opt.load_state_dict(ck["optimizer"])
+            self.sched.load_state_dict(ck["scheduler"])
+            if ck.get("scaler"):
+                self.scaler.load_state_dict(ck["scaler"])
+        s = self.state
+        s.start_epoch, s.best_acc = ck["epoch"] + 1, ck.get("best_val_accuracy", -1.0)
+        s.best_loss, s.stale, s.history = ck.get("best_val_loss", float("inf")), ck.get("stale", 0), list(ck.get("history", []))
+        log.info("resuming %s after epoch %d", self.cfg.resume, ck["epoch"])
 
-        dist.destroy_process_group()
-    return {"best_val_accuracy": best_acc, "epochs_run": len(history), "train_s": time.perf_counter() - t_start, "checkpoint": str(out / "best.pt"), **info}
+    def fit(self, stop_after: int | None) -> None:
+        cfg, s = self.cfg, self.state
+        progress = _progress(cfg.epochs, s.start_epoch, self.rank)
+        for n, epoch in enumerate(range(s.start_epoch, cfg.epochs)):
+            if s.stale >= cfg.patience or (stop_after is not None and n >= stop_after):
+                break
+            loss = self._train_epoch(epoch)
+            val_acc, val_loss = self._validate()
+            row = {"epoch": epoch, "loss": loss, "val_accuracy": val_acc, "val_loss": val_loss, "lr": self.sched.get_last_lr()[0], "elapsed_s": time.perf_counter() - self.t_start}
+            s.history.append(row)
+            improved = s.update(val_acc, val_loss)
+            if self.rank == 0:
+                self._save(epoch, improved, val_acc)
+                progress.set_postfix(loss=f"{loss:.3f}", val_acc=f"{val_acc:.4f}")
+                progress.update(1)
+            log.debug("epoch %d loss %.4f val_acc %.4f val_loss %.4f", epoch, loss, val_acc, val_loss)
+            if s.stale >= cfg.patience:
+                log.info("early stop at epoch %d (no val improvement for %d epochs)", epoch, s.stale)
+        progress.close()
 
+    def _train_epoch(self, epoch: int) -> float:
+        cfg = self.cfg
+        seed = epoch_seed(cfg.seed, epoch, 1 + self.rank)
+        torch.manual_seed(seed)  # dropout
+        gen = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0)))
+        perm = perm[self.rank :: self.world][: self.steps * cfg.batch_size]
+        self.ddp_model.train()
+        total = 0.0
+        for step in range(self.steps):
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            x = augment(to_float(self.images[idx].to(self.device)), cfg.augment, gen)
+            y = self.labels[idx].to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                loss = F.cross_entropy(self.ddp_model(x), y, weight=self.weights)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            total += float(loss.detach())
+        return total / self.steps
 
-def _cfg_dict(cfg: TrainConfig) -> dict:
-    return json.loads(cfg.model_dump_json())
+    def _validate(self) -> tuple[float, float]:
+        """(accuracy at 0.5, mean NLL) on the val split; computed on rank 0, broadcast to all."""
+        res = torch.zeros(2, dtype=torch.float64)
+        if self.rank == 0:
+            val = self.splits["val"] if len(self.splits["val"].images) else self.splits["train"]
+            logits = predict_logits(self.model, val.images, self.device)
+            labels = torch.from_numpy(val.labels)
+            pred = (torch.softmax(logits, 1)[:, self.pos] >= 0.5).long()
+            res[0] = float((pred == (labels == self.pos).long()).double().mean())
+            res[1] = float(F.cross_entropy(logits, labels))
+        if self.world > 1:
+            import torch.distributed as dist
 
+            dist.broadcast(res, src=0)
+        return float(res[0]), float(res[1])
 
-def _ckpt_extra(cfg: TrainConfig, info: dict, epoch: int, best: float, history: list, val_acc: float) -> dict:
-    return {"epoch": epoch, "best_val_accuracy": best, "val_accuracy": val_acc, "history": history, "classes": list(cfg.classes), "positive_class": cfg.positive_class, "input": json.loads(cfg.input.model_dump_json()), "model_info": info}
+    def _extra(self, epoch: int, val_acc: float) -> dict:
+        cfg = self.cfg
+        return {
+            "epoch": epoch, "val_accuracy": val_acc, **self.state.to_extra(), "classes": list(cfg.classes),
+            "positive_class": cfg.positive_class, "input": json.loads(cfg.input.model_dump_json()), "model_info": self.info,
+        }
+
+    def _save(self, epoch: int, improved: bool, val_acc: float) -> None:
+        extra = self._extra(epoch, val_acc)
+        cfg_dict = json.loads(self.cfg.model_dump_json())
+        resume_state = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict() if self.use_amp else {}}
+        save_checkpoint(self.out / "last.pt", self.model, cfg_dict, {**extra, **resume_state})
+        if improved:
+            save_checkpoint(self.out / "best.pt", self.model, cfg_dict, extra)
+        _write_history(self.out, self.state.history)
+
+    def finish(self) -> dict:
+        """Choose the threshold on val with the best weights, store it in best.pt, score test."""
+        from .evaluate import binary_metrics, threshold_for_recall
+
+        best_path = self.out / "best.pt"
+        summary = {"best_val_accuracy": self.state.best_acc, "epochs_run": len(self.state.history), "train_s": time.perf_counter() - self.t_start, "checkpoint": str(best_path), **self.info}
+        if not best_path.is_file():
+            return summary
+        ck = load_checkpoint(best_path)
+        self.model.load_state_dict(ck["state_dict"])
+        val = self.splits["val"] if len(self.splits["val"].images) else self.splits["train"]
+        val_scores = predict_scores(self.model, val.images, self.pos, self.device)
+        thr = threshold_for_recall(val_scores, val.labels == self.pos, self.cfg.target_recall)
+        ck["threshold"], ck["threshold_rule"] = thr["threshold"], f"val damaged recall >= {self.cfg.target_recall}"
+        test = self.splits["test"]
+        if len(test.images):
+            scores = predict_scores(self.model, test.images, self.pos, self.device)
+            ck["test_metrics"] = binary_metrics(scores, test.labels == self.pos, thr["threshold"])
+            summary["test_accuracy"] = ck["test_metrics"]["accuracy"]
+            summary["test_accuracy_at_0.5"] = binary_metrics(scores, test.labels == self.pos, 0.5)["accuracy"]
+        save_checkpoint(best_path, self.model, ck["config"], {k: v for k, v in ck.items() if k not in ("format", "state_dict", "config")})
+        summary["threshold"] = thr["threshold"]
+        return summary
 
 
 def _write_history(out: Path, history: list[dict]) -> None:

@@ -2,7 +2,8 @@
 
 Each backend is its own module, imported only when chosen, so a device without ONNX Runtime never
 imports it. ``infer`` takes the preprocessed uint8 NHWC batch (what :func:`preprocess` returns) and
-gives the positive-class probability per item; the backend owns its input conversion.
+gives the positive-class probability per item; the backend owns its input conversion and refuses
+a batch of another shape or dtype with one sentence (:func:`check_batch`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,21 @@ def scores_from_logits(logits: np.ndarray, positive: int) -> np.ndarray:
     return (e[:, positive] / e.sum(axis=1)).astype(np.float32)
 
 
-def open_backend(package: Package, name: str = "litert", threads: int = 1, providers: list[str] | None = None) -> Backend:
+def check_batch(batch_u8: np.ndarray, height: int, width: int, who: str) -> np.ndarray:
+    """The batch as uint8 (N, H, W, 3); anything else is one ParcelguardError sentence."""
+    arr = np.asarray(batch_u8)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (height, width, 3):
+        raise ParcelguardError(
+            f"{who} takes uint8 batches of shape (N, {height}, {width}, 3), got {arr.dtype} {tuple(arr.shape)}"
+        )
+    return arr
+
+
+def open_backend(package: Package, name: str = "litert", threads: int = 1, providers: list | None = None) -> Backend:
+    """Load ``package``'s file for backend ``name`` and warm it up.
+
+    ``providers`` (ONNX Runtime only): names or one-key mappings ``{name: {option: value}}``.
+    """
     if name not in REGISTRY:
         raise ParcelguardError(f"unknown backend {name!r}; choose one of: {', '.join(REGISTRY)}")
     module, cls, key = REGISTRY[name]

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import ParcelguardError, missing_extra
 from ..manifest import Package
 from ..preprocess import to_int8
-from . import scores_from_logits
+from . import check_batch, scores_from_logits
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class LiteRTBackend:
         return item_u8.astype(np.float32) / 255.0
 
     def infer(self, batch_u8: np.ndarray) -> np.ndarray:
+        batch_u8 = check_batch(batch_u8, self._in_shape[1], self._in_shape[2], "the tflite_int8 model")
         logits = []
         for item in batch_u8:
             self.interp.set_tensor(self._in_index, self._feed(item[None]))

@@ -1,19 +1,23 @@
-"""ONNX Runtime backend (fp32 or QDQ int8 ONNX); execution providers come from config.
+"""ONNX Runtime backend (fp32 or QDQ int8 ONNX); execution providers and their options come
+from config (``model.providers``).
 
 On a Jetson, list ``TensorrtExecutionProvider`` / ``CUDAExecutionProvider`` first; providers that
-this onnxruntime build lacks are skipped with a warning, CPU is always last.
+this onnxruntime build lacks are skipped with a warning, CPU is always last. TensorRT gets an
+engine cache by default (building an engine takes minutes on a Jetson; see docs/export.md).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import ParcelguardError, missing_extra
 from ..manifest import Package
 from ..preprocess import to_float_nchw
-from . import scores_from_logits
+from . import check_batch, scores_from_logits
 
 log = logging.getLogger(__name__)
 
@@ -35,35 +39,82 @@ def runtime_available() -> bool:
         return False
 
 
+TRT = "TensorrtExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def default_trt_cache() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "parcelguard" / "trt_engines"
+
+
+def _option_value(v) -> str:
+    return ("1" if v else "0") if isinstance(v, bool) else str(v)
+
+
+def resolve_providers(entries: list | None, available: list[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Config entries (names or ``{name: options}``) -> (names, options) for InferenceSession.
+
+    Drops providers this build lacks (with a warning), keeps CPU last, and gives TensorRT an
+    engine cache unless the config says otherwise. Option values become strings, as ORT wants.
+    """
+    names: list[str] = []
+    options: list[dict[str, str]] = []
+    for entry in entries or [CPU]:
+        name, opts = (next(iter(entry.items())) if isinstance(entry, dict) else (entry, {}))
+        if name not in available:
+            log.warning("execution provider %s is not in this onnxruntime build; skipping it", name)
+            continue
+        if name in names:
+            continue
+        opts = {k: _option_value(v) for k, v in (opts or {}).items()}
+        if name == TRT:
+            opts.setdefault("trt_engine_cache_enable", "1")
+            if opts["trt_engine_cache_enable"] == "1" and "trt_engine_cache_path" not in opts:
+                opts["trt_engine_cache_path"] = str(default_trt_cache())
+            if "trt_engine_cache_path" in opts:
+                Path(opts["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+        names.append(name)
+        options.append(opts)
+    if CPU in names:
+        i = names.index(CPU)
+        names.append(names.pop(i))
+        options.append(options.pop(i))
+    else:
+        names.append(CPU)
+        options.append({})
+    return names, options
+
+
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, package: Package, key: str = "onnx_fp32", threads: int = 1, providers: list[str] | None = None):
+    def __init__(self, package: Package, key: str = "onnx_fp32", threads: int = 1, providers: list | None = None):
         ort = _ort()
         path = package.file(key)
         self.name = key
-        have = ort.get_available_providers()
-        wanted = [p for p in (providers or ["CPUExecutionProvider"]) if p in have]
-        for p in providers or []:
-            if p not in have:
-                log.warning("execution provider %s is not in this onnxruntime build; skipping it", p)
-        if "CPUExecutionProvider" not in wanted:
-            wanted.append("CPUExecutionProvider")
+        names, provider_options = resolve_providers(providers, ort.get_available_providers())
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         try:
-            self.sess = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
+            self.sess = ort.InferenceSession(str(path), sess_options=opts, providers=names, provider_options=provider_options)
         except Exception as exc:  # ORT raises its own exception types for corrupt models
             raise ParcelguardError(f"ONNX Runtime could not load {path}: {str(exc).splitlines()[0]}") from None
         self.input_name = self.sess.get_inputs()[0].name
         self.spec = package.manifest.input
         self.positive = package.manifest.positive_index
+        self.providers = self.sess.get_providers()
+        shape = self.sess.get_inputs()[0].shape
+        expected = [3, self.spec.height, self.spec.width]
+        if [d if isinstance(d, int) else None for d in shape[1:]] != expected:
+            raise ParcelguardError(f"model {path} takes input shape {shape} but its manifest says [N, {expected[0]}, {expected[1]}, {expected[2]}]")
 
     def warmup(self) -> None:
         self.infer(np.zeros((1, self.spec.height, self.spec.width, 3), np.uint8))
 
     def infer(self, batch_u8: np.ndarray) -> np.ndarray:
+        batch_u8 = check_batch(batch_u8, self.spec.height, self.spec.width, f"the {self.name} model")
         logits = self.sess.run(None, {self.input_name: to_float_nchw(batch_u8, self.spec)})[0]
         return scores_from_logits(np.asarray(logits), self.positive)
 

@@ -1,0 +1,281 @@
+"""The device daemon (``parcelguard run``): source -> InspectionLoop -> events -> reject actuator.
+
+It wires the parts and watches them; the per-frame work is :class:`InspectionLoop` (the same loop
+replay runs), extended through :class:`LoopHooks`: the segmentation trigger, per-frame metrics,
+inference errors that skip a frame instead of ending the run, and frame gaps that decide the open
+packages. A supervisor thread turns camera outages and a failing model into alarms, the fail-safe
+policy and ``/healthz``, and pings the systemd watchdog only while the loop makes progress.
+
+SIGTERM/SIGINT drain: the source stops, the open packages are decided and stored, due reject
+pulses fire, the event outputs flush, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+from .actuator import Actuator, Output, make_output
+from .backends import Backend, open_backend
+from .capture import LiveSource, make_source
+from .errors import ParcelguardError
+from .events import Event, new_run_token, open_event_outputs
+from .health import HealthServer, Metrics
+from .loop import InspectionLoop, LoopHooks
+from .manifest import Manifest, load_package
+from .settings import DeviceConfig
+from .trigger import EdgeTrigger, make_trigger
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_S = 0.1
+
+
+def sd_notify(state: str) -> bool:
+    """Send ``state`` (e.g. ``READY=1``) to systemd's NOTIFY_SOCKET; False when not under systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]  # abstract namespace socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            s.sendall(state.encode())
+        return True
+    except OSError as exc:
+        log.warning("sd_notify(%s) failed: %s", state.split("\n")[0], exc)
+        return False
+
+
+def watchdog_interval_s() -> float | None:
+    """Half of systemd's WatchdogSec (from WATCHDOG_USEC), or None when no watchdog is set."""
+    usec, pid = os.environ.get("WATCHDOG_USEC"), os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return max(int(usec) / 2e6, 0.05)
+    except ValueError:
+        return None
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line (journald / log shippers parse it without regexes)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        d = {"t": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            d["exc"] = self.formatException(record.exc_info)
+        return json.dumps(d, separators=(",", ":"))
+
+
+class Daemon:
+    """One live inspection run. Parts are injectable (backend, source opener, outputs) for tests."""
+
+    def __init__(self, cfg: DeviceConfig, *, backend: Backend | None = None, manifest: Manifest | None = None,
+                 source: Any = None, opener: Any = None, reject_output: Output | None = None,
+                 stop_output: Output | None = None, run_token: str | None = None):
+        self.cfg = cfg
+        if backend is None or manifest is None:
+            if cfg.model.package is None:
+                raise ParcelguardError("model.package is not set; pass --model or set it in the config")
+            pkg = load_package(cfg.model.package)
+            manifest = pkg.manifest
+            backend = open_backend(pkg, cfg.model.backend, cfg.model.threads, cfg.model.providers)
+        self.backend, self.manifest = backend, manifest
+        self.source = source if source is not None else make_source(cfg, opener)
+        self.trigger = make_trigger(cfg)
+        self.metrics = Metrics()
+        self.run_token = run_token or new_run_token()
+        self.outputs = open_event_outputs(cfg, self.run_token)
+        a = cfg.actuator
+        reject = reject_output or make_output(a.output, a.pin, a.active_high, "reject")
+        stop = stop_output
+        if stop is None and cfg.failsafe.policy == "stop_line":
+            stop = make_output(a.output, cfg.failsafe.stop_pin, a.active_high, "stop_line")
+        self.actuator = Actuator(a, cfg.failsafe, reject, stop, on_alarm=self._actuator_alarm)
+        hooks = LoopHooks(presence=self.trigger.measure, on_frame=self._on_frame, on_backend_error=self._on_backend_error,
+                          max_gap_s=cfg.capture.gap_close_s, history=4096)
+        self.loop = InspectionLoop(cfg, backend, manifest, self.outputs.store, self.run_token,
+                                   on_event=self._on_event, hooks=hooks)
+        self.consecutive_errors = 0
+        self.model_failed = False
+        self.camera_was_down = False
+        self._last_progress = time.monotonic()
+        self._stopping = threading.Event()
+        self._retired: list[Backend] = []
+        self.health: HealthServer | None = None
+        if cfg.health.enabled:
+            self.health = HealthServer(cfg.health, self.metrics, self.healthy, self._actions())
+        self._register_gauges()
+
+    # -- hooks from the loop and the actuator ------------------------------------------------
+    def _on_frame(self, idx: int, ts: float, inference_s: float | None) -> None:
+        self._last_progress = time.monotonic()
+        self.metrics.frame(ts, inference_s)
+        if inference_s is not None and self.consecutive_errors:
+            self.consecutive_errors = 0
+            if self.model_failed:
+                self.model_failed = False
+                self.outputs.alarm("model_error", "inference works again", active=False)
+                self.actuator.set_failsafe("model", False)
+
+    def _on_backend_error(self, exc: Exception) -> None:
+        self.consecutive_errors += 1
+        with self.metrics.lock:
+            self.metrics.backend_errors += 1
+        log.warning("inference failed (%s: %s); frame skipped", type(exc).__name__, exc)
+        if not self.model_failed and self.consecutive_errors >= self.cfg.failsafe.model_errors:
+            self.model_failed = True
+            self.outputs.alarm("model_error", f"{self.consecutive_errors} consecutive inference errors: {exc}")
+            self.actuator.set_failsafe("model", True)
+
+    def _on_event(self, ev: Event) -> None:
+        self.metrics.verdict(ev.verdict)
+        self.actuator.decide(ev.verdict, ev.reject_deadline, ev.package_seq)
+
+    def _actuator_alarm(self, name: str, t: float, info: dict) -> None:
+        self.metrics.alarm(name)
+        if name == "late_decision":
+            self.outputs.alarm(name, json.dumps(info, sort_keys=True))
+        # failsafe_on/off are recorded by their cause (camera_down, model_error) as well
+        elif name in ("failsafe_on", "failsafe_off"):
+            self.outputs.alarm("failsafe", json.dumps(info, sort_keys=True), active=name == "failsafe_on")
+
+    # -- health -------------------------------------------------------------------------------
+    def healthy(self) -> tuple[bool, str]:
+        if getattr(self.source, "stats", None) is not None and self.source.stats.state == "failed":
+            return False, "camera failed (gave up reconnecting)"
+        if self.source.camera_down():
+            return False, f"camera down ({self.source.down_seconds():.1f} s total)"
+        if self.model_failed:
+            return False, f"model failing ({self.consecutive_errors} consecutive inference errors)"
+        return True, "ok"
+
+    def _register_gauges(self) -> None:
+        src, act, g = self.source, self.actuator, self.metrics.gauges
+        st = src.stats
+        g["frame_age_seconds"] = ("gauge", "Age of the newest frame.", lambda: src.frame_age())
+        g["frames_dropped_total"] = ("counter", "Camera frames overwritten before inspection.", lambda: st.dropped)
+        g["frames_invalid_total"] = ("counter", "Black or repeated camera frames discarded.", lambda: st.invalid)
+        g["camera_reconnects_total"] = ("counter", "Successful camera reopens after an outage.", lambda: st.reconnects)
+        g["camera_down_seconds_total"] = ("counter", "Seconds without a camera.", lambda: src.down_seconds())
+        g["camera_up"] = ("gauge", "1 while frames arrive.", lambda: 0.0 if src.camera_down() else 1.0)
+        g["model_ok"] = ("gauge", "0 while inference keeps failing.", lambda: 0.0 if self.model_failed else 1.0)
+        g["failsafe_active"] = ("gauge", "1 while the fail-safe policy holds the line.", lambda: float(act.failsafe_active))
+        g["reject_pulses_total"] = ("counter", "Reject pulses fired.", lambda: act.pulses)
+        g["late_decisions_total"] = ("counter", "Rejects decided after their deadline (not fired).", lambda: act.late)
+        g["packages_total"] = ("counter", "Packages decided.", lambda: self.loop.stats.packages)
+        g["outbox_depth"] = ("gauge", "Events waiting for MQTT delivery.", lambda: self.outputs.metrics().get("outbox_depth"))
+
+    def _actions(self) -> dict:
+        def reset(_: dict) -> dict:
+            self.metrics.reset()
+            return {"reset": True}
+
+        def reload(_: dict) -> dict:
+            return {"model": self.reload_model()}
+
+        def trigger(params: dict) -> dict:
+            if not isinstance(self.trigger, EdgeTrigger) or self.cfg.trigger.mode != "external":
+                raise ParcelguardError("POST /trigger needs trigger.mode: external")
+            state = params.get("state", "1").lower() in ("1", "on", "true")
+            self.trigger.set(state)
+            return {"state": state}
+
+        return {"reset-counters": reset, "reload-model": reload, "trigger": trigger}
+
+    def reload_model(self) -> str:
+        """Load the configured package again (e.g. after an update) and swap the backend."""
+        if self.cfg.model.package is None:
+            raise ParcelguardError("model.package is not set; nothing to reload")
+        pkg = load_package(self.cfg.model.package)
+        if pkg.manifest.input != self.manifest.input or pkg.manifest.classes != self.manifest.classes:
+            raise ParcelguardError("the new package's input spec or classes differ; restart the daemon to switch to it")
+        backend = open_backend(pkg, self.cfg.model.backend, self.cfg.model.threads, self.cfg.model.providers)
+        self._retired.append(self.loop.backend)  # closed at shutdown: an inference may be in flight
+        self.loop.backend, self.backend, self.manifest = backend, backend, pkg.manifest
+        log.info("model reloaded from %s", self.cfg.model.package)
+        return pkg.manifest.name
+
+    # -- supervision --------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        wd = watchdog_interval_s()
+        last_ping = 0.0
+        while not self._stopping.wait(SUPERVISE_S):
+            self.check_camera()
+            now = time.monotonic()
+            if wd is not None and now - last_ping >= wd:
+                reader_alive = isinstance(self.source, LiveSource) and self.source.camera_down()
+                if now - self._last_progress < 2 * wd or reader_alive:
+                    sd_notify("WATCHDOG=1")
+                    last_ping = now
+
+    def check_camera(self) -> None:
+        """Camera outage -> alarm and (after ``failsafe.after_s``) the fail-safe; recovery undoes it."""
+        src = self.source
+        down = src.camera_down()
+        if down and not self.camera_was_down:
+            self.camera_was_down = True
+            self.outputs.alarm("camera_down", f"no frames from {getattr(src, 'name', 'source')}")
+            sd_notify("STATUS=camera down")
+        if down:
+            since = src.stats.down_since or src.stats.last_frame_t or time.monotonic()
+            if time.monotonic() - since >= self.cfg.failsafe.after_s and "camera" not in self.actuator.failsafe_reasons:
+                self.actuator.set_failsafe("camera", True)
+        elif self.camera_was_down:
+            self.camera_was_down = False
+            self.outputs.alarm("camera_down", f"camera back, {src.down_seconds():.2f} s down in total", active=False)
+            self.actuator.set_failsafe("camera", False)
+            sd_notify("STATUS=inspecting")
+
+    # -- run ----------------------------------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        if not self._stopping.is_set():
+            log.info("stopping: draining the open packages")
+            self._stopping.set()
+            self.source.stop()
+
+    def run(self) -> dict:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        self.actuator.start()
+        if self.health is not None:
+            self.health.start()
+        sup = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+        sup.start()
+        sd_notify("READY=1\nSTATUS=inspecting")
+        log.info("daemon %s running (run %s, model %s)", self.cfg.device_id, self.run_token, self.loop.model_id)
+        try:
+            stats = self.loop.run(self.source)
+        finally:
+            sd_notify("STOPPING=1")
+            self._stopping.set()
+            sup.join(2.0)
+            self.actuator.close()
+            self.outputs.close()
+            if self.health is not None:
+                self.health.close()
+            for b in [*self._retired, self.backend]:
+                b.close()
+            if isinstance(self.source, LiveSource):
+                self.source.join(2.0)
+        return self.summary(stats)
+
+    def summary(self, stats) -> dict:
+        st = self.source.stats
+        return {
+            "frames": stats.frames, "packages": stats.packages, "inferences": stats.inferences,
+            "backend_errors": stats.backend_errors, "gaps": stats.gaps, "dropped": st.dropped,
+            "reconnects": st.reconnects, "camera_down_s": round(self.source.down_seconds(), 3),
+            "reject_pulses": self.actuator.pulses, "late_decisions": self.actuator.late,
+            "truncated": bool(getattr(getattr(self.source, "source", None), "truncated", False)),
+            "events_dir": str(self.cfg.events.dir), "stages": stats.percentiles(),
+        }

@@ -1,0 +1,196 @@
+"""Test doubles for the device daemon: fake cameras, a fake backend, synthetic belt frames,
+a hand-built manifest, a tiny real ONNX model package, and an MJPEG-over-HTTP server script."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from parcelguard.device.manifest import SCHEMA_VERSION, Manifest, ModelFile, sha256_file, write_manifest
+from parcelguard.device.preprocess import InputSpec
+from parcelguard.device.settings import DeviceConfig
+
+W, H = 640, 480
+
+
+def belt_frame(i: int, pkg_x: float | None = None, width: int = 100, seed: int = 0) -> np.ndarray:
+    """A dark noisy belt (never black, never bit-identical) with an optional bright package."""
+    rng = np.random.default_rng(seed * 100003 + i)
+    f = rng.integers(15, 35, size=(H, W, 3), dtype=np.uint8)
+    if pkg_x is not None:
+        x0 = int(pkg_x)
+        f[150:330, max(x0, 0):max(min(x0 + width, W), 0)] = 200
+    return f
+
+
+def belt_frames(n_packages: int = 3, step: int = 24, gap: int = 8, seed: int = 0) -> list[np.ndarray]:
+    """Packages crossing the default ROI (x 208..432) left to right, ``gap`` empty frames apart."""
+    frames = []
+    i = 0
+    for _ in range(n_packages):
+        for x in range(100, 560, step):
+            frames.append(belt_frame(i, x, seed=seed))
+            i += 1
+        for _ in range(gap):
+            frames.append(belt_frame(i, None, seed=seed))
+            i += 1
+    return frames
+
+
+def manifest(threshold: float = 0.5) -> Manifest:
+    return Manifest(
+        schema_version=SCHEMA_VERSION, name="fake", created="2026-01-01T00:00:00+00:00", classes=["ok", "damaged"],
+        positive_class="damaged", input=InputSpec(height=32, width=32),
+        files={"onnx_fp32": ModelFile(path="m.onnx", sha256="0" * 64, bytes=1, format="onnx", precision="fp32")},
+        threshold=threshold,
+    )
+
+
+class FakeBackend:
+    """``infer`` returns ``score``; raises on the calls whose 0-based index is in ``raise_on``."""
+
+    name = "fake"
+
+    def __init__(self, score: float = 0.9, raise_on: set[int] | None = None, always_raise: bool = False):
+        self.score, self.raise_on, self.always_raise = score, raise_on or set(), always_raise
+        self.calls = 0
+        self.closed = False
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        i = self.calls
+        self.calls += 1
+        if self.always_raise or i in self.raise_on:
+            raise RuntimeError(f"simulated inference failure on call {i}")
+        return np.full((batch.shape[0],), self.score, np.float32)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeCapture:
+    """A cv2.VideoCapture look-alike over a shared script; ``fail_after`` ends it like an unplug."""
+
+    def __init__(self, frames: list[np.ndarray], start: int = 0, fail_after: int | None = None, period_s: float = 0.0):
+        self.frames, self.pos, self.period_s = frames, start, period_s
+        self.fail_after = fail_after
+        self.reads = 0
+        self.opened = True
+
+    def isOpened(self) -> bool:  # noqa: N802
+        return self.opened
+
+    def set(self, prop, value) -> bool:
+        return True
+
+    def read(self):
+        if self.period_s:
+            time.sleep(self.period_s)
+        if not self.opened or self.pos >= len(self.frames) or (self.fail_after is not None and self.reads >= self.fail_after):
+            return False, None
+        self.reads += 1
+        f = self.frames[self.pos]
+        self.pos += 1
+        return True, f
+
+    def release(self) -> None:
+        self.opened = False
+
+
+class FlakyCamera:
+    """An opener: the first capture dies after ``fail_after`` frames; the next ``down_opens``
+    opens fail (camera unplugged); then it comes back and serves the remaining frames."""
+
+    def __init__(self, frames: list[np.ndarray], fail_after: int, down_opens: int = 3, period_s: float = 0.0):
+        self.frames, self.fail_after, self.down_opens, self.period_s = frames, fail_after, down_opens, period_s
+        self.opens = 0
+        self.resume = 0
+        self.caps: list[FakeCapture] = []
+
+    def __call__(self, *args, **kwargs):
+        self.opens += 1
+        if self.caps:
+            self.resume = self.caps[-1].pos
+        if 1 < self.opens <= 1 + self.down_opens:
+            return None  # the camera is gone
+        cap = FakeCapture(self.frames, self.resume, self.fail_after if self.opens == 1 else None, self.period_s)
+        self.caps.append(cap)
+        return cap
+
+
+def make_config(tmp_path: Path, **sections) -> DeviceConfig:
+    """A DeviceConfig writing events under tmp_path, health off; ``sections`` merge into it."""
+    data: dict = {"events": {"dir": str(tmp_path / "events")}, "health": {"enabled": False}}
+    for k, v in sections.items():
+        if isinstance(v, dict):
+            data.setdefault(k, {}).update(v)
+        else:
+            data[k] = v
+    return DeviceConfig.model_validate(data)
+
+
+def write_avi(path: Path, frames: list[np.ndarray], fps: float = 30.0) -> Path:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0]))
+    assert w.isOpened()
+    for f in frames:
+        w.write(f)
+    w.release()
+    return path
+
+
+def tiny_onnx_package(root: Path) -> Path:
+    """A real ONNX model package (mean brightness -> 2 logits) built with onnx.helper in ms."""
+    from onnx import TensorProto, helper, save
+
+    root.mkdir(parents=True, exist_ok=True)
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [-4.0, 4.0] * 3)
+    b = helper.make_tensor("b", TensorProto.FLOAT, [2], [2.0, -2.0])
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "w", "b"], ["logits"]),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [inp], [out], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = root / "model.onnx"
+    save(model, str(path))
+    m = manifest()
+    m.files = {"onnx_fp32": ModelFile(path="model.onnx", sha256=sha256_file(path), bytes=path.stat().st_size, format="onnx", precision="fp32")}
+    write_manifest(root, m)
+    return root
+
+
+MJPEG_SERVER = r'''
+import sys, time, cv2, numpy as np
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+port, fps = int(sys.argv[1]), float(sys.argv[2])
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        i = 0
+        rng = np.random.default_rng(0)
+        try:
+            while True:
+                img = rng.integers(20, 60, size=(240, 320, 3), dtype=np.uint8)
+                cv2.putText(img, str(i), (20, 120), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3)
+                b = cv2.imencode(".jpg", img)[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(b) + b + b"\r\n")
+                i += 1
+                time.sleep(1 / fps)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer.allow_reuse_address = True
+srv = ThreadingHTTPServer(("127.0.0.1", port), H)
+print("ready", flush=True)
+srv.serve_forever()
+'''

@@ -1,0 +1,78 @@
+"""The training loop: resume continues the same run bit for bit, the val-chosen threshold is
+stored in the checkpoint, and a resumed run keeps its own config."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from parcelguard.train import synth  # noqa: E402
+from parcelguard.train.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from parcelguard.train.data import load_splits  # noqa: E402
+from parcelguard.train.evaluate import threshold_for_recall  # noqa: E402
+from parcelguard.train.settings import TrainConfig  # noqa: E402
+from parcelguard.train.train import predict_scores, train  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory):
+    return synth.make_crops(synth.SynthCropsConfig(n_ok=40, n_damaged=40, seed=5), tmp_path_factory.mktemp("crops"))
+
+
+def _cfg(crops, out, **kw) -> TrainConfig:
+    base = dict(data=crops, out=out, epochs=3, batch_size=16, threads=1, patience=10, seed=7,
+                input={"height": 64, "width": 64}, model={"widths": [8, 16], "blocks": [1, 1]})
+    return TrainConfig.model_validate({**base, **kw})
+
+
+def test_resume_continues_the_same_run(crops, tmp_path):
+    train(_cfg(crops, tmp_path / "full"))
+    first = train(_cfg(crops, tmp_path / "split"), stop_after_epochs=1)
+    assert first["epochs_run"] == 1
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 0
+    train(_cfg(crops, tmp_path / "split", resume=tmp_path / "split" / "last.pt"))
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    strip = lambda h: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    rows = (tmp_path / "split" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3
+
+
+def test_threshold_is_chosen_on_val_and_stored(crops, tmp_path):
+    summary = train(_cfg(crops, tmp_path / "run", epochs=2, target_recall=0.9))
+    ck = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert ck["threshold"] == pytest.approx(summary["threshold"])
+    cfg = _cfg(crops, tmp_path / "run")
+    val = load_splits(crops, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed)["val"]
+    scores = predict_scores(model_from_checkpoint(ck), val.images, 1)
+    is_pos = val.labels == 1
+    assert ck["threshold"] == pytest.approx(threshold_for_recall(scores, is_pos, 0.9)["threshold"])
+    assert (scores[is_pos] >= ck["threshold"]).mean() >= 0.9
+    assert "test_metrics" in ck and 0 <= ck["test_metrics"]["accuracy"] <= 1
+    hist = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [r["epoch"] for r in hist] == [0, 1]
+
+
+def test_resume_keeps_the_checkpoint_config(crops, tmp_path, caplog):
+    train(_cfg(crops, tmp_path / "r", epochs=2), stop_after_epochs=1)
+    with caplog.at_level(logging.WARNING):
+        train(_cfg(crops, tmp_path / "r", epochs=5, resume=tmp_path / "r" / "last.pt"))
+    assert "ignoring epochs" in caplog.text
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 1  # the run's own 2 epochs
+
+
+def test_early_stopping_stops(crops, tmp_path):
+    s = train(_cfg(crops, tmp_path / "es", epochs=8, patience=1, lr=1e-7))
+    assert s["epochs_run"] < 8
+    assert np.isfinite(s["best_val_accuracy"])
