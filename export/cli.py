@@ -48,7 +48,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(parity_table(report))
-    raise_if_failed(report, args.package)
+    raise_if_failed(report, args.package, marked=not args.dry_run)
     print(f"package {args.package}: parity gate passed")
     return 0
 

@@ -138,11 +138,12 @@ def run_parity(package_dir: Path, heldout: Split, budget: ParityBudget, model=No
     return report
 
 
-def gate_sentence(report: dict, where: Path | str) -> str:
+def gate_sentence(report: dict, where: Path | str, marked: bool = True) -> str:
     """One sentence for a failed gate, naming the first metric that broke."""
     fails = report["failures"]
-    more = f" (and {len(fails) - 1} more; see {Path(where) / 'parity.json'})" if len(fails) > 1 else ""
-    return f"the parity gate failed: {fails[0]}{more}; the package in {where} is marked failed"
+    more = f" (and {len(fails) - 1} more, see parity.json)" if len(fails) > 1 and marked else f" (and {len(fails) - 1} more)" if len(fails) > 1 else ""
+    tail = f"the package in {where} is marked failed" if marked else f"the package in {where} was left unchanged (--dry-run)"
+    return f"the parity gate failed: {fails[0]}{more}; {tail}"
 
 
 def parity_table(report: dict) -> str:

@@ -99,6 +99,6 @@ def verify_package(
     return report
 
 
-def raise_if_failed(report: dict, root: Path) -> None:
+def raise_if_failed(report: dict, root: Path, marked: bool = True) -> None:
     if not report["passed"]:
-        raise ParcelguardError(gate_sentence(report, root))
+        raise ParcelguardError(gate_sentence(report, root, marked))
