@@ -270,7 +270,6 @@ def test_loop_sinks_get_the_best_frame(tmp_path):
 def test_loop_with_snapshot_sink_writes_evidence_and_same_events(tmp_path):
     """A real loop run: snapshots for flagged packages; the event stream is identical without sinks."""
     from helpers_device import FakeBackend, belt_frames, make_config, manifest
-
     from parcelguard.device.loop import InspectionLoop
 
     frames = belt_frames(3)
