@@ -1,4 +1,10 @@
-"""Ground-truth label CSVs for recorded or synthetic video, and package-level matching/metrics."""
+"""Ground-truth label CSVs for recorded or synthetic video, and package-level matching/metrics.
+
+Matching is by frame overlap: each package event is paired with the not-yet-matched GT package
+whose ``enter_frame..exit_frame`` it overlaps most. A flagged event (the positive class or
+``reject_uninspected``) on a damaged package is a true positive; flagged on an ok package, or on
+no package at all, a false positive; a damaged package never flagged (or never segmented) is missed.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +25,15 @@ class GtPackage:
     severity: float
     enter_frame: int
     exit_frame: int
+    center_frame: int = -1  # the frame with the package centred in the ROI (-1: the window's middle)
+
+    @property
+    def centre(self) -> int:
+        return self.center_frame if self.center_frame >= 0 else (self.enter_frame + self.exit_frame) // 2
 
 
-def load_labels(path: Path, n_frames: int | None = None) -> list[GtPackage]:
-    """Read a label CSV; any bad row raises one sentence naming the file, row and field."""
+def load_labels(path: Path, n_frames: int | None = None, classes: list[str] | None = None) -> list[GtPackage]:
+    """Read a label CSV; any bad row (or one that cannot belong to this video) is one sentence."""
     path = Path(path)
     if not path.is_file():
         raise ParcelguardError(f"label file {path} does not exist")
@@ -41,15 +52,18 @@ def load_labels(path: Path, n_frames: int | None = None) -> list[GtPackage]:
                     severity=float(row.get("severity") or 0.0),
                     enter_frame=int(row["enter_frame"]),
                     exit_frame=int(row["exit_frame"]),
+                    center_frame=int(row.get("center_frame") or -1),
                 )
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, AttributeError) as exc:
                 raise ParcelguardError(f"label file {path}, line {row_no}: {exc}") from None
             if gt.exit_frame < gt.enter_frame or gt.enter_frame < 0:
                 raise ParcelguardError(f"label file {path}, line {row_no}: frame range {gt.enter_frame}..{gt.exit_frame} is not valid")
-            if n_frames is not None and gt.enter_frame >= n_frames:
+            if n_frames is not None and gt.exit_frame >= n_frames + 2:
                 raise ParcelguardError(
-                    f"label file {path}, line {row_no}: package {gt.package_id} enters at frame {gt.enter_frame} but the video has {n_frames} frames"
+                    f"label file {path}, line {row_no}: package {gt.package_id} spans frames {gt.enter_frame}..{gt.exit_frame} but the video has {n_frames} frames (labels of another video?)"
                 )
+            if classes is not None and gt.label not in classes:
+                raise ParcelguardError(f"label file {path}, line {row_no}: label {gt.label!r} is not one of the model's classes {classes}")
             out.append(gt)
     return out
 
@@ -58,12 +72,11 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
     return max(0, min(a1, b1) - max(a0, b0) + 1)
 
 
-def match_events(events: list[dict], gts: list[GtPackage], positive: str) -> dict:
-    """Package-level precision/recall: each event is matched to the GT package it overlaps most."""
+def pair_by_overlap(events: list[dict], gts: list[GtPackage]) -> tuple[list[tuple[dict, GtPackage]], list[dict], list[GtPackage]]:
+    """``(pairs, unmatched events, unmatched GT packages)``, greedily in event order."""
     used: set[int] = set()
-    pairs = []
-    false_events = []
-    for ev in (e for e in events if e["kind"] == "package"):
+    pairs, unmatched = [], []
+    for ev in events:
         best, best_ov = -1, 0
         for i, g in enumerate(gts):
             if i in used:
@@ -72,28 +85,60 @@ def match_events(events: list[dict], gts: list[GtPackage], positive: str) -> dic
             if ov > best_ov:
                 best, best_ov = i, ov
         if best < 0:
-            false_events.append(ev)
+            unmatched.append(ev)
         else:
             used.add(best)
             pairs.append((ev, gts[best]))
-    flagged = lambda ev: ev["verdict"] in (positive, "reject_uninspected")  # noqa: E731
+    return pairs, unmatched, [g for i, g in enumerate(gts) if i not in used]
+
+
+def _ev_row(ev: dict | None, g: GtPackage | None, fps: float, why: str) -> dict:
+    frame = g.centre if g is not None else (ev["frame_enter"] + ev["frame_exit"]) // 2 if ev else -1
+    return {
+        "why": why,
+        "gt": g.package_id if g else None,
+        "label": g.label if g else None,
+        "damage_type": (g.damage_type or None) if g else None,
+        "event_id": ev["event_id"] if ev else None,
+        "seq": ev["package_seq"] if ev else None,
+        "verdict": ev["verdict"] if ev else None,
+        "score": ev.get("score") if ev else None,
+        "frame": frame,
+        "t": round(ev["t_center"], 4) if ev else round(frame / fps, 4),
+    }
+
+
+def match_events(events: list[dict], gts: list[GtPackage], positive: str, fps: float = 30.0) -> dict:
+    """Package-level precision/recall/F1, recall per damage type, confusion, missed and false lists."""
+    events = [e for e in events if e["kind"] == "package"]
+    pairs, false_events, unseen = pair_by_overlap(events, gts)
+
+    def flagged(ev: dict) -> bool:
+        return ev["verdict"] in (positive, "reject_uninspected")
+
     tp = sum(1 for ev, g in pairs if flagged(ev) and g.label == positive)
-    fp = sum(1 for ev, g in pairs if flagged(ev) and g.label != positive)
-    fp += sum(1 for ev in false_events if flagged(ev))
+    fp_pairs = [(ev, g) for ev, g in pairs if flagged(ev) and g.label != positive]
+    fp_none = [ev for ev in false_events if flagged(ev)]
+    fp = len(fp_pairs) + len(fp_none)
     n_pos = sum(1 for g in gts if g.label == positive)
-    missed = [g for i, g in enumerate(gts) if i not in used]
-    fn_list = [g for ev, g in pairs if not flagged(ev) and g.label == positive]
-    fn_list += [g for g in missed if g.label == positive]
-    false_list = [(ev, g) for ev, g in pairs if flagged(ev) and g.label != positive]
+    missed = [(ev, g) for ev, g in pairs if not flagged(ev) and g.label == positive]
+    missed += [(None, g) for g in unseen if g.label == positive]
     per_type: dict[str, list[int]] = {}
+    for ev, g in [*pairs, *((None, g) for g in unseen)]:
+        if g.label == positive:
+            c = per_type.setdefault(g.damage_type or "unknown", [0, 0])
+            c[1] += 1
+            c[0] += int(ev is not None and flagged(ev))
+    confusion: dict[str, dict[str, int]] = {}
     for ev, g in pairs:
-        if g.label == positive:
-            per_type.setdefault(g.damage_type or "unknown", [0, 0])
-            per_type[g.damage_type or "unknown"][1] += 1
-            per_type[g.damage_type or "unknown"][0] += int(flagged(ev))
-    for g in missed:
-        if g.label == positive:
-            per_type.setdefault(g.damage_type or "unknown", [0, 0])[1] += 1
+        row = confusion.setdefault(g.label, {})
+        row[ev["verdict"]] = row.get(ev["verdict"], 0) + 1
+    for g in unseen:
+        row = confusion.setdefault(g.label, {})
+        row["not segmented"] = row.get("not segmented", 0) + 1
+    for ev in false_events:
+        row = confusion.setdefault("no package", {})
+        row[ev["verdict"]] = row.get(ev["verdict"], 0) + 1
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / n_pos if n_pos else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -101,17 +146,19 @@ def match_events(events: list[dict], gts: list[GtPackage], positive: str) -> dic
         "packages_gt": len(gts),
         "packages_seen": len(pairs),
         "events": len(events),
+        "spurious_events": len(false_events),
         "tp": tp,
         "fp": fp,
-        "fn": len(fn_list),
+        "fn": len(missed),
         "precision": precision,
         "recall": recall,
         "f1": f1,
         "recall_per_damage_type": {k: v[0] / v[1] for k, v in sorted(per_type.items())},
-        "missed_packages": [g.package_id for g in fn_list],
-        "unsegmented_packages": [g.package_id for g in missed],
-        "false_alarms": [
-            {"event_id": ev["event_id"], "t": ev["t_center"], "gt": g.package_id} for ev, g in false_list
-        ]
-        + [{"event_id": ev["event_id"], "t": ev["t_center"], "gt": None} for ev in false_events if flagged(ev)],
+        "damage_type_counts": {k: v[1] for k, v in sorted(per_type.items())},
+        "confusion": confusion,
+        "missed_packages": [g.package_id for _, g in missed],
+        "unsegmented_packages": [g.package_id for g in unseen],
+        "missed": [_ev_row(ev, g, fps, "passed" if ev else "not segmented") for ev, g in missed],
+        "false_alarms": [_ev_row(ev, g, fps, "ok package flagged") for ev, g in fp_pairs]
+        + [_ev_row(ev, None, fps, "no package there") for ev in fp_none],
     }

@@ -1,0 +1,123 @@
+"""Comparing replays: a golden events file (regression) and two models on one video (A/B).
+
+Packages are paired by frame overlap (the same video and presence settings segment identically,
+so this is normally one-to-one by sequence number). A difference is a verdict change, a score
+change beyond the tolerance, or a package only one side saw.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from pathlib import Path
+
+from .events import read_events
+from .settings import DeviceConfig
+
+log = logging.getLogger(__name__)
+
+
+def _pair(a: list[dict], b: list[dict]) -> tuple[list[tuple[dict, dict]], list[dict], list[dict]]:
+    used: set[int] = set()
+    pairs, only_a = [], []
+    for ea in a:
+        best, best_ov = -1, 0
+        for j, eb in enumerate(b):
+            if j in used:
+                continue
+            ov = min(ea["frame_exit"], eb["frame_exit"]) - max(ea["frame_enter"], eb["frame_enter"]) + 1
+            if ov > best_ov:
+                best, best_ov = j, ov
+        if best < 0:
+            only_a.append(ea)
+        else:
+            used.add(best)
+            pairs.append((ea, b[best]))
+    return pairs, only_a, [eb for j, eb in enumerate(b) if j not in used]
+
+
+def _row(kind: str, g: dict | None, e: dict | None) -> dict:
+    ref = e or g
+    gs, s = (g or {}).get("score"), (e or {}).get("score")
+    return {
+        "kind": kind,
+        "seq": ref["package_seq"],
+        "t": round(ref["t_center"], 4),
+        "frame": ref["frame_enter"],
+        "golden_verdict": g["verdict"] if g else None,
+        "verdict": e["verdict"] if e else None,
+        "golden_score": gs,
+        "score": s,
+        "delta": round(s - gs, 6) if gs is not None and s is not None else None,
+    }
+
+
+def compare_events(golden: list[dict], events: list[dict], tolerance: float = 0.02) -> list[dict]:
+    """Differences between a reference (golden / model A) and new events (model B), in time order."""
+    golden = [e for e in golden if e.get("kind", "package") == "package"]
+    events = [e for e in events if e.get("kind", "package") == "package"]
+    pairs, only_g, only_e = _pair(golden, events)
+    diffs = []
+    for g, e in pairs:
+        if g["verdict"] != e["verdict"]:
+            diffs.append(_row("verdict", g, e))
+        elif (g["score"] is None) != (e["score"] is None) or (
+            g["score"] is not None and abs(e["score"] - g["score"]) > tolerance
+        ):
+            diffs.append(_row("score", g, e))
+    diffs += [_row("missing", g, None) for g in only_g] + [_row("extra", None, e) for e in only_e]
+    return sorted(diffs, key=lambda d: (d["t"], d["seq"]))
+
+
+def score_deltas(a: list[dict], b: list[dict]) -> dict:
+    pairs, _, _ = _pair(a, b)
+    d = [abs(eb["score"] - ea["score"]) for ea, eb in pairs if ea["score"] is not None and eb["score"] is not None]
+    return {"paired": len(pairs), "mean_abs": sum(d) / len(d) if d else 0.0, "max_abs": max(d, default=0.0)}
+
+
+AB_METRICS = ("precision", "recall", "f1", "tp", "fp", "fn")
+AB_RUN = ("backend", "model", "packages", "replay_fps", "decode_only_fps")
+
+
+def replay_ab(video: Path, package_a: Path, package_b: Path | None, out_dir: Path, cfg: DeviceConfig | None = None,
+              labels: Path | None = None, backend_a: str | None = None, backend_b: str | None = None,
+              tolerance: float = 0.02) -> dict:
+    """Replay ``video`` with A and with B (another package and/or backend); one table of differences."""
+    from .replay import replay
+
+    cfg = cfg or DeviceConfig()
+    ra = replay(video, package_a, out_dir / "a", cfg, labels, backend_a)
+    rb = replay(video, package_b or package_a, out_dir / "b", cfg, labels, backend_b)
+    ea = read_events(out_dir / "a" / "events.jsonl")
+    eb = read_events(out_dir / "b" / "events.jsonl")
+    diffs = compare_events(ea, eb, tolerance)
+    side = {}
+    for name, r in (("a", ra), ("b", rb)):
+        side[name] = {k: r.get(k) for k in AB_RUN} | {"package": r["package"]}
+        if "metrics" in r:
+            side[name] |= {k: r["metrics"][k] for k in AB_METRICS}
+    result = {
+        "video": str(video),
+        "score_tolerance": tolerance,
+        "a": side["a"],
+        "b": side["b"],
+        "score_deltas": score_deltas(ea, eb),
+        "verdict_changes": sum(1 for d in diffs if d["kind"] == "verdict"),
+        "differences": diffs,
+    }
+    (out_dir / "ab.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "ab.html").write_text(ab_html(result), encoding="utf-8")
+    return result
+
+
+def ab_html(r: dict) -> str:
+    keys = sorted(set(r["a"]) | set(r["b"]), key=lambda k: (k not in AB_METRICS, k))
+    rows = "".join(f"<tr><td>{k}</td><td>{html.escape(str(r['a'].get(k)))}</td><td>{html.escape(str(r['b'].get(k)))}</td></tr>" for k in keys)
+    cols = ["kind", "seq", "t", "frame", "golden_verdict", "verdict", "golden_score", "score", "delta"]
+    head = "".join(f"<th>{'A ' + c[7:] if c.startswith('golden_') else c}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(d.get(c)))}</td>" for c in cols) + "</tr>" for d in r["differences"])
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>parcelguard A/B</title><style>td,th{border:1px solid #ccc;"
+            "padding:2px 6px}table{border-collapse:collapse}</style></head><body><h1>A/B replay</h1>"
+            f"<table><tr><th></th><th>A</th><th>B</th></tr>{rows}</table><p>score deltas: {html.escape(json.dumps(r['score_deltas']))}</p>"
+            f"<h2>Differences ({len(r['differences'])}, verdict changes {r['verdict_changes']})</h2><table><tr>{head}</tr>{body}</table></body></html>")
