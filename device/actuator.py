@@ -39,7 +39,12 @@ class Output(Protocol):
 class RecordingOutput:
     """Records ``(time, state)`` for every change; the test double (and ``output: log``)."""
 
-    def __init__(self, name: str = "reject", clock: Callable[[], float] = time.monotonic, log_changes: bool = False):
+    def __init__(
+        self,
+        name: str = "reject",
+        clock: Callable[[], float] = time.monotonic,
+        log_changes: bool = False,
+    ):
         self.name = name
         self.clock = clock
         self.state = False
@@ -65,7 +70,9 @@ class GpiozeroOutput:
         try:
             from gpiozero import DigitalOutputDevice  # type: ignore[import-not-found]
         except ImportError:
-            raise ParcelguardError("gpiozero is not installed; on a Pi: sudo apt install python3-gpiozero (or pip install gpiozero lgpio)") from None
+            raise ParcelguardError(
+                "gpiozero is not installed; on a Pi: sudo apt install python3-gpiozero (or pip install gpiozero lgpio)"
+            ) from None
         self.dev = DigitalOutputDevice(pin, active_high=active_high, initial_value=False)
 
     def set(self, on: bool) -> None:
@@ -81,7 +88,9 @@ class JetsonOutput:
         try:
             import Jetson.GPIO as GPIO  # type: ignore[import-not-found]
         except ImportError:
-            raise ParcelguardError("Jetson.GPIO is not installed; on a Jetson: pip install Jetson.GPIO (and add your user to the gpio group)") from None
+            raise ParcelguardError(
+                "Jetson.GPIO is not installed; on a Jetson: pip install Jetson.GPIO (and add your user to the gpio group)"
+            ) from None
         self.gpio, self.pin = GPIO, pin
         self.levels = (GPIO.LOW, GPIO.HIGH) if active_high else (GPIO.HIGH, GPIO.LOW)
         GPIO.setmode(GPIO.BOARD)
@@ -95,7 +104,9 @@ class JetsonOutput:
         self.gpio.cleanup(self.pin)
 
 
-def make_output(kind: str, pin: int | None, active_high: bool = True, name: str = "reject") -> Output:
+def make_output(
+    kind: str, pin: int | None, active_high: bool = True, name: str = "reject"
+) -> Output:
     if kind == "gpiozero" and pin is not None:
         return GpiozeroOutput(pin, active_high)
     if kind == "jetson" and pin is not None:
@@ -106,8 +117,15 @@ def make_output(kind: str, pin: int | None, active_high: bool = True, name: str 
 class Actuator:
     """Schedules reject pulses; holds outputs in fail-safe; reports alarms through ``on_alarm``."""
 
-    def __init__(self, cfg: ActuatorConfig, failsafe: FailsafeConfig, reject: Output, stop: Output | None = None,
-                 on_alarm: Callable[[str, float, dict], None] | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        cfg: ActuatorConfig,
+        failsafe: FailsafeConfig,
+        reject: Output,
+        stop: Output | None = None,
+        on_alarm: Callable[[str, float, dict], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.cfg = cfg
         self.fs_cfg = failsafe
         self.reject = reject
@@ -127,15 +145,29 @@ class Actuator:
         self.fire_errors: list[float] = []  # actual - scheduled, seconds (bounded)
 
     # -- decisions ----------------------------------------------------------------------------
-    def decide(self, verdict: str, deadline: float, package: int = -1, t_decision: float | None = None) -> bool:
+    def decide(
+        self, verdict: str, deadline: float, package: int = -1, t_decision: float | None = None
+    ) -> bool:
         """Schedule a pulse for a rejected package; False when not rejected or too late."""
         if verdict not in self.cfg.reject_verdicts:
             return False
         now = self.clock() if t_decision is None else t_decision
         if now > deadline + self.cfg.late_tolerance_ms / 1000.0:
             self.late += 1
-            log.error("package %d decided %.0f ms after its reject deadline; not fired", package, (now - deadline) * 1000)
-            self.on_alarm("late_decision", now, {"package_seq": package, "late_ms": round((now - deadline) * 1000, 1), "deadline": deadline})
+            log.error(
+                "package %d decided %.0f ms after its reject deadline; not fired",
+                package,
+                (now - deadline) * 1000,
+            )
+            self.on_alarm(
+                "late_decision",
+                now,
+                {
+                    "package_seq": package,
+                    "late_ms": round((now - deadline) * 1000, 1),
+                    "deadline": deadline,
+                },
+            )
             return False
         with self._cond:
             heapq.heappush(self._heap, (deadline, next(self._tie), True))
@@ -161,8 +193,14 @@ class Actuator:
                 self._apply_outputs()
         if before != after:
             policy = self.fs_cfg.policy
-            log.warning("fail-safe %s (%s, policy %s)", "ENGAGED" if after else "released", reason, policy)
-            self.on_alarm("failsafe_on" if after else "failsafe_off", self.clock(), {"reason": reason, "policy": policy})
+            log.warning(
+                "fail-safe %s (%s, policy %s)", "ENGAGED" if after else "released", reason, policy
+            )
+            self.on_alarm(
+                "failsafe_on" if after else "failsafe_off",
+                self.clock(),
+                {"reason": reason, "policy": policy},
+            )
 
     def _apply_outputs(self) -> None:
         policy = self.fs_cfg.policy
@@ -220,7 +258,10 @@ class Actuator:
             dropped = [a for a in self._heap if a[0] > limit and a[2]]
             keep = [a for a in self._heap if a[0] <= limit or not a[2]]
             if dropped:
-                log.warning("shutdown: %d scheduled reject pulses dropped (due after the drain window)", len(dropped))
+                log.warning(
+                    "shutdown: %d scheduled reject pulses dropped (due after the drain window)",
+                    len(dropped),
+                )
             self._heap = [(min(t, limit), k, on) for t, k, on in keep]
             heapq.heapify(self._heap)
             self._closing = True

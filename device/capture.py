@@ -61,13 +61,18 @@ class CaptureStats:
 class LiveSource:
     """A reader thread over a reopenable capture; iterating yields only fresh, valid frames."""
 
-    def __init__(self, open_fn: Callable[[], Any], cfg: CaptureConfig, name: str = "camera",
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        open_fn: Callable[[], Any],
+        cfg: CaptureConfig,
+        name: str = "camera",
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.open_fn = open_fn
         self.cfg = cfg
         self.name = name
         self.clock = clock
-        self.stats = CaptureStats()
+        self.stats = CaptureStats(down_since=clock())  # not up until the first frame
         self._cond = threading.Condition()
         self._latest: tuple[np.ndarray, float, int] | None = None
         self._seq = 0
@@ -84,7 +89,11 @@ class LiveSource:
         st = self.stats
         if st.state in ("down", "failed", "connecting") and st.down_since is not None:
             return True
-        return st.state == "up" and st.last_frame_t is not None and now - st.last_frame_t > self.cfg.stall_s
+        return (
+            st.state == "up"
+            and st.last_frame_t is not None
+            and now - st.last_frame_t > self.cfg.stall_s
+        )
 
     def down_seconds(self, now: float | None = None) -> float:
         """Total camera-down time so far, including the outage in progress."""
@@ -100,7 +109,9 @@ class LiveSource:
     # -- reader thread ------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name=f"capture-{self.name}", daemon=True
+            )
             self._thread.start()
 
     def stop(self) -> None:
@@ -147,7 +158,6 @@ class LiveSource:
     def _run(self) -> None:
         backoff = self.cfg.backoff_initial_s
         failures = 0
-        self.stats.down_since = self.clock()  # not up until the first frame
         try:
             while not self._stop.is_set():
                 cap = self._open()
@@ -223,8 +233,10 @@ class LiveSource:
         self.start()
         while True:
             with self._cond:
-                while not self._stop.is_set() and self.stats.state != "failed" and (
-                    self._latest is None or self._latest[2] <= self._taken
+                while (
+                    not self._stop.is_set()
+                    and self.stats.state != "failed"
+                    and (self._latest is None or self._latest[2] <= self._taken)
                 ):
                     if self._thread is not None and not self._thread.is_alive():
                         break
@@ -238,7 +250,9 @@ class LiveSource:
         if self._error is not None:
             raise self._error
         if self.stats.state == "failed":
-            raise ParcelguardError(f"camera {self.name} could not be reopened after {self.stats.failed_opens} attempts")
+            raise ParcelguardError(
+                f"camera {self.name} could not be reopened after {self.stats.failed_opens} attempts"
+            )
 
 
 # -- openers for each kind -------------------------------------------------------------------
@@ -246,7 +260,9 @@ class LiveSource:
 
 def _has_gstreamer() -> bool:
     info = cv2.getBuildInformation()
-    return any(line.strip().startswith("GStreamer:") and "YES" in line for line in info.splitlines())
+    return any(
+        line.strip().startswith("GStreamer:") and "YES" in line for line in info.splitlines()
+    )
 
 
 def camera_target(uri: str) -> int | str:
@@ -266,7 +282,9 @@ def _cv_opener(opener: Opener, target, api: int, params: list[int], props: list[
     return open_fn
 
 
-def live_open_fn(src: SourceConfig, cap_cfg: CaptureConfig, opener: Opener | None = None) -> Callable[[], Any]:
+def live_open_fn(
+    src: SourceConfig, cap_cfg: CaptureConfig, opener: Opener | None = None
+) -> Callable[[], Any]:
     """The zero-argument function that (re)opens the configured live source."""
     opener = opener or cv2.VideoCapture
     props: list[tuple[int, float]] = []
@@ -279,59 +297,43 @@ def live_open_fn(src: SourceConfig, cap_cfg: CaptureConfig, opener: Opener | Non
     if src.kind == "camera":
         api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
         # V4L2 keeps 4 buffers by default; 1 means read() returns a fresh frame.
-        return _cv_opener(opener, camera_target(src.uri), api, [], [(cv2.CAP_PROP_BUFFERSIZE, cap_cfg.buffer_size), *props])
+        return _cv_opener(
+            opener,
+            camera_target(src.uri),
+            api,
+            [],
+            [(cv2.CAP_PROP_BUFFERSIZE, cap_cfg.buffer_size), *props],
+        )
     if src.kind in ("rtsp", "http"):
         if not src.uri.lower().startswith(("rtsp://", "rtsps://", "http://", "https://")):
             raise ParcelguardError(f"source.uri {src.uri!r} is not an rtsp:// or http(s):// URL")
         if src.uri.lower().startswith("rtsp"):
             # Read by OpenCV's FFmpeg backend at open time; TCP avoids UDP loss smearing frames.
-            os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", f"rtsp_transport;{cap_cfg.rtsp_transport}")
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, cap_cfg.open_timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, cap_cfg.read_timeout_ms]
+            os.environ.setdefault(
+                "OPENCV_FFMPEG_CAPTURE_OPTIONS", f"rtsp_transport;{cap_cfg.rtsp_transport}"
+            )
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            cap_cfg.open_timeout_ms,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            cap_cfg.read_timeout_ms,
+        ]
         return _cv_opener(opener, src.uri, cv2.CAP_FFMPEG, params, [])
     if src.kind == "gstreamer":
         if "appsink" not in src.uri:
-            raise ParcelguardError("source.uri must be a GStreamer pipeline ending in 'appsink drop=1 max-buffers=1'")
+            raise ParcelguardError(
+                "source.uri must be a GStreamer pipeline ending in 'appsink drop=1 max-buffers=1'"
+            )
         if opener is cv2.VideoCapture and not _has_gstreamer():
-            raise ParcelguardError("this OpenCV build has no GStreamer (pip wheels never do); use JetPack's or the distro's OpenCV, or kind: picamera2 on a Pi")
+            raise ParcelguardError(
+                "this OpenCV build has no GStreamer (pip wheels never do); use JetPack's or the distro's OpenCV, or kind: picamera2 on a Pi"
+            )
         return _cv_opener(opener, src.uri, cv2.CAP_GSTREAMER, [], [])
     if src.kind == "picamera2":
+        from .capture_picamera2 import Picamera2Capture
+
         return lambda: Picamera2Capture(cap_cfg)
     raise ParcelguardError(f"source kind {src.kind!r} is not a live source")
-
-
-class Picamera2Capture:
-    """Picamera2 behind the ``read()/release()/isOpened()`` interface LiveSource expects."""
-
-    def __init__(self, cfg: CaptureConfig):
-        try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
-        except ImportError:
-            raise ParcelguardError("picamera2 is not installed; on Raspberry Pi OS: sudo apt install python3-picamera2 (and create the venv with --system-site-packages)") from None
-        self.cam = Picamera2()
-        size = (cfg.width or 1280, cfg.height or 720)
-        # "RGB888" in libcamera's naming is B,G,R in memory: what OpenCV calls BGR.
-        conf = self.cam.create_video_configuration(main={"size": size, "format": "RGB888"}, buffer_count=2)
-        self.cam.configure(conf)
-        if cfg.fps:
-            self.cam.set_controls({"FrameRate": cfg.fps})
-        self.cam.start()
-        self.opened = True
-
-    def isOpened(self) -> bool:  # noqa: N802 - cv2's spelling
-        return self.opened
-
-    def read(self) -> tuple[bool, np.ndarray | None]:
-        try:
-            return True, self.cam.capture_array("main")
-        except Exception as exc:
-            log.warning("picamera2 capture failed: %s", exc)
-            return False, None
-
-    def release(self) -> None:
-        if self.opened:
-            self.opened = False
-            self.cam.stop()
-            self.cam.close()
 
 
 class Paced:

@@ -20,11 +20,13 @@ log = logging.getLogger("parcelguard")
 
 COMMAND_MODULES = [
     "parcelguard.train.cli",
+    "parcelguard.train.cli_eval",
     "parcelguard.export.cli",
     "parcelguard.device.cli_device",
     "parcelguard.device.cli_deploy",
     "parcelguard.device.cli_daemon",
     "parcelguard.train.cli_data",
+    "parcelguard.device.cli_bench",
 ]
 
 

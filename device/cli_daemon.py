@@ -40,7 +40,9 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     side = record(cfg, args.out, seconds=args.seconds, max_frames=args.frames)
-    print(f"recorded {side['n_frames']} frames to {args.out} (timestamps and triggers in {args.out.with_suffix('.json')})")
+    print(
+        f"recorded {side['n_frames']} frames to {args.out} (timestamps and triggers in {args.out.with_suffix('.json')})"
+    )
     return 0
 
 
@@ -52,8 +54,12 @@ def register(sub) -> None:
     add_config_args(s)
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("record", help="record a clip + sidecar JSON (frame timestamps, trigger edges)")
-    s.add_argument("--out", type=Path, required=True, help="clip path (.mp4); the sidecar is written beside it")
+    s = sub.add_parser(
+        "record", help="record a clip + sidecar JSON (frame timestamps, trigger edges)"
+    )
+    s.add_argument(
+        "--out", type=Path, required=True, help="clip path (.mp4); the sidecar is written beside it"
+    )
     s.add_argument("--seconds", type=float, help="stop after this long")
     s.add_argument("--frames", type=int, help="stop after this many frames")
     s.add_argument("--source", help="source URI (overrides source.uri)")

@@ -69,7 +69,12 @@ class JsonLogFormatter(logging.Formatter):
     """One JSON object per log line (journald / log shippers parse it without regexes)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        d = {"t": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        d = {
+            "t": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         if record.exc_info:
             d["exc"] = self.formatException(record.exc_info)
         return json.dumps(d, separators=(",", ":"))
@@ -78,13 +83,24 @@ class JsonLogFormatter(logging.Formatter):
 class Daemon:
     """One live inspection run. Parts are injectable (backend, source opener, outputs) for tests."""
 
-    def __init__(self, cfg: DeviceConfig, *, backend: Backend | None = None, manifest: Manifest | None = None,
-                 source: Any = None, opener: Any = None, reject_output: Output | None = None,
-                 stop_output: Output | None = None, run_token: str | None = None):
+    def __init__(
+        self,
+        cfg: DeviceConfig,
+        *,
+        backend: Backend | None = None,
+        manifest: Manifest | None = None,
+        source: Any = None,
+        opener: Any = None,
+        reject_output: Output | None = None,
+        stop_output: Output | None = None,
+        run_token: str | None = None,
+    ):
         self.cfg = cfg
         if backend is None or manifest is None:
             if cfg.model.package is None:
-                raise ParcelguardError("model.package is not set; pass --model or set it in the config")
+                raise ParcelguardError(
+                    "model.package is not set; pass --model or set it in the config"
+                )
             pkg = load_package(cfg.model.package)
             manifest = pkg.manifest
             backend = open_backend(pkg, cfg.model.backend, cfg.model.threads, cfg.model.providers)
@@ -100,10 +116,23 @@ class Daemon:
         if stop is None and cfg.failsafe.policy == "stop_line":
             stop = make_output(a.output, cfg.failsafe.stop_pin, a.active_high, "stop_line")
         self.actuator = Actuator(a, cfg.failsafe, reject, stop, on_alarm=self._actuator_alarm)
-        hooks = LoopHooks(presence=self.trigger.measure, on_frame=self._on_frame, on_backend_error=self._on_backend_error,
-                          max_gap_s=cfg.capture.gap_close_s, history=4096)
-        self.loop = InspectionLoop(cfg, backend, manifest, self.outputs.store, self.run_token,
-                                   on_event=self._on_event, hooks=hooks)
+        hooks = LoopHooks(
+            presence=self.trigger.measure,
+            on_frame=self._on_frame,
+            on_backend_error=self._on_backend_error,
+            max_gap_s=cfg.capture.gap_close_s,
+            history=4096,
+        )
+        self.loop = InspectionLoop(
+            cfg,
+            backend,
+            manifest,
+            self.outputs.store,
+            self.run_token,
+            on_event=self._on_event,
+            hooks=hooks,
+            sinks=self.outputs.sinks,  # snapshots get each event's best frame
+        )
         self.consecutive_errors = 0
         self.model_failed = False
         self.camera_was_down = False
@@ -130,10 +159,21 @@ class Daemon:
         self.consecutive_errors += 1
         with self.metrics.lock:
             self.metrics.backend_errors += 1
-        log.warning("inference failed (%s: %s); frame skipped", type(exc).__name__, exc)
+        if (
+            self.consecutive_errors <= self.cfg.failsafe.model_errors
+            or self.consecutive_errors % 100 == 0
+        ):
+            log.warning(
+                "inference failed %d time(s) in a row (%s: %s); frame skipped",
+                self.consecutive_errors,
+                type(exc).__name__,
+                exc,
+            )
         if not self.model_failed and self.consecutive_errors >= self.cfg.failsafe.model_errors:
             self.model_failed = True
-            self.outputs.alarm("model_error", f"{self.consecutive_errors} consecutive inference errors: {exc}")
+            self.outputs.alarm(
+                "model_error", f"{self.consecutive_errors} consecutive inference errors: {exc}"
+            )
             self.actuator.set_failsafe("model", True)
 
     def _on_event(self, ev: Event) -> None:
@@ -146,7 +186,9 @@ class Daemon:
             self.outputs.alarm(name, json.dumps(info, sort_keys=True))
         # failsafe_on/off are recorded by their cause (camera_down, model_error) as well
         elif name in ("failsafe_on", "failsafe_off"):
-            self.outputs.alarm("failsafe", json.dumps(info, sort_keys=True), active=name == "failsafe_on")
+            self.outputs.alarm(
+                "failsafe", json.dumps(info, sort_keys=True), active=name == "failsafe_on"
+            )
 
     # -- health -------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
@@ -162,17 +204,53 @@ class Daemon:
         src, act, g = self.source, self.actuator, self.metrics.gauges
         st = src.stats
         g["frame_age_seconds"] = ("gauge", "Age of the newest frame.", lambda: src.frame_age())
-        g["frames_dropped_total"] = ("counter", "Camera frames overwritten before inspection.", lambda: st.dropped)
-        g["frames_invalid_total"] = ("counter", "Black or repeated camera frames discarded.", lambda: st.invalid)
-        g["camera_reconnects_total"] = ("counter", "Successful camera reopens after an outage.", lambda: st.reconnects)
-        g["camera_down_seconds_total"] = ("counter", "Seconds without a camera.", lambda: src.down_seconds())
-        g["camera_up"] = ("gauge", "1 while frames arrive.", lambda: 0.0 if src.camera_down() else 1.0)
-        g["model_ok"] = ("gauge", "0 while inference keeps failing.", lambda: 0.0 if self.model_failed else 1.0)
-        g["failsafe_active"] = ("gauge", "1 while the fail-safe policy holds the line.", lambda: float(act.failsafe_active))
+        g["frames_dropped_total"] = (
+            "counter",
+            "Camera frames overwritten before inspection.",
+            lambda: st.dropped,
+        )
+        g["frames_invalid_total"] = (
+            "counter",
+            "Black or repeated camera frames discarded.",
+            lambda: st.invalid,
+        )
+        g["camera_reconnects_total"] = (
+            "counter",
+            "Successful camera reopens after an outage.",
+            lambda: st.reconnects,
+        )
+        g["camera_down_seconds_total"] = (
+            "counter",
+            "Seconds without a camera.",
+            lambda: src.down_seconds(),
+        )
+        g["camera_up"] = (
+            "gauge",
+            "1 while frames arrive.",
+            lambda: 0.0 if src.camera_down() else 1.0,
+        )
+        g["model_ok"] = (
+            "gauge",
+            "0 while inference keeps failing.",
+            lambda: 0.0 if self.model_failed else 1.0,
+        )
+        g["failsafe_active"] = (
+            "gauge",
+            "1 while the fail-safe policy holds the line.",
+            lambda: float(act.failsafe_active),
+        )
         g["reject_pulses_total"] = ("counter", "Reject pulses fired.", lambda: act.pulses)
-        g["late_decisions_total"] = ("counter", "Rejects decided after their deadline (not fired).", lambda: act.late)
+        g["late_decisions_total"] = (
+            "counter",
+            "Rejects decided after their deadline (not fired).",
+            lambda: act.late,
+        )
         g["packages_total"] = ("counter", "Packages decided.", lambda: self.loop.stats.packages)
-        g["outbox_depth"] = ("gauge", "Events waiting for MQTT delivery.", lambda: self.outputs.metrics().get("outbox_depth"))
+        g["outbox_depth"] = (
+            "gauge",
+            "Events waiting for MQTT delivery.",
+            lambda: self.outputs.metrics().get("outbox_depth"),
+        )
 
     def _actions(self) -> dict:
         def reset(_: dict) -> dict:
@@ -196,9 +274,16 @@ class Daemon:
         if self.cfg.model.package is None:
             raise ParcelguardError("model.package is not set; nothing to reload")
         pkg = load_package(self.cfg.model.package)
-        if pkg.manifest.input != self.manifest.input or pkg.manifest.classes != self.manifest.classes:
-            raise ParcelguardError("the new package's input spec or classes differ; restart the daemon to switch to it")
-        backend = open_backend(pkg, self.cfg.model.backend, self.cfg.model.threads, self.cfg.model.providers)
+        if (
+            pkg.manifest.input != self.manifest.input
+            or pkg.manifest.classes != self.manifest.classes
+        ):
+            raise ParcelguardError(
+                "the new package's input spec or classes differ; restart the daemon to switch to it"
+            )
+        backend = open_backend(
+            pkg, self.cfg.model.backend, self.cfg.model.threads, self.cfg.model.providers
+        )
         self._retired.append(self.loop.backend)  # closed at shutdown: an inference may be in flight
         self.loop.backend, self.backend, self.manifest = backend, backend, pkg.manifest
         log.info("model reloaded from %s", self.cfg.model.package)
@@ -227,11 +312,18 @@ class Daemon:
             sd_notify("STATUS=camera down")
         if down:
             since = src.stats.down_since or src.stats.last_frame_t or time.monotonic()
-            if time.monotonic() - since >= self.cfg.failsafe.after_s and "camera" not in self.actuator.failsafe_reasons:
+            if (
+                time.monotonic() - since >= self.cfg.failsafe.after_s
+                and "camera" not in self.actuator.failsafe_reasons
+            ):
                 self.actuator.set_failsafe("camera", True)
         elif self.camera_was_down:
             self.camera_was_down = False
-            self.outputs.alarm("camera_down", f"camera back, {src.down_seconds():.2f} s down in total", active=False)
+            self.outputs.alarm(
+                "camera_down",
+                f"camera back, {src.down_seconds():.2f} s down in total",
+                active=False,
+            )
             self.actuator.set_failsafe("camera", False)
             sd_notify("STATUS=inspecting")
 
@@ -252,7 +344,12 @@ class Daemon:
         sup = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         sup.start()
         sd_notify("READY=1\nSTATUS=inspecting")
-        log.info("daemon %s running (run %s, model %s)", self.cfg.device_id, self.run_token, self.loop.model_id)
+        log.info(
+            "daemon %s running (run %s, model %s)",
+            self.cfg.device_id,
+            self.run_token,
+            self.loop.model_id,
+        )
         try:
             stats = self.loop.run(self.source)
         finally:
@@ -272,10 +369,17 @@ class Daemon:
     def summary(self, stats) -> dict:
         st = self.source.stats
         return {
-            "frames": stats.frames, "packages": stats.packages, "inferences": stats.inferences,
-            "backend_errors": stats.backend_errors, "gaps": stats.gaps, "dropped": st.dropped,
-            "reconnects": st.reconnects, "camera_down_s": round(self.source.down_seconds(), 3),
-            "reject_pulses": self.actuator.pulses, "late_decisions": self.actuator.late,
+            "frames": stats.frames,
+            "packages": stats.packages,
+            "inferences": stats.inferences,
+            "backend_errors": stats.backend_errors,
+            "gaps": stats.gaps,
+            "dropped": st.dropped,
+            "reconnects": st.reconnects,
+            "camera_down_s": round(self.source.down_seconds(), 3),
+            "reject_pulses": self.actuator.pulses,
+            "late_decisions": self.actuator.late,
             "truncated": bool(getattr(getattr(self.source, "source", None), "truncated", False)),
-            "events_dir": str(self.cfg.events.dir), "stages": stats.percentiles(),
+            "events_dir": str(self.cfg.events.dir),
+            "stages": stats.percentiles(),
         }

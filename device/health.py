@@ -93,13 +93,35 @@ class Metrics:
                 out.append(f"parcelguard_{name}{labels} {float(value):.6g}")
 
         with self.lock:
-            metric("frames_total", "counter", "Frames through the inspection loop.", [("", self.frames)])
+            metric(
+                "frames_total",
+                "counter",
+                "Frames through the inspection loop.",
+                [("", self.frames)],
+            )
             metric("fps", "gauge", "Frames per second over the last 2 s.", [("", self.fps)])
-            metric("backend_errors_total", "counter", "Frames skipped because inference raised.", [("", self.backend_errors)])
-            metric("verdicts_total", "counter", "Package verdicts.", [(f'{{verdict="{k}"}}', v) for k, v in sorted(self.verdicts.items())])
-            metric("alarms_total", "counter", "Alarm events.", [(f'{{alarm="{k}"}}', v) for k, v in sorted(self.alarms.items())])
+            metric(
+                "backend_errors_total",
+                "counter",
+                "Frames skipped because inference raised.",
+                [("", self.backend_errors)],
+            )
+            metric(
+                "verdicts_total",
+                "counter",
+                "Package verdicts.",
+                [(f'{{verdict="{k}"}}', v) for k, v in sorted(self.verdicts.items())],
+            )
+            metric(
+                "alarms_total",
+                "counter",
+                "Alarm events.",
+                [(f'{{alarm="{k}"}}', v) for k, v in sorted(self.alarms.items())],
+            )
             h = self.inference
-            samples = [(f'_bucket{{le="{b}"}}', c) for b, c in zip(h.buckets, h.counts, strict=True)]
+            samples = [
+                (f'_bucket{{le="{b}"}}', c) for b, c in zip(h.buckets, h.counts, strict=True)
+            ]
             samples += [('_bucket{le="+Inf"}', h.count), ("_sum", h.sum), ("_count", h.count)]
             out.append("# HELP parcelguard_inference_seconds Backend inference latency per frame.")
             out.append("# TYPE parcelguard_inference_seconds histogram")
@@ -122,20 +144,30 @@ def api_token(cfg: HealthConfig) -> str | None:
 class HealthServer:
     """``/metrics``, ``/healthz`` and the token-protected POST actions, served from a thread."""
 
-    def __init__(self, cfg: HealthConfig, metrics: Metrics, health: Callable[[], tuple[bool, str]],
-                 actions: dict[str, Callable[[dict], dict]] | None = None):
+    def __init__(
+        self,
+        cfg: HealthConfig,
+        metrics: Metrics,
+        health: Callable[[], tuple[bool, str]],
+        actions: dict[str, Callable[[dict], dict]] | None = None,
+    ):
         self.cfg = cfg
         self.metrics = metrics
         self.health = health
         self.actions = actions or {}
         self.token = api_token(cfg)
         if cfg.host not in ("127.0.0.1", "::1") and not self.token:
-            log.warning("health endpoint bound to %s without an API token: POST actions are disabled", cfg.host)
+            log.warning(
+                "health endpoint bound to %s without an API token: POST actions are disabled",
+                cfg.host,
+            )
         handler = self._handler()
         try:
             self.httpd = ThreadingHTTPServer((cfg.host, cfg.port), handler)
         except OSError as exc:
-            raise ParcelguardError(f"health endpoint could not listen on {cfg.host}:{cfg.port} ({exc.strerror})") from None
+            raise ParcelguardError(
+                f"health endpoint could not listen on {cfg.host}:{cfg.port} ({exc.strerror})"
+            ) from None
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
@@ -145,7 +177,8 @@ class HealthServer:
         log.info("health endpoint on http://%s:%d/metrics", self.cfg.host, self.port)
 
     def close(self) -> None:
-        self.httpd.shutdown()
+        if self.thread.is_alive():  # shutdown() would wait forever for a loop that never ran
+            self.httpd.shutdown()
         self.httpd.server_close()
 
     def authorized(self, header: str | None) -> bool:
@@ -175,7 +208,9 @@ class HealthServer:
             def do_GET(self):  # noqa: N802 - http.server's naming
                 path = urlparse(self.path).path
                 if path == "/metrics":
-                    self._send(200, server.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+                    self._send(
+                        200, server.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
+                    )
                 elif path == "/healthz":
                     ok, reason = server.health()
                     self._send(200 if ok else 503, reason + "\n")
@@ -192,14 +227,22 @@ class HealthServer:
                     self._send(404, "not found\n")
                     return
                 if not server.authorized(self.headers.get("Authorization")):
-                    self._send(401, "unauthorized: send Authorization: Bearer <PARCELGUARD_API_TOKEN>\n")
+                    self._send(
+                        401, "unauthorized: send Authorization: Bearer <PARCELGUARD_API_TOKEN>\n"
+                    )
                     return
                 params = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 try:
                     result = server.actions[name](params)
                 except ParcelguardError as exc:
-                    self._send(409, json.dumps({"ok": False, "error": str(exc)}) + "\n", "application/json")
+                    self._send(
+                        409, json.dumps({"ok": False, "error": str(exc)}) + "\n", "application/json"
+                    )
                     return
-                self._send(200, json.dumps({"ok": True, **result, "t": time.time()}) + "\n", "application/json")
+                self._send(
+                    200,
+                    json.dumps({"ok": True, **result, "t": time.time()}) + "\n",
+                    "application/json",
+                )
 
         return Handler

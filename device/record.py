@@ -27,8 +27,15 @@ from .trigger import EdgeTrigger, make_trigger
 log = logging.getLogger(__name__)
 
 
-def record(cfg: DeviceConfig, out: Path, seconds: float | None = None, max_frames: int | None = None,
-           opener: Any = None, source: Any = None, codec: str = "mp4v") -> dict:
+def record(
+    cfg: DeviceConfig,
+    out: Path,
+    seconds: float | None = None,
+    max_frames: int | None = None,
+    opener: Any = None,
+    source: Any = None,
+    codec: str = "mp4v",
+) -> dict:
     """Record until ``seconds`` or ``max_frames`` (or SIGINT/SIGTERM); returns the sidecar dict."""
     out = Path(out)
     if out.suffix.lower() != ".mp4":
@@ -36,7 +43,9 @@ def record(cfg: DeviceConfig, out: Path, seconds: float | None = None, max_frame
     out.parent.mkdir(parents=True, exist_ok=True)
     src = source if source is not None else make_source(cfg, opener)
     trig = make_trigger(cfg)
-    fps = float(cfg.capture.fps or cfg.source.fps or getattr(getattr(src, "source", None), "fps", 0) or 30.0)
+    fps = float(
+        cfg.capture.fps or cfg.source.fps or getattr(getattr(src, "source", None), "fps", 0) or 30.0
+    )
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -55,7 +64,11 @@ def record(cfg: DeviceConfig, out: Path, seconds: float | None = None, max_frame
                 t0 = ts
             writer.write(frame)
             frames.append({"i": len(frames), "t": round(ts, 6), "t_rel": round(ts - t0, 6)})
-            if (max_frames is not None and len(frames) >= max_frames) or (seconds is not None and ts - t0 >= seconds) or stop.is_set():
+            if (
+                (max_frames is not None and len(frames) >= max_frames)
+                or (seconds is not None and ts - t0 >= seconds)
+                or stop.is_set()
+            ):
                 break
     finally:
         src.stop()
@@ -67,13 +80,22 @@ def record(cfg: DeviceConfig, out: Path, seconds: float | None = None, max_frame
     st = src.stats
     edges = trig.edges() if isinstance(trig, EdgeTrigger) else []
     sidecar = {
-        "video": out.name, "fps": fps, "codec": codec, "n_frames": len(frames),
-        "source": {"kind": cfg.source.kind, "uri": cfg.source.uri}, "trigger_mode": cfg.trigger.mode,
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall0)), "t0_monotonic": t0,
+        "video": out.name,
+        "fps": fps,
+        "codec": codec,
+        "n_frames": len(frames),
+        "source": {"kind": cfg.source.kind, "uri": cfg.source.uri},
+        "trigger_mode": cfg.trigger.mode,
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall0)),
+        "t0_monotonic": t0,
         "frames": frames,
         "triggers": [{"t": round(t, 6), "t_rel": round(t - t0, 6), "state": s} for t, s in edges],
-        "capture": {"dropped": st.dropped, "invalid": st.invalid, "reconnects": st.reconnects,
-                    "camera_down_s": round(src.down_seconds(), 3)},
+        "capture": {
+            "dropped": st.dropped,
+            "invalid": st.invalid,
+            "reconnects": st.reconnects,
+            "camera_down_s": round(src.down_seconds(), 3),
+        },
     }
     side = out.with_suffix(".json")
     side.write_text(json.dumps(sidecar, indent=1) + "\n", encoding="utf-8")

@@ -30,7 +30,8 @@ class Blob:
 def measure_blobs(roi_bgr: np.ndarray, cfg: PresenceConfig) -> list[Blob]:
     """Package blobs in the ROI from a strided green-channel mask (no copy of the ROI)."""
     sub = roi_bgr[:: cfg.stride, :: cfg.stride, 1]
-    occupied = (sub > cfg.threshold).mean(axis=0) >= cfg.column_fill
+    # count / rows is bit-identical to bool.mean(axis=0) but skips the float reduction (hot path).
+    occupied = np.count_nonzero(sub > cfg.threshold, axis=0) / sub.shape[0] >= cfg.column_fill
     n = occupied.shape[0]
     if not occupied.any():
         return []

@@ -17,32 +17,61 @@ from .config import StrictModel
 class CaptureConfig(StrictModel):
     """How live sources are read and reconnected (file/image sources ignore most of it)."""
 
-    width: int | None = Field(None, ge=16, le=8192, description="requested frame width (camera/picamera2)")
+    width: int | None = Field(
+        None, ge=16, le=8192, description="requested frame width (camera/picamera2)"
+    )
     height: int | None = Field(None, ge=16, le=8192, description="requested frame height")
     fps: float | None = Field(None, gt=0, le=1000, description="requested camera frame rate")
-    buffer_size: int = Field(1, ge=1, le=16, description="driver buffers (V4L2 only): 1 avoids stale frames")
-    open_timeout_ms: int = Field(5000, ge=100, le=120_000, description="FFmpeg open timeout (rtsp/http)")
-    read_timeout_ms: int = Field(3000, ge=100, le=120_000, description="FFmpeg read timeout (rtsp/http)")
+    buffer_size: int = Field(
+        1, ge=1, le=16, description="driver buffers (V4L2 only): 1 avoids stale frames"
+    )
+    open_timeout_ms: int = Field(
+        5000, ge=100, le=120_000, description="FFmpeg open timeout (rtsp/http)"
+    )
+    read_timeout_ms: int = Field(
+        3000, ge=100, le=120_000, description="FFmpeg read timeout (rtsp/http)"
+    )
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     backoff_initial_s: float = Field(0.2, gt=0, le=60)
     backoff_max_s: float = Field(5.0, gt=0, le=600)
-    max_reconnects: int | None = Field(None, ge=0, description="consecutive failed reopen attempts before giving up (null: never)")
-    stall_s: float = Field(2.0, gt=0, le=600, description="no frame for this long counts as camera down")
-    black_max: int | None = Field(2, ge=0, le=255, description="frames whose brightest sampled pixel is <= this are dropped as black (null: keep)")
-    drop_repeated: bool = Field(True, description="drop a frame bit-identical (sampled) to the previous one")
-    realtime: bool = Field(True, description="daemon only: pace file/image sources at their fps, like a camera")
-    gap_close_s: float | None = Field(0.5, gt=0, description="a gap between frames longer than this closes the open package")
+    max_reconnects: int | None = Field(
+        None, ge=0, description="consecutive failed reopen attempts before giving up (null: never)"
+    )
+    stall_s: float = Field(
+        2.0, gt=0, le=600, description="no frame for this long counts as camera down"
+    )
+    black_max: int | None = Field(
+        2,
+        ge=0,
+        le=255,
+        description="frames whose brightest sampled pixel is <= this are dropped as black (null: keep)",
+    )
+    drop_repeated: bool = Field(
+        True, description="drop a frame bit-identical (sampled) to the previous one"
+    )
+    realtime: bool = Field(
+        True, description="daemon only: pace file/image sources at their fps, like a camera"
+    )
+    gap_close_s: float | None = Field(
+        0.5, gt=0, description="a gap between frames longer than this closes the open package"
+    )
 
 
 class TriggerConfig(StrictModel):
     """What opens and closes a package: the camera (vision), a photo-eye, or an external signal."""
 
     mode: Literal["vision", "photo_eye", "external"] = "vision"
-    gpio_pin: int | None = Field(None, ge=0, le=1023, description="photo-eye input (BCM on a Pi, BOARD on a Jetson)")
+    gpio_pin: int | None = Field(
+        None, ge=0, le=1023, description="photo-eye input (BCM on a Pi, BOARD on a Jetson)"
+    )
     gpio_lib: Literal["auto", "gpiozero", "jetson"] = "auto"
-    active_low: bool = Field(True, description="photo-eye pulls the line low when the beam is broken")
+    active_low: bool = Field(
+        True, description="photo-eye pulls the line low when the beam is broken"
+    )
     debounce_ms: float = Field(5.0, ge=0, le=1000)
-    external: Literal["stdin", "http", "callable"] = Field("http", description="external mode: where trigger edges come from")
+    external: Literal["stdin", "http", "callable"] = Field(
+        "http", description="external mode: where trigger edges come from"
+    )
 
     @model_validator(mode="after")
     def _pin_for_photo_eye(self) -> TriggerConfig:
@@ -58,9 +87,19 @@ class ActuatorConfig(StrictModel):
     pin: int | None = Field(None, ge=0, le=1023)
     active_high: bool = True
     pulse_ms: float = Field(150.0, gt=0, le=10_000)
-    reject_verdicts: list[str] = Field(default_factory=lambda: ["damaged", "reject_uninspected"], description="verdicts that fire the gate")
-    late_tolerance_ms: float = Field(5.0, ge=0, le=10_000, description="a decision later than deadline + this is an alarm, not a pulse")
-    drain_s: float = Field(2.0, ge=0, le=60, description="on shutdown, still fire pulses due within this time")
+    reject_verdicts: list[str] = Field(
+        default_factory=lambda: ["damaged", "reject_uninspected"],
+        description="verdicts that fire the gate",
+    )
+    late_tolerance_ms: float = Field(
+        5.0,
+        ge=0,
+        le=10_000,
+        description="a decision later than deadline + this is an alarm, not a pulse",
+    )
+    drain_s: float = Field(
+        2.0, ge=0, le=60, description="on shutdown, still fire pulses due within this time"
+    )
 
     @model_validator(mode="after")
     def _pin_for_gpio(self) -> ActuatorConfig:
@@ -73,18 +112,30 @@ class FailsafeConfig(StrictModel):
     """What the line does while the daemon cannot inspect (camera down, model failing)."""
 
     policy: Literal["none", "reject_all", "stop_line"] = "reject_all"
-    after_s: float = Field(0.5, ge=0, le=600, description="camera down this long before the policy engages")
-    model_errors: int = Field(5, ge=1, description="consecutive inference errors that count as model failed")
-    stop_pin: int | None = Field(None, ge=0, le=1023, description="stop_line output pin (gpiozero/jetson outputs)")
+    after_s: float = Field(
+        0.5, ge=0, le=600, description="camera down this long before the policy engages"
+    )
+    model_errors: int = Field(
+        5, ge=1, description="consecutive inference errors that count as model failed"
+    )
+    stop_pin: int | None = Field(
+        None, ge=0, le=1023, description="stop_line output pin (gpiozero/jetson outputs)"
+    )
 
 
 class HealthConfig(StrictModel):
     """The HTTP endpoint: Prometheus /metrics, /healthz, and token-protected POST actions."""
 
     enabled: bool = True
-    host: str = Field("127.0.0.1", description="bind address (an IP literal); 0.0.0.0 exposes it to the network")
+    host: str = Field(
+        "127.0.0.1", description="bind address (an IP literal); 0.0.0.0 exposes it to the network"
+    )
     port: int = Field(9108, ge=0, le=65535, description="0: any free port")
-    token: str | None = Field(None, min_length=16, description="bearer token for POST endpoints; env PARCELGUARD_API_TOKEN also works")
+    token: str | None = Field(
+        None,
+        min_length=16,
+        description="bearer token for POST endpoints; env PARCELGUARD_API_TOKEN also works",
+    )
 
     @field_validator("host")
     @classmethod
@@ -92,5 +143,7 @@ class HealthConfig(StrictModel):
         try:
             ipaddress.ip_address(v)
         except ValueError:
-            raise ValueError("must be an IP address such as 127.0.0.1 (no host names: nothing is resolved)") from None
+            raise ValueError(
+                "must be an IP address such as 127.0.0.1 (no host names: nothing is resolved)"
+            ) from None
         return v

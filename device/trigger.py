@@ -132,9 +132,14 @@ class PhotoEye(EdgeTrigger):
         try:
             from gpiozero import DigitalInputDevice  # type: ignore[import-not-found]
         except ImportError:
-            raise ParcelguardError("gpiozero is not installed; on a Pi: sudo apt install python3-gpiozero (or pip install gpiozero lgpio)") from None
-        dev = DigitalInputDevice(self.cfg.gpio_pin, pull_up=self.cfg.active_low,
-                                 bounce_time=self.cfg.debounce_ms / 1000 or None)
+            raise ParcelguardError(
+                "gpiozero is not installed; on a Pi: sudo apt install python3-gpiozero (or pip install gpiozero lgpio)"
+            ) from None
+        dev = DigitalInputDevice(
+            self.cfg.gpio_pin,
+            pull_up=self.cfg.active_low,
+            bounce_time=self.cfg.debounce_ms / 1000 or None,
+        )
         dev.when_activated = lambda *_: self.set(True)
         dev.when_deactivated = lambda *_: self.set(False)
         self._close = dev.close
@@ -143,7 +148,9 @@ class PhotoEye(EdgeTrigger):
         try:
             import Jetson.GPIO as GPIO  # type: ignore[import-not-found]
         except ImportError:
-            raise ParcelguardError("Jetson.GPIO is not installed; on a Jetson: pip install Jetson.GPIO (and add your user to the gpio group)") from None
+            raise ParcelguardError(
+                "Jetson.GPIO is not installed; on a Jetson: pip install Jetson.GPIO (and add your user to the gpio group)"
+            ) from None
         pin = self.cfg.gpio_pin
         GPIO.setmode(GPIO.BOARD)
         GPIO.setup(pin, GPIO.IN)
@@ -153,7 +160,9 @@ class PhotoEye(EdgeTrigger):
             level = GPIO.input(pin)
             self.set(level == (GPIO.LOW if low_active else GPIO.HIGH))
 
-        GPIO.add_event_detect(pin, GPIO.BOTH, callback=edge, bouncetime=max(int(self.cfg.debounce_ms), 1))
+        GPIO.add_event_detect(
+            pin, GPIO.BOTH, callback=edge, bouncetime=max(int(self.cfg.debounce_ms), 1)
+        )
         self._close = lambda: GPIO.cleanup(pin)
 
     def close(self) -> None:

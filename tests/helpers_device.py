@@ -3,14 +3,18 @@ a hand-built manifest, a tiny real ONNX model package, and an MJPEG-over-HTTP se
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-from parcelguard.device.manifest import SCHEMA_VERSION, Manifest, ModelFile, sha256_file, write_manifest
+from parcelguard.device.manifest import (
+    SCHEMA_VERSION,
+    Manifest,
+    ModelFile,
+    sha256_file,
+    write_manifest,
+)
 from parcelguard.device.preprocess import InputSpec
 from parcelguard.device.settings import DeviceConfig
 

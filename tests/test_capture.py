@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pytest
 from helpers_device import MJPEG_SERVER, FakeCapture, FlakyCamera, make_config, write_avi
-
 from parcelguard.device.capture import LiveSource, Paced, live_open_fn, make_source
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.settings import SourceConfig
@@ -49,15 +48,24 @@ FAST = CaptureConfig(backoff_initial_s=0.01, backoff_max_s=0.05)
 
 def test_latest_frame_reader_keeps_newest_and_counts_drops():
     frames = numbered(50)
-    caps = iter([FakeCapture(frames)])
+    go = threading.Event()
+
+    class Gated(FakeCapture):  # the first frame at once, the rest after the consumer took it
+        def read(self):
+            if self.reads >= 1:
+                go.wait(10)
+            return super().read()
+
+    caps = iter([Gated(frames)])
     src = LiveSource(lambda: next(caps, None), FAST, name="fake")
     it = iter(src)
     first, t_first = next(it)
+    go.set()
     assert wait_for(lambda: src.stats.frames == 50)  # the reader ran ahead of a slow consumer
     newest, t_newest = next(it)
     src.stop()
     assert index_of(newest) == 49, "the consumer must get the newest frame, not a stale one"
-    assert src.stats.dropped == 50 - 2 - index_of(first)
+    assert index_of(first) == 0 and src.stats.dropped == 48  # frames 1..48 were overwritten
     assert src.stats.delivered == 2 and t_newest > t_first
     age = src.frame_age()
     assert age is not None and age >= 0
