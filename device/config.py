@@ -23,19 +23,29 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _key_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
-    """Map each key path in a YAML document to its 1-based line number."""
+def _key_lines(node: yaml.Node, prefix: tuple = (), seen: set[int] | None = None) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line number.
+
+    Each node is walked once: an aliased node (``*anchor``) is not expanded again, so a YAML
+    "billion laughs" file costs its size, not its expansion.
+    """
+    seen = set() if seen is None else seen
     lines: dict[tuple, int] = {}
+    if id(node) in seen:
+        return lines
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # safe_load rejects non-scalar keys with its own message
             path = prefix + (key_node.value,)
             lines[path] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, path))
+            lines.update(_key_lines(value_node, path, seen))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             path = prefix + (i,)
             lines[path] = item.start_mark.line + 1
-            lines.update(_key_lines(item, path))
+            lines.update(_key_lines(item, path, seen))
     return lines
 
 
@@ -102,12 +112,17 @@ def load_config(model: type[M], path: str | Path | None, overrides: list[str] | 
             line = f":{mark.line + 1}" if mark else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise ParcelguardError(f"{p}{line}: malformed YAML: {problem}") from None
+        except (RecursionError, ValueError) as exc:  # nesting too deep, an integer of 5000 digits
+            raise ParcelguardError(f"{p}: YAML this parcelguard will not read ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ParcelguardError(f"{p}: the top level must be a mapping of keys, not {type(loaded).__name__}")
         data = loaded
-        lines = _key_lines(node) if node is not None else {}
+        try:
+            lines = _key_lines(node) if node is not None else {}
+        except RecursionError:
+            raise ParcelguardError(f"{p}: YAML nested too deeply for a config file") from None
     if overrides:
         source = f"{source} (+ command-line overrides)"
         data = apply_overrides(data, overrides)
@@ -115,6 +130,8 @@ def load_config(model: type[M], path: str | Path | None, overrides: list[str] | 
         return model.model_validate(data)
     except ValidationError as err:
         raise ParcelguardError(format_validation_error(err, source, lines)) from None
+    except RecursionError:
+        raise ParcelguardError(f"{source}: config nested too deeply") from None
 
 
 def validate_model(model: type[M], data: dict, source: str) -> M:

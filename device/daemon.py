@@ -101,7 +101,7 @@ class Daemon:
                 raise ParcelguardError(
                     "model.package is not set; pass --model or set it in the config"
                 )
-            pkg = load_package(cfg.model.package)
+            pkg = load_package(cfg.model.package, **cfg.model.signature_args())
             manifest = pkg.manifest
             backend = open_backend(pkg, cfg.model.backend, cfg.model.threads, cfg.model.providers)
         self.backend, self.manifest = backend, manifest
@@ -273,7 +273,7 @@ class Daemon:
         """Load the configured package again (e.g. after an update) and swap the backend."""
         if self.cfg.model.package is None:
             raise ParcelguardError("model.package is not set; nothing to reload")
-        pkg = load_package(self.cfg.model.package)
+        pkg = load_package(self.cfg.model.package, **self.cfg.model.signature_args())
         if (
             pkg.manifest.input != self.manifest.input
             or pkg.manifest.classes != self.manifest.classes

@@ -37,6 +37,13 @@ def load_labels(path: Path, n_frames: int | None = None, classes: list[str] | No
     path = Path(path)
     if not path.is_file():
         raise ParcelguardError(f"label file {path} does not exist")
+    try:
+        return _read_labels(path, n_frames, classes)
+    except csv.Error as exc:  # a field over csv's size limit, a broken quote at the end of the file
+        raise ParcelguardError(f"label file {path} is not a readable CSV file ({exc})") from None
+
+
+def _read_labels(path: Path, n_frames: int | None, classes: list[str] | None) -> list[GtPackage]:
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
@@ -44,6 +51,9 @@ def load_labels(path: Path, n_frames: int | None = None, classes: list[str] | No
             raise ParcelguardError(f"label file {path} lacks column(s) {', '.join(missing)}")
         out = []
         for row_no, row in enumerate(reader, start=2):
+            short = [c for c in REQUIRED if row.get(c) is None]
+            if short:
+                raise ParcelguardError(f"label file {path}, line {row_no}: the row ends before column(s) {', '.join(short)}")
             try:
                 gt = GtPackage(
                     package_id=row["package_id"],

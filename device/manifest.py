@@ -90,17 +90,33 @@ def _safe_member(root: Path, rel: str) -> Path:
     return p
 
 
-def load_package(root: str | Path, verify: bool = True, allow_failed: bool = False) -> Package:
-    """Read and check a package; raises ParcelguardError with one clear sentence."""
+def load_package(
+    root: str | Path,
+    verify: bool = True,
+    allow_failed: bool = False,
+    *,
+    public_key: str | Path | None = None,
+    require_signature: bool = False,
+) -> Package:
+    """Read and check a package; raises ParcelguardError with one clear sentence.
+
+    With ``public_key``, a ``manifest.sig`` must verify over the manifest bytes (device/signing.py);
+    with ``require_signature`` too, an unsigned package is refused.
+    """
     root = Path(root)
     if not root.is_dir():
         raise ParcelguardError(f"model package {root} does not exist or is not a folder")
     mpath = root / MANIFEST
     if not mpath.is_file():
         raise ParcelguardError(f"model package {root} has no {MANIFEST}")
+    raw = mpath.read_bytes()
+    if public_key is not None or require_signature:
+        from .signing import verify_signature
+
+        verify_signature(root, raw, Path(public_key) if public_key is not None else None, require_signature)
     try:
-        data = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ParcelguardError(f"{mpath} is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ParcelguardError(f"{mpath} must hold a JSON object")

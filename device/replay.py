@@ -30,6 +30,7 @@ from .events import Event, EventStore, read_events
 from .labels import load_labels, match_events
 from .loop import InspectionLoop, LoopHooks
 from .manifest import load_package
+from .paths import safe_join, safe_name
 from .preprocess import crop_roi
 from .replay_sources import Prefetch, RealtimeSource, RecordedSource, find_sidecar
 from .settings import DeviceConfig
@@ -106,7 +107,7 @@ def replay(
     cfg = cfg or DeviceConfig()
     if speed <= 0 or score_tolerance < 0:
         raise ParcelguardError(f"replay speed must be > 0 and score tolerance >= 0 (got {speed} and {score_tolerance})")
-    pkg = load_package(package)
+    pkg = load_package(package, **cfg.model.signature_args())
     source = open_replay_source(Path(video), cfg, use_sidecar)
     gts = load_labels(labels, n_frames=source.expected_frames or None, classes=pkg.manifest.classes) if labels else None
     golden_events = _load_golden(golden) if golden else None
@@ -243,8 +244,8 @@ def _write_snapshots(out_dir: Path, metrics: dict, crops: dict[int, np.ndarray])
             crop = crops.get(r["frame"])
             if crop is None:
                 continue
-            who = r["gt"] or "seq{}".format(r["seq"])
+            who = safe_name(r["gt"] or "seq{}".format(r["seq"]))  # label-CSV text: never a path
             name = f"{kind}_{who}_f{r['frame']}.jpg"
-            cv2.imwrite(str(snap / name), crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            cv2.imwrite(str(safe_join(snap, name, "snapshot")), crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
             r["snapshot"] = f"snapshots/{name}"
 

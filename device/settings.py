@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .config import StrictModel
 from .settings_daemon import ActuatorConfig, CaptureConfig, FailsafeConfig, HealthConfig, TriggerConfig
@@ -36,6 +36,21 @@ class ModelSettings(StrictModel):
             if isinstance(entry, dict) and len(entry) != 1:
                 raise ValueError("each provider mapping names exactly one provider, e.g. {CUDAExecutionProvider: {device_id: 0}}")
         return v
+
+    # Signed packages (device/signing.py, docs/reliability.md): with a key, a manifest.sig must
+    # verify; with require_signature, an unsigned package is refused too.
+    public_key: Path | None = Field(None, description="Ed25519 public key (PEM) that model packages are signed with")
+    require_signature: bool = Field(False, description="refuse a package without a valid manifest.sig")
+
+    @model_validator(mode="after")
+    def _key_for_signatures(self) -> ModelSettings:
+        if self.require_signature and self.public_key is None:
+            raise ValueError("model.require_signature needs model.public_key")
+        return self
+
+    def signature_args(self) -> dict:
+        """``load_package`` keyword arguments for this signature policy."""
+        return {"public_key": self.public_key, "require_signature": self.require_signature}
 
 
 class PresenceConfig(StrictModel):

@@ -70,7 +70,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sign(args: argparse.Namespace) -> int:
+    from parcelguard.device.manifest import load_package
+    from parcelguard.device.signing import sign_package
+
+    load_package(args.package)  # only a package whose hashes and gate check out gets signed
+    print(f"signed {args.package}: {sign_package(args.package, args.key)}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from parcelguard.device.signing import keygen
+
+    priv, pub = keygen(args.out)
+    print(f"private key {priv} (keep it off the device), public key {pub} (model.public_key)")
+    return 0
+
+
 def register(sub) -> None:
+    s = sub.add_parser("sign", help="sign a model package's manifest (Ed25519) -> manifest.sig")
+    s.add_argument("package", type=Path)
+    s.add_argument("--key", type=Path, required=True, help="private key PEM (parcelguard keygen)")
+    s.set_defaults(func=cmd_sign)
+
+    s = sub.add_parser("keygen", help="make an Ed25519 key pair for signing model packages")
+    s.add_argument("--out", type=Path, required=True, help="folder for private.pem and public.pem")
+    s.set_defaults(func=cmd_keygen)
+
     s = sub.add_parser("export", help="checkpoint -> model package (ONNX, ONNX int8, TFLite int8) with parity gate")
     s.add_argument("checkpoint", type=Path, nargs="?")
     s.add_argument("--out", type=Path)

@@ -1,0 +1,55 @@
+"""Soak, CI form (issue 9): ~35 s of a video replayed in a loop through the InspectionLoop with the
+daemon's bounded history, a real ONNX Runtime tiny package and the SQLite/JSONL store; RSS
+(VmRSS) after warm-up must grow < 5 MB. The 10-minute form is benchmarks/bench_soak.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_soak", ROOT / "benchmarks" / "bench_soak.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_soak"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for VmRSS")
+def test_short_soak_rss_growth_under_5_mb(tmp_path):
+    res = _bench().soak(35.0, tmp_path, long_run=True, warmup_s=8.0, sample_s=3.0)
+    (tmp_path / "soak.json").write_text(json.dumps(res, indent=2))
+    print(f"\n[soak] {res['seconds']} s, {res['frames']} frames, {res['packages']} packages, {res['passes']} passes: "
+          f"RSS {res['rss_start_mb']:.1f} -> {res['rss_end_mb']:.1f} MB, growth {res['rss_growth_mb']:+.2f} MB "
+          f"(peak {res['rss_peak_growth_mb']:+.2f} MB): {res['result']}")
+    assert res["passes"] >= 3 and res["packages"] >= 10, res  # it really looped the video
+    assert len(res["samples"]) >= 5
+    assert res["rss_growth_mb"] < 5.0 and res["rss_peak_growth_mb"] < 5.0, res["samples"]
+
+
+def test_live_loop_keeps_only_bounded_state():
+    """What the soak relies on: with hooks.history every per-frame/per-event list is capped."""
+    from collections import deque
+
+    from helpers_device import FakeBackend, belt_frames, manifest
+    from parcelguard.device.loop import LIVE_EVENTS_KEPT, InspectionLoop, LoopHooks
+    from parcelguard.device.settings import DeviceConfig
+
+    frames = belt_frames(3)
+    loop = InspectionLoop(DeviceConfig(), FakeBackend(), manifest(), None, "t", hooks=LoopHooks(history=16))
+    loop.run((f, i / 30) for i, f in enumerate(frames * 30))  # 90 packages, 2520 frames
+    caps = {k: v.maxlen for k, v in loop.stats.stage_s.items()} | {"frame_scores": loop.stats.frame_scores.maxlen, "events": loop.events.maxlen}
+    print(f"\n[soak] bounded state caps: {caps}; packages {loop.stats.packages}")
+    assert isinstance(loop.events, deque) and loop.events.maxlen == min(16, LIVE_EVENTS_KEPT)
+    assert all(len(v) <= 16 for v in loop.stats.stage_s.values()) and len(loop.stats.frame_scores) <= 16
+    assert loop.stats.packages == 90 and not loop._best_frame
