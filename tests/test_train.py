@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from parcelguard.train import synth  # noqa: E402
 from parcelguard.train.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from parcelguard.train.data import load_splits  # noqa: E402
-from parcelguard.train.evaluate import threshold_for_recall  # noqa: E402
+from parcelguard.train.evaluate import threshold_for_accuracy, threshold_for_recall  # noqa: E402
 from parcelguard.train.settings import TrainConfig  # noqa: E402
 from parcelguard.train.train import predict_scores, train  # noqa: E402
 
@@ -50,7 +50,7 @@ def test_resume_continues_the_same_run(crops, tmp_path):
 
 
 def test_threshold_is_chosen_on_val_and_stored(crops, tmp_path):
-    summary = train(_cfg(crops, tmp_path / "run", epochs=2, target_recall=0.9))
+    summary = train(_cfg(crops, tmp_path / "run", epochs=2, threshold_rule="recall", target_recall=0.9))
     ck = load_checkpoint(tmp_path / "run" / "best.pt")
     assert ck["threshold"] == pytest.approx(summary["threshold"])
     cfg = _cfg(crops, tmp_path / "run")
@@ -58,10 +58,22 @@ def test_threshold_is_chosen_on_val_and_stored(crops, tmp_path):
     scores = predict_scores(model_from_checkpoint(ck), val.images, 1)
     is_pos = val.labels == 1
     assert ck["threshold"] == pytest.approx(threshold_for_recall(scores, is_pos, 0.9)["threshold"])
+    assert ck["threshold_rule"].startswith("val damaged recall")
     assert (scores[is_pos] >= ck["threshold"]).mean() >= 0.9
     assert "test_metrics" in ck and 0 <= ck["test_metrics"]["accuracy"] <= 1
     hist = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [r["epoch"] for r in hist] == [0, 1]
+
+
+def test_default_threshold_maximizes_val_accuracy(crops, tmp_path):
+    train(_cfg(crops, tmp_path / "acc", epochs=2))
+    ck = load_checkpoint(tmp_path / "acc" / "best.pt")
+    cfg = _cfg(crops, tmp_path / "acc")
+    val = load_splits(crops, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed)["val"]
+    scores = predict_scores(model_from_checkpoint(ck), val.images, 1)
+    best = max(((scores >= t) == (val.labels == 1)).mean() for t in np.r_[0.0, np.sort(scores), 1.01])
+    assert ((scores >= ck["threshold"]) == (val.labels == 1)).mean() == pytest.approx(best)
+    assert ck["threshold"] == pytest.approx(threshold_for_accuracy(scores, val.labels == 1)["threshold"])
 
 
 def test_resume_keeps_the_checkpoint_config(crops, tmp_path, caplog):
@@ -72,7 +84,11 @@ def test_resume_keeps_the_checkpoint_config(crops, tmp_path, caplog):
     assert load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 1  # the run's own 2 epochs
 
 
-def test_early_stopping_stops(crops, tmp_path):
-    s = train(_cfg(crops, tmp_path / "es", epochs=8, patience=1, lr=1e-7))
-    assert s["epochs_run"] < 8
+def test_early_stopping_stops(crops, tmp_path, monkeypatch):
+    from parcelguard.train import train as train_mod
+
+    monkeypatch.setattr(train_mod._Run, "_validate", lambda self: (0.5, 0.7))  # a flat val curve
+    s = train(_cfg(crops, tmp_path / "es", epochs=8, patience=2))
+    assert s["epochs_run"] == 3  # epoch 0 improves, epochs 1 and 2 do not
     assert np.isfinite(s["best_val_accuracy"])
+    assert load_checkpoint(tmp_path / "es" / "best.pt")["epoch"] == 0

@@ -20,7 +20,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("variant", "test_accuracy", "damaged_recall", "int8_accuracy", "shift_consistency", "worst_case_flips",
+COLUMNS = ("variant", "test_accuracy", "damaged_recall", "accuracy_at_0.5", "roc_auc", "int8_accuracy", "shift_consistency", "worst_case_flips",
            "score_jitter", "params", "macs_m", "int8_latency_ms", "train_s")
 
 
@@ -72,14 +72,19 @@ def _export_and_time(ckpt_path: Path, splits: dict, pos: int, out: Path, runs: i
     return {"int8_accuracy": acc, "int8_latency_ms": int8_latency_ms(tfl, runs)}
 
 
-def run_variant(variant: str, data: Path, out: Path, epochs: int, seed: int, shift: dict, latency_runs: int) -> dict:
+def run_variant(variant: str, data: Path, out: Path, epochs: int, seed: int, shift: dict, latency_runs: int,
+                overrides: list[str] | None = None) -> dict:
+    from parcelguard.device.config import apply_overrides, validate_model
+
     from .data import load_splits
     from .evaluate import evaluate
     from .settings import TrainConfig
     from .train import train
 
-    cfg = TrainConfig(data=data, out=out / variant, epochs=epochs, patience=epochs + 1, seed=seed,
-                      model={"downsample": variant})
+    base = apply_overrides({}, list(overrides or []))
+    base.update(data=str(data), out=str(out / variant), epochs=epochs, patience=epochs + 1, seed=seed)
+    base.setdefault("model", {})["downsample"] = variant
+    cfg = validate_model(TrainConfig, base, "ablation config")
     t0 = time.perf_counter()
     summary = train(cfg)
     train_s = time.perf_counter() - t0
@@ -90,7 +95,8 @@ def run_variant(variant: str, data: Path, out: Path, epochs: int, seed: int, shi
     q = _export_and_time(ckpt, splits, cfg.classes.index(cfg.positive_class), out / variant, latency_runs)
     t = rep["at_threshold"]
     return {
-        "variant": variant, "test_accuracy": t["accuracy"], "damaged_recall": t["recall"], **q,
+        "variant": variant, "test_accuracy": t["accuracy"], "damaged_recall": t["recall"],
+        "accuracy_at_0.5": rep["at_0.5"]["accuracy"], "roc_auc": rep["roc_auc"], **q,
         "shift_consistency": rep["shift"]["consistency"], "worst_case_flips": rep["shift"]["worst_case_flip_rate"],
         "score_jitter": rep["shift"]["score_jitter"]["mean_std"], "params": summary["params"],
         "macs_m": summary["macs"] / 1e6, "train_s": train_s,
@@ -99,7 +105,7 @@ def run_variant(variant: str, data: Path, out: Path, epochs: int, seed: int, shi
 
 def run_ablation(data: Path | None, out: Path, variants: list[str], budget_epochs: int = 8, crops_per_class: int = 600,
                  shift_px: int = 8, shift_images: int = 100, shift_step: int = 2, seed: int = 0,
-                 latency_runs: int = 200) -> list[dict]:
+                 latency_runs: int = 200, overrides: list[str] | None = None) -> list[dict]:
     """Train, evaluate, export and time each variant; returns the table rows (also written to disk)."""
     from .model import DOWNSAMPLE_CHOICES
 
@@ -115,14 +121,15 @@ def run_ablation(data: Path | None, out: Path, variants: list[str], budget_epoch
     rows = []
     for v in variants:
         log.info("ablation: variant %s", v)
-        rows.append(run_variant(v, manifest, out, budget_epochs, seed, shift, latency_runs))
-        write_tables(rows, out, {"data": str(manifest), "epochs": budget_epochs, "seed": seed, **shift})
+        rows.append(run_variant(v, manifest, out, budget_epochs, seed, shift, latency_runs, overrides))
+        write_tables(rows, out, {"data": str(manifest), "epochs": budget_epochs, "seed": seed, "overrides": list(overrides or []), **shift})
     return rows
 
 
 def _fmt(row: dict) -> list[str]:
     return [
         row["variant"], f"{row['test_accuracy'] * 100:.2f}", f"{row['damaged_recall'] * 100:.2f}",
+        f"{row['accuracy_at_0.5'] * 100:.2f}", f"{row['roc_auc']:.4f}",
         f"{row['int8_accuracy'] * 100:.2f}", f"{row['shift_consistency'] * 100:.2f}",
         f"{row['worst_case_flips'] * 100:.1f}", f"{row['score_jitter']:.4f}", f"{row['params']:,}",
         f"{row['macs_m']:.1f}", f"{row['int8_latency_ms']:.3f}", f"{row['train_s']:.0f}",
@@ -134,7 +141,7 @@ def write_tables(rows: list[dict], out: Path, budget: dict) -> None:
         w = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    head = ["downsample", "test acc %", "damaged recall %", "int8 acc %", f"shift consistency ±{budget['px']} px %",
+    head = ["downsample", "test acc @thr %", "damaged recall @thr %", "acc @0.5 %", "ROC-AUC", "int8 acc @thr %", f"shift consistency ±{budget['px']} px %",
             "worst-case flips %", "score jitter", "params", "MMACs", "int8 ms (1 thr)", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_fmt(r)) + " |" for r in rows]

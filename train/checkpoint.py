@@ -45,6 +45,7 @@ def model_from_checkpoint(ckpt: dict) -> PooledCNN:
             downsample=mc["downsample"],
             num_classes=len(ckpt["config"]["classes"]),
             dropout=mc["dropout"],
+            global_pool=mc.get("global_pool", "avg"),
         )
     )
     model.load_state_dict(ckpt["state_dict"])

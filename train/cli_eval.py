@@ -45,6 +45,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     table = run_ablation(
         args.data, args.out, variants=args.variants, budget_epochs=args.budget_epochs, crops_per_class=args.crops_per_class,
         shift_px=args.shift_px, shift_images=args.shift_images, shift_step=args.shift_step, seed=args.seed,
+        overrides=args.overrides,
     )
     print((Path(args.out) / "ablation.md").read_text(encoding="utf-8") if table else "no variants run")
     return 0
@@ -76,4 +77,6 @@ def register(sub) -> None:
     s.add_argument("--shift-step", type=int, default=2)
     s.add_argument("--shift-images", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="training-config override applied to every variant (repeatable)")
     s.set_defaults(func=cmd_ablate)

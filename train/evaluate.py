@@ -84,6 +84,18 @@ def threshold_for_recall(scores: np.ndarray, is_pos: np.ndarray, target: float =
     return {"threshold": thr, "target_recall": target, **_pr_at(s, y, thr)}
 
 
+def threshold_for_accuracy(scores: np.ndarray, is_pos: np.ndarray) -> dict:
+    """The threshold (midway between adjacent scores) with the best accuracy; ties go to the one
+    nearest 0.5, so a well-separated model keeps 0.5-like behaviour."""
+    s, y = np.asarray(scores, np.float64), np.asarray(is_pos, bool)
+    u = np.unique(s)
+    cands = np.r_[0.5, (u[:-1] + u[1:]) / 2] if len(u) > 1 else np.array([0.5])
+    acc = np.array([((s >= t) == y).mean() for t in cands]) if len(s) else np.zeros(len(cands))
+    best = np.flatnonzero(acc >= acc.max() - 1e-12)
+    thr = float(cands[best[np.argmin(np.abs(cands[best] - 0.5))]])
+    return {"threshold": thr, "accuracy": float(acc.max()) if len(s) else float("nan"), **_pr_at(s, y, thr)}
+
+
 def _pr_at(s: np.ndarray, y: np.ndarray, thr: float) -> dict:
     m = binary_metrics(s, y, thr)
     return {"precision": m["precision"], "recall": m["recall"], "false_positive_rate": m["false_positive_rate"]}
@@ -127,7 +139,9 @@ def _scorer(ckpt: dict, package: Path | None, backend: str, threads: int):
     from parcelguard.device.backends import open_backend
     from parcelguard.device.manifest import load_package
 
-    pkg = load_package(package)
+    pkg = load_package(package, allow_failed=True)  # diagnosing a failed package is allowed here
+    if pkg.manifest.status != "ok":
+        log.warning("package %s is marked %r (parity gate); evaluating it anyway", package, pkg.manifest.status)
     be = open_backend(pkg, backend, threads)
     return be.infer, float(pkg.manifest.threshold), f"package {package} via the {backend} backend", be.close
 

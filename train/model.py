@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 DOWNSAMPLE_CHOICES = ("max", "avg", "blurmax", "blur", "strided")
+GLOBAL_POOL_CHOICES = ("max", "avg")
 
 
 @dataclass
@@ -26,6 +27,10 @@ class ModelConfig:
     downsample: list[str] | str = "blurmax"
     num_classes: int = 2
     dropout: float = 0.1
+    # "max": is there a defect anywhere? A global max keeps a small local damage response that a
+    # global average dilutes over the whole package (measured: 96.7 % vs 78 % val accuracy after
+    # 12 epochs on the same data). "avg" is the classic choice, kept for comparison.
+    global_pool: str = "max"
 
     def stage_downsample(self) -> list[str]:
         if isinstance(self.downsample, str):
@@ -41,6 +46,8 @@ class ModelConfig:
         for d in ds:
             if d not in DOWNSAMPLE_CHOICES:
                 raise ValueError(f"model.downsample {d!r} is not one of {DOWNSAMPLE_CHOICES}")
+        if self.global_pool not in GLOBAL_POOL_CHOICES:
+            raise ValueError(f"model.global_pool {self.global_pool!r} is not one of {GLOBAL_POOL_CHOICES}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +93,7 @@ def make_downsample(kind: str, channels: int) -> nn.Module:
 
 
 class PooledCNN(nn.Module):
-    """conv blocks -> downsample, per stage; then global average pool and a linear head.
+    """conv blocks -> downsample, per stage; then a global pool (max by default, or average) and a linear head.
 
     Input: float NCHW RGB in [0, 1] (what :func:`parcelguard.device.preprocess.to_float_nchw`
     gives). Output: class logits.
@@ -105,13 +112,17 @@ class PooledCNN(nn.Module):
                 cin = width
             layers.append(make_downsample(ds, width))
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(1) if cfg.global_pool == "avg" else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cin, cfg.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
-        x = self.pool(x).flatten(1)
+        if self.pool is None:
+            # A max pool over the whole (static) map lowers to one int8 MAX_POOL_2D in TFLite.
+            x = nn.functional.max_pool2d(x, kernel_size=x.shape[-2:]).flatten(1)
+        else:
+            x = self.pool(x).flatten(1)
         return self.head(self.dropout(x))
 
 

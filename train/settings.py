@@ -15,6 +15,7 @@ class ModelSettings(StrictModel):
     blocks: list[int] = Field(default_factory=lambda: [1, 1, 1, 1], min_length=1)
     downsample: Literal["max", "avg", "blurmax", "blur", "strided"] | list[Literal["max", "avg", "blurmax", "blur", "strided"]] = "blurmax"
     dropout: float = Field(0.1, ge=0, lt=1)
+    global_pool: Literal["max", "avg"] = Field("max", description="global pooling before the head: max finds a defect anywhere; avg dilutes small ones")
 
 
 class AugmentSettings(StrictModel):
@@ -34,15 +35,16 @@ class TrainConfig(StrictModel):
     input: InputSpec = Field(default_factory=InputSpec)
     model: ModelSettings = Field(default_factory=ModelSettings)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
-    epochs: int = Field(12, ge=1)
-    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    patience: int = Field(4, ge=1, description="epochs without val improvement before stopping")
+    patience: int = Field(6, ge=1, description="epochs without val improvement before stopping")
     val_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
     seed: int = 0
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     resume: Path | None = None
-    target_recall: float = Field(0.99, gt=0, le=1, description="the stored threshold keeps val damaged recall >= this")
+    threshold_rule: Literal["accuracy", "recall"] = Field("accuracy", description="how the stored threshold is chosen on val")
+    target_recall: float = Field(0.99, gt=0, le=1, description="threshold_rule=recall: keep val damaged recall >= this")

@@ -12,9 +12,10 @@ came from. Resuming takes the run's config from the checkpoint (only ``out``, ``
 DDP: each rank trains on a disjoint slice of the epoch's permutation; rank 0 validates and
 broadcasts the result, so best-checkpoint and early-stop decisions are identical on all ranks.
 
-Decision threshold: after training, the best weights score the validation split and the highest
-threshold that keeps damaged recall >= ``cfg.target_recall`` is stored in ``best.pt`` as
-``threshold`` (the export writes it into the package manifest).
+Decision threshold: after training, the best weights score the validation split and the threshold
+is chosen there (``threshold_rule``: best val accuracy, or the highest threshold that keeps damaged
+recall >= ``target_recall``) and stored in ``best.pt`` as ``threshold`` (the export writes it into
+the package manifest). ``parcelguard evaluate`` reports the recall-target operating point either way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +75,7 @@ def predict_scores(model: torch.nn.Module, images_u8: np.ndarray, positive: int,
 
 def build_model(cfg: TrainConfig) -> PooledCNN:
     m = cfg.model
-    return PooledCNN(ModelConfig(widths=m.widths, blocks=m.blocks, downsample=m.downsample, num_classes=len(cfg.classes), dropout=m.dropout))
+    return PooledCNN(ModelConfig(widths=m.widths, blocks=m.blocks, downsample=m.downsample, num_classes=len(cfg.classes), dropout=m.dropout, global_pool=m.global_pool))
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -112,11 +114,12 @@ class _State:
         return {"best_val_accuracy": self.best_acc, "best_val_loss": self.best_loss, "stale": self.stale, "history": self.history}
 
 
-def train(cfg: TrainConfig, stop_after_epochs: int | None = None) -> dict:
+def train(cfg: TrainConfig, stop_after_epochs: int | None = None, on_epoch: Callable[[dict], bool] | None = None) -> dict:
     """Train and return a summary (best val accuracy, held-out accuracy, threshold, paths, timings).
 
     ``stop_after_epochs`` ends this invocation after that many epochs (the run stays resumable
-    from ``last.pt``); tests and time-boxed jobs use it.
+    from ``last.pt``); tests and time-boxed jobs use it. ``on_epoch(row)`` is called with each
+    epoch's metrics row and stops training when it returns True (benchmarks use it).
     """
     rank, world, local_rank = _dist_info()
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
@@ -137,7 +140,7 @@ def train(cfg: TrainConfig, stop_after_epochs: int | None = None) -> dict:
     splits = load_splits(cfg.data, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     run = _Run(cfg, splits, device, rank, world, ckpt)
     try:
-        run.fit(stop_after_epochs)
+        run.fit(stop_after_epochs, on_epoch)
         summary = run.finish() if rank == 0 else {}
     finally:
         if world > 1:
@@ -188,7 +191,7 @@ class _Run:
         s.best_loss, s.stale, s.history = ck.get("best_val_loss", float("inf")), ck.get("stale", 0), list(ck.get("history", []))
         log.info("resuming %s after epoch %d", self.cfg.resume, ck["epoch"])
 
-    def fit(self, stop_after: int | None) -> None:
+    def fit(self, stop_after: int | None, on_epoch: Callable[[dict], bool] | None = None) -> None:
         cfg, s = self.cfg, self.state
         progress = _progress(cfg.epochs, s.start_epoch, self.rank)
         for n, epoch in enumerate(range(s.start_epoch, cfg.epochs)):
@@ -204,6 +207,8 @@ class _Run:
                 progress.set_postfix(loss=f"{loss:.3f}", val_acc=f"{val_acc:.4f}")
                 progress.update(1)
             log.debug("epoch %d loss %.4f val_acc %.4f val_loss %.4f", epoch, loss, val_acc, val_loss)
+            if on_epoch is not None and on_epoch(row):
+                break
             if s.stale >= cfg.patience:
                 log.info("early stop at epoch %d (no val improvement for %d epochs)", epoch, s.stale)
         progress.close()
@@ -265,7 +270,7 @@ class _Run:
 
     def finish(self) -> dict:
         """Choose the threshold on val with the best weights, store it in best.pt, score test."""
-        from .evaluate import binary_metrics, threshold_for_recall
+        from .evaluate import binary_metrics, threshold_for_accuracy, threshold_for_recall
 
         best_path = self.out / "best.pt"
         summary = {"best_val_accuracy": self.state.best_acc, "epochs_run": len(self.state.history), "train_s": time.perf_counter() - self.t_start, "checkpoint": str(best_path), **self.info}
@@ -275,8 +280,12 @@ class _Run:
         self.model.load_state_dict(ck["state_dict"])
         val = self.splits["val"] if len(self.splits["val"].images) else self.splits["train"]
         val_scores = predict_scores(self.model, val.images, self.pos, self.device)
-        thr = threshold_for_recall(val_scores, val.labels == self.pos, self.cfg.target_recall)
-        ck["threshold"], ck["threshold_rule"] = thr["threshold"], f"val damaged recall >= {self.cfg.target_recall}"
+        if self.cfg.threshold_rule == "recall":
+            thr = threshold_for_recall(val_scores, val.labels == self.pos, self.cfg.target_recall)
+            rule = f"val damaged recall >= {self.cfg.target_recall}"
+        else:
+            thr, rule = threshold_for_accuracy(val_scores, val.labels == self.pos), "best val accuracy"
+        ck["threshold"], ck["threshold_rule"] = thr["threshold"], rule
         test = self.splits["test"]
         if len(test.images):
             scores = predict_scores(self.model, test.images, self.pos, self.device)
