@@ -178,12 +178,14 @@ def export_tflite_int8(model: nn.Module, calib: np.ndarray, out_path: Path, size
         {"input": {"dtype": "int8", "shape": [1,S,S,3], "scale": ..., "zero_point": -128},
          "output": {"dtype": "int8", "shape": [1,C], "scale": ..., "zero_point": ...}}
     """
-    import litert_torch
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    # Importing litert-torch/torchao/JAX prints absl, oneDNN and kernel-loading chatter natively.
+    with native_output_to(out_path.parent / "export.log"):
+        import litert_torch
+        from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
     calib = np.asarray(calib, dtype=np.float32)
     if calib.ndim != 4 or calib.shape[1] != 3:
         raise ValueError(f"calib must be float32 [N,3,S,S], got {calib.shape}")
