@@ -22,7 +22,13 @@ log = logging.getLogger(__name__)
 _YELLOW, _RED, _GREEN, _GREY = (0, 220, 255), (0, 0, 255), (0, 200, 0), (200, 200, 200)
 
 
-def _text(img: np.ndarray, text: str, org: tuple[int, int], color: tuple[int, int, int], scale: float = 0.5) -> None:
+def _text(
+    img: np.ndarray,
+    text: str,
+    org: tuple[int, int],
+    color: tuple[int, int, int],
+    scale: float = 0.5,
+) -> None:
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
 
@@ -30,8 +36,14 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], color: tuple[int, in
 class Annotator:
     """Writes ``path`` (MP4, mp4v) from the frames the loop processed; call :meth:`close` at the end."""
 
-    def __init__(self, path: Path, fps: float, roi: tuple[int, int, int, int] | None,
-                 current_frame: Callable[[], np.ndarray | None], dropped: Callable[[], int] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        fps: float,
+        roi: tuple[int, int, int, int] | None,
+        current_frame: Callable[[], np.ndarray | None],
+        dropped: Callable[[], int] | None = None,
+    ):
         self.path = Path(path)
         self.fps = fps
         self.roi = roi
@@ -50,7 +62,9 @@ class Annotator:
         h, w = frame.shape[:2]
         wr = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
         if not wr.isOpened():
-            raise ParcelguardError(f"cannot write the annotated video {self.path} (no mp4v encoder in this OpenCV?)")
+            raise ParcelguardError(
+                f"cannot write the annotated video {self.path} (no mp4v encoder in this OpenCV?)"
+            )
         return wr
 
     def __call__(self, idx: int, ts: float, inference_s: float | None) -> None:
@@ -65,7 +79,7 @@ class Annotator:
     def draw(self, frame: np.ndarray, idx: int, ts: float) -> np.ndarray:
         loop = self.loop
         img = frame.copy()
-        for ev in list(loop.events)[self._n_events:]:
+        for ev in list(loop.events)[self._n_events :]:
             self._verdicts[ev.package_seq] = (ev.verdict, ev.score)
         self._n_events = len(loop.events)
         x, y, w, h = self.roi or (0, 0, img.shape[1], img.shape[0])
@@ -85,14 +99,20 @@ class Annotator:
             _text(img, label, (x0 + 2, y + h + 16), color)
         fs = loop.stats.frame_scores
         score = fs[-1][1] if fs and fs[-1][0] == idx else None
-        head = f"frame {idx}  t {ts:7.3f}s  " + (f"score {score:.3f} / thr {loop.threshold:.3f}" if score is not None else "presence only")
+        head = f"frame {idx}  t {ts:7.3f}s  " + (
+            f"score {score:.3f} / thr {loop.threshold:.3f}"
+            if score is not None
+            else "presence only"
+        )
         _text(img, head, (8, 20), _GREY)
         if self.dropped is not None:
             _text(img, f"dropped {self.dropped()}", (8, 40), _YELLOW)
         for i, ev in enumerate(list(loop.events)[-3:][::-1]):
             s = "n/a" if ev.score is None else f"{ev.score:.3f}"
             color = _GREEN if ev.verdict == "ok" else _RED
-            _text(img, f"#{ev.package_seq} {ev.verdict} {s}", (8, img.shape[0] - 12 - 20 * i), color)
+            _text(
+                img, f"#{ev.package_seq} {ev.verdict} {s}", (8, img.shape[0] - 12 - 20 * i), color
+            )
         return img
 
     def close(self) -> None:

@@ -23,7 +23,10 @@ BACKENDS = ["litert", "onnx", "onnx_int8"]
 
 
 def _summary(report: dict) -> dict:
-    out = {k: report[k] for k in ("frames", "packages", "replay_fps", "decode_only_fps", "replay_vs_decode")}
+    out = {
+        k: report[k]
+        for k in ("frames", "packages", "replay_fps", "decode_only_fps", "replay_vs_decode")
+    }
     if "realtime" in report:
         out["dropped"] = report["realtime"]["dropped"]
     out["late_decisions"] = len(report["timing"]["late"])
@@ -35,8 +38,10 @@ def _summary(report: dict) -> dict:
 
 def _print_diffs(diffs: list[dict], a: str, b: str) -> None:
     for d in diffs:
-        print(f"  {d['kind']:8s} package #{d['seq']} t={d['t']:.3f}s frame {d['frame']}: "
-              f"{a} {d['golden_verdict']} ({d['golden_score']}) -> {b} {d['verdict']} ({d['score']})")
+        print(
+            f"  {d['kind']:8s} package #{d['seq']} t={d['t']:.3f}s frame {d['frame']}: "
+            f"{a} {d['golden_verdict']} ({d['golden_score']}) -> {b} {d['verdict']} ({d['score']})"
+        )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -48,13 +53,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _run_ab(args, cfg, out, args.ab)
     from .replay import replay
 
-    report = replay(args.video, args.model, out, cfg, args.labels, args.backend, realtime=args.realtime,
-                    speed=args.speed, annotate=args.annotate, golden=args.golden, score_tolerance=args.score_tolerance)
+    report = replay(
+        args.video,
+        args.model,
+        out,
+        cfg,
+        args.labels,
+        args.backend,
+        realtime=args.realtime,
+        speed=args.speed,
+        annotate=args.annotate,
+        golden=args.golden,
+        score_tolerance=args.score_tolerance,
+    )
     print(json.dumps(_summary(report), indent=2))
     print(f"events and report in {out} (report.html)")
     g = report.get("golden")
     if g and not g["passed"]:
-        print(f"REGRESSION: {len(g['differences'])} difference(s) from {g['file']} (score tolerance {g['score_tolerance']}):")
+        print(
+            f"REGRESSION: {len(g['differences'])} difference(s) from {g['file']} (score tolerance {g['score_tolerance']}):"
+        )
         _print_diffs(g["differences"], "golden", "now")
         return 1
     if g:
@@ -65,8 +83,28 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _run_ab(args: argparse.Namespace, cfg, out: Path, package_b: Path | None) -> int:
     from .compare import replay_ab
 
-    r = replay_ab(args.video, args.model, package_b, out, cfg, args.labels, args.backend, args.backend_b, args.score_tolerance)
-    print(json.dumps({"a": r["a"], "b": r["b"], "score_deltas": r["score_deltas"], "verdict_changes": r["verdict_changes"]}, indent=2))
+    r = replay_ab(
+        args.video,
+        args.model,
+        package_b,
+        out,
+        cfg,
+        args.labels,
+        args.backend,
+        args.backend_b,
+        args.score_tolerance,
+    )
+    print(
+        json.dumps(
+            {
+                "a": r["a"],
+                "b": r["b"],
+                "score_deltas": r["score_deltas"],
+                "verdict_changes": r["verdict_changes"],
+            },
+            indent=2,
+        )
+    )
     print(f"{len(r['differences'])} difference(s) (A -> B):")
     _print_diffs(r["differences"], "A", "B")
     print(f"A/B report in {out} (ab.html, a/, b/)")
@@ -77,7 +115,9 @@ def cmd_replay_ab(args: argparse.Namespace) -> int:
     from .settings import DeviceConfig
 
     if args.model_b is None and args.backend_b is None:
-        raise ParcelguardError("replay-ab needs --model-b PACKAGE or --backend-b BACKEND (B would be the same as A)")
+        raise ParcelguardError(
+            "replay-ab needs --model-b PACKAGE or --backend-b BACKEND (B would be the same as A)"
+        )
     cfg = load_config(DeviceConfig, args.config, args.overrides)
     return _run_ab(args, cfg, args.out or Path("runs") / "replay-ab", args.model_b)
 
@@ -90,12 +130,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _common(s: argparse.ArgumentParser) -> None:
-    s.add_argument("video", type=Path, help="video file (a 'parcelguard record' clip replays on its sidecar's clock)")
+    s.add_argument(
+        "video",
+        type=Path,
+        help="video file (a 'parcelguard record' clip replays on its sidecar's clock)",
+    )
     s.add_argument("--model", type=Path, required=True, help="model package folder")
     s.add_argument("--labels", type=Path, help="ground-truth CSV (package-level metrics)")
     s.add_argument("--backend", choices=BACKENDS)
     s.add_argument("--backend-b", choices=BACKENDS, help="A/B: backend for B (default: as A)")
-    s.add_argument("--score-tolerance", type=float, default=0.02, help="score change that counts as a difference")
+    s.add_argument(
+        "--score-tolerance",
+        type=float,
+        default=0.02,
+        help="score change that counts as a difference",
+    )
     s.add_argument("--out", type=Path)
     add_config_args(s)
 
@@ -103,14 +152,24 @@ def _common(s: argparse.ArgumentParser) -> None:
 def register(sub) -> None:
     s = sub.add_parser("replay", help="run a recorded video through the device loop")
     _common(s)
-    s.add_argument("--realtime", action="store_true", help="pace at the recorded fps with the camera's latest-frame policy (drops counted)")
+    s.add_argument(
+        "--realtime",
+        action="store_true",
+        help="pace at the recorded fps with the camera's latest-frame policy (drops counted)",
+    )
     s.add_argument("--speed", type=float, default=1.0, help="--realtime: playback speed factor")
     s.add_argument("--annotate", action="store_true", help="also write annotated.mp4 (costs time)")
-    s.add_argument("--golden", type=Path, help="events.jsonl to compare with; exit 1 on any difference")
-    s.add_argument("--ab", type=Path, metavar="PACKAGE_B", help="A/B: also replay with this package")
+    s.add_argument(
+        "--golden", type=Path, help="events.jsonl to compare with; exit 1 on any difference"
+    )
+    s.add_argument(
+        "--ab", type=Path, metavar="PACKAGE_B", help="A/B: also replay with this package"
+    )
     s.set_defaults(func=cmd_replay)
 
-    s = sub.add_parser("replay-ab", help="replay one video with two packages (or backends) and diff them")
+    s = sub.add_parser(
+        "replay-ab", help="replay one video with two packages (or backends) and diff them"
+    )
     _common(s)
     s.add_argument("--model-b", type=Path, help="package B (default: A, with --backend-b)")
     s.set_defaults(func=cmd_replay_ab)

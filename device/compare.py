@@ -26,7 +26,11 @@ def _pair(a: list[dict], b: list[dict]) -> tuple[list[tuple[dict, dict]], list[d
         for j, eb in enumerate(b):
             if j in used:
                 continue
-            ov = min(ea["frame_exit"], eb["frame_exit"]) - max(ea["frame_enter"], eb["frame_enter"]) + 1
+            ov = (
+                min(ea["frame_exit"], eb["frame_exit"])
+                - max(ea["frame_enter"], eb["frame_enter"])
+                + 1
+            )
             if ov > best_ov:
                 best, best_ov = j, ov
         if best < 0:
@@ -72,17 +76,33 @@ def compare_events(golden: list[dict], events: list[dict], tolerance: float = 0.
 
 def score_deltas(a: list[dict], b: list[dict]) -> dict:
     pairs, _, _ = _pair(a, b)
-    d = [abs(eb["score"] - ea["score"]) for ea, eb in pairs if ea["score"] is not None and eb["score"] is not None]
-    return {"paired": len(pairs), "mean_abs": sum(d) / len(d) if d else 0.0, "max_abs": max(d, default=0.0)}
+    d = [
+        abs(eb["score"] - ea["score"])
+        for ea, eb in pairs
+        if ea["score"] is not None and eb["score"] is not None
+    ]
+    return {
+        "paired": len(pairs),
+        "mean_abs": sum(d) / len(d) if d else 0.0,
+        "max_abs": max(d, default=0.0),
+    }
 
 
 AB_METRICS = ("precision", "recall", "f1", "tp", "fp", "fn")
 AB_RUN = ("backend", "model", "packages", "replay_fps", "decode_only_fps")
 
 
-def replay_ab(video: Path, package_a: Path, package_b: Path | None, out_dir: Path, cfg: DeviceConfig | None = None,
-              labels: Path | None = None, backend_a: str | None = None, backend_b: str | None = None,
-              tolerance: float = 0.02) -> dict:
+def replay_ab(
+    video: Path,
+    package_a: Path,
+    package_b: Path | None,
+    out_dir: Path,
+    cfg: DeviceConfig | None = None,
+    labels: Path | None = None,
+    backend_a: str | None = None,
+    backend_b: str | None = None,
+    tolerance: float = 0.02,
+) -> dict:
     """Replay ``video`` with A and with B (another package and/or backend); one table of differences."""
     from .replay import replay
 
@@ -113,11 +133,29 @@ def replay_ab(video: Path, package_a: Path, package_b: Path | None, out_dir: Pat
 
 def ab_html(r: dict) -> str:
     keys = sorted(set(r["a"]) | set(r["b"]), key=lambda k: (k not in AB_METRICS, k))
-    rows = "".join(f"<tr><td>{k}</td><td>{html.escape(str(r['a'].get(k)))}</td><td>{html.escape(str(r['b'].get(k)))}</td></tr>" for k in keys)
-    cols = ["kind", "seq", "t", "frame", "golden_verdict", "verdict", "golden_score", "score", "delta"]
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{html.escape(str(r['a'].get(k)))}</td><td>{html.escape(str(r['b'].get(k)))}</td></tr>"
+        for k in keys
+    )
+    cols = [
+        "kind",
+        "seq",
+        "t",
+        "frame",
+        "golden_verdict",
+        "verdict",
+        "golden_score",
+        "score",
+        "delta",
+    ]
     head = "".join(f"<th>{'A ' + c[7:] if c.startswith('golden_') else c}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(d.get(c)))}</td>" for c in cols) + "</tr>" for d in r["differences"])
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>parcelguard A/B</title><style>td,th{border:1px solid #ccc;"
-            "padding:2px 6px}table{border-collapse:collapse}</style></head><body><h1>A/B replay</h1>"
-            f"<table><tr><th></th><th>A</th><th>B</th></tr>{rows}</table><p>score deltas: {html.escape(json.dumps(r['score_deltas']))}</p>"
-            f"<h2>Differences ({len(r['differences'])}, verdict changes {r['verdict_changes']})</h2><table><tr>{head}</tr>{body}</table></body></html>")
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(d.get(c)))}</td>" for c in cols) + "</tr>"
+        for d in r["differences"]
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>parcelguard A/B</title><style>td,th{border:1px solid #ccc;"
+        "padding:2px 6px}table{border-collapse:collapse}</style></head><body><h1>A/B replay</h1>"
+        f"<table><tr><th></th><th>A</th><th>B</th></tr>{rows}</table><p>score deltas: {html.escape(json.dumps(r['score_deltas']))}</p>"
+        f"<h2>Differences ({len(r['differences'])}, verdict changes {r['verdict_changes']})</h2><table><tr>{head}</tr>{body}</table></body></html>"
+    )

@@ -23,7 +23,9 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _key_lines(node: yaml.Node, prefix: tuple = (), seen: set[int] | None = None) -> dict[tuple, int]:
+def _key_lines(
+    node: yaml.Node, prefix: tuple = (), seen: set[int] | None = None
+) -> dict[tuple, int]:
     """Map each key path in a YAML document to its 1-based line number.
 
     Each node is walked once: an aliased node (``*anchor``) is not expanded again, so a YAML
@@ -113,11 +115,15 @@ def load_config(model: type[M], path: str | Path | None, overrides: list[str] | 
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise ParcelguardError(f"{p}{line}: malformed YAML: {problem}") from None
         except (RecursionError, ValueError) as exc:  # nesting too deep, an integer of 5000 digits
-            raise ParcelguardError(f"{p}: YAML this parcelguard will not read ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+            raise ParcelguardError(
+                f"{p}: YAML this parcelguard will not read ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+            ) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ParcelguardError(f"{p}: the top level must be a mapping of keys, not {type(loaded).__name__}")
+            raise ParcelguardError(
+                f"{p}: the top level must be a mapping of keys, not {type(loaded).__name__}"
+            )
         data = loaded
         try:
             lines = _key_lines(node) if node is not None else {}

@@ -25,14 +25,22 @@ class GtPackage:
     severity: float
     enter_frame: int
     exit_frame: int
-    center_frame: int = -1  # the frame with the package centred in the ROI (-1: the window's middle)
+    center_frame: int = (
+        -1
+    )  # the frame with the package centred in the ROI (-1: the window's middle)
 
     @property
     def centre(self) -> int:
-        return self.center_frame if self.center_frame >= 0 else (self.enter_frame + self.exit_frame) // 2
+        return (
+            self.center_frame
+            if self.center_frame >= 0
+            else (self.enter_frame + self.exit_frame) // 2
+        )
 
 
-def load_labels(path: Path, n_frames: int | None = None, classes: list[str] | None = None) -> list[GtPackage]:
+def load_labels(
+    path: Path, n_frames: int | None = None, classes: list[str] | None = None
+) -> list[GtPackage]:
     """Read a label CSV; any bad row (or one that cannot belong to this video) is one sentence."""
     path = Path(path)
     if not path.is_file():
@@ -53,7 +61,9 @@ def _read_labels(path: Path, n_frames: int | None, classes: list[str] | None) ->
         for row_no, row in enumerate(reader, start=2):
             short = [c for c in REQUIRED if row.get(c) is None]
             if short:
-                raise ParcelguardError(f"label file {path}, line {row_no}: the row ends before column(s) {', '.join(short)}")
+                raise ParcelguardError(
+                    f"label file {path}, line {row_no}: the row ends before column(s) {', '.join(short)}"
+                )
             try:
                 gt = GtPackage(
                     package_id=row["package_id"],
@@ -67,13 +77,17 @@ def _read_labels(path: Path, n_frames: int | None, classes: list[str] | None) ->
             except (TypeError, ValueError, AttributeError) as exc:
                 raise ParcelguardError(f"label file {path}, line {row_no}: {exc}") from None
             if gt.exit_frame < gt.enter_frame or gt.enter_frame < 0:
-                raise ParcelguardError(f"label file {path}, line {row_no}: frame range {gt.enter_frame}..{gt.exit_frame} is not valid")
+                raise ParcelguardError(
+                    f"label file {path}, line {row_no}: frame range {gt.enter_frame}..{gt.exit_frame} is not valid"
+                )
             if n_frames is not None and gt.exit_frame >= n_frames + 2:
                 raise ParcelguardError(
                     f"label file {path}, line {row_no}: package {gt.package_id} spans frames {gt.enter_frame}..{gt.exit_frame} but the video has {n_frames} frames (labels of another video?)"
                 )
             if classes is not None and gt.label not in classes:
-                raise ParcelguardError(f"label file {path}, line {row_no}: label {gt.label!r} is not one of the model's classes {classes}")
+                raise ParcelguardError(
+                    f"label file {path}, line {row_no}: label {gt.label!r} is not one of the model's classes {classes}"
+                )
             out.append(gt)
     return out
 
@@ -82,7 +96,9 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
     return max(0, min(a1, b1) - max(a0, b0) + 1)
 
 
-def pair_by_overlap(events: list[dict], gts: list[GtPackage]) -> tuple[list[tuple[dict, GtPackage]], list[dict], list[GtPackage]]:
+def pair_by_overlap(
+    events: list[dict], gts: list[GtPackage]
+) -> tuple[list[tuple[dict, GtPackage]], list[dict], list[GtPackage]]:
     """``(pairs, unmatched events, unmatched GT packages)``, greedily in event order."""
     used: set[int] = set()
     pairs, unmatched = [], []
@@ -118,7 +134,9 @@ def _ev_row(ev: dict | None, g: GtPackage | None, fps: float, why: str) -> dict:
     }
 
 
-def match_events(events: list[dict], gts: list[GtPackage], positive: str, fps: float = 30.0) -> dict:
+def match_events(
+    events: list[dict], gts: list[GtPackage], positive: str, fps: float = 30.0
+) -> dict:
     """Package-level precision/recall/F1, recall per damage type, confusion, missed and false lists."""
     events = [e for e in events if e["kind"] == "package"]
     pairs, false_events, unseen = pair_by_overlap(events, gts)

@@ -57,8 +57,12 @@ class LoopHooks:
     """Optional daemon hooks (device/daemon.py); replay uses none, so its output is unchanged."""
 
     presence: Callable[[np.ndarray, float], list] | None = None  # (roi, ts) -> blobs; trigger modes
-    on_frame: Callable[[int, float, float | None], None] | None = None  # (idx, ts, inference_s|None)
-    on_backend_error: Callable[[Exception], None] | None = None  # set: a failed inference skips the frame
+    on_frame: Callable[[int, float, float | None], None] | None = (
+        None  # (idx, ts, inference_s|None)
+    )
+    on_backend_error: Callable[[Exception], None] | None = (
+        None  # set: a failed inference skips the frame
+    )
     max_gap_s: float | None = None  # a longer gap between frames decides the open packages first
     history: int | None = None  # keep only this many timing samples (bounded memory when live)
 
@@ -82,7 +86,9 @@ class InspectionLoop:
         self.run_token = run_token
         self.on_event = on_event
         self.segmenter = Segmenter(cfg.presence)
-        self.threshold = cfg.fusion.threshold if cfg.fusion.threshold is not None else manifest.threshold
+        self.threshold = (
+            cfg.fusion.threshold if cfg.fusion.threshold is not None else manifest.threshold
+        )
         self.travel_s = cfg.belt.camera_to_gate_m / cfg.belt.speed_mps
         self.model_id = f"{manifest.name}@{next(iter(manifest.files.values())).sha256[:12]}"
         self.stats = LoopStats()

@@ -76,7 +76,9 @@ class Package:
     def file(self, key: str) -> Path:
         if key not in self.manifest.files:
             have = ", ".join(sorted(self.manifest.files))
-            raise ParcelguardError(f"model package {self.root} has no {key!r} model (it has: {have})")
+            raise ParcelguardError(
+                f"model package {self.root} has no {key!r} model (it has: {have})"
+            )
         return self.root / self.manifest.files[key].path
 
     def __repr__(self) -> str:
@@ -86,7 +88,9 @@ class Package:
 def _safe_member(root: Path, rel: str) -> Path:
     p = (root / rel).resolve()
     if root.resolve() not in p.parents:
-        raise ParcelguardError(f"model package {root}: file path {rel!r} escapes the package folder")
+        raise ParcelguardError(
+            f"model package {root}: file path {rel!r} escapes the package folder"
+        )
     return p
 
 
@@ -113,7 +117,9 @@ def load_package(
     if public_key is not None or require_signature:
         from .signing import verify_signature
 
-        verify_signature(root, raw, Path(public_key) if public_key is not None else None, require_signature)
+        verify_signature(
+            root, raw, Path(public_key) if public_key is not None else None, require_signature
+        )
     try:
         data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -128,11 +134,17 @@ def load_package(
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as err:
-        raise ParcelguardError(format_validation_error(err, str(mpath)).replace("invalid config", "invalid manifest")) from None
+        raise ParcelguardError(
+            format_validation_error(err, str(mpath)).replace("invalid config", "invalid manifest")
+        ) from None
     if manifest.positive_class not in manifest.classes:
-        raise ParcelguardError(f"{mpath}: positive_class {manifest.positive_class!r} is not in classes")
+        raise ParcelguardError(
+            f"{mpath}: positive_class {manifest.positive_class!r} is not in classes"
+        )
     if manifest.status != "ok" and not allow_failed:
-        raise ParcelguardError(f"model package {root} is marked {manifest.status!r} (it failed its parity gate); refusing to load it")
+        raise ParcelguardError(
+            f"model package {root} is marked {manifest.status!r} (it failed its parity gate); refusing to load it"
+        )
     if verify:
         for key, mf in manifest.files.items():
             p = _safe_member(root, mf.path)

@@ -74,4 +74,6 @@ def to_float_nchw(batch_u8: np.ndarray, spec: InputSpec) -> np.ndarray:
     """uint8 NHWC (or HWC) -> float32 NCHW scaled by spec.scale: the float models' input."""
     if batch_u8.ndim == 3:
         batch_u8 = batch_u8[None]
-    return np.ascontiguousarray(batch_u8.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(spec.scale)
+    return np.ascontiguousarray(batch_u8.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(
+        spec.scale
+    )

@@ -39,7 +39,9 @@ from .sources import FileSource
 log = logging.getLogger(__name__)
 
 
-def decode_pass(video: Path, want: Iterable[int] = (), roi=None) -> tuple[float, int, dict[int, np.ndarray]]:
+def decode_pass(
+    video: Path, want: Iterable[int] = (), roi=None
+) -> tuple[float, int, dict[int, np.ndarray]]:
     """Decode every frame once: ``(fps, frames, {index: ROI copy})`` for the indices in ``want``."""
     want = set(want)
     kept: dict[int, np.ndarray] = {}
@@ -106,26 +108,43 @@ def replay(
     """Run ``video`` through the inspection loop; write events, report.json and report.html."""
     cfg = cfg or DeviceConfig()
     if speed <= 0 or score_tolerance < 0:
-        raise ParcelguardError(f"replay speed must be > 0 and score tolerance >= 0 (got {speed} and {score_tolerance})")
+        raise ParcelguardError(
+            f"replay speed must be > 0 and score tolerance >= 0 (got {speed} and {score_tolerance})"
+        )
     pkg = load_package(package, **cfg.model.signature_args())
     source = open_replay_source(Path(video), cfg, use_sidecar)
-    gts = load_labels(labels, n_frames=source.expected_frames or None, classes=pkg.manifest.classes) if labels else None
+    gts = (
+        load_labels(labels, n_frames=source.expected_frames or None, classes=pkg.manifest.classes)
+        if labels
+        else None
+    )
     golden_events = _load_golden(golden) if golden else None
     backend = backend or cfg.model.backend
     be = open_backend(pkg, backend, cfg.model.threads, cfg.model.providers)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "device_config.yaml")
-    for name in ("events.jsonl", "events.sqlite3", "events.sqlite3-wal", "events.sqlite3-shm", "annotated.mp4"):
+    for name in (
+        "events.jsonl",
+        "events.sqlite3",
+        "events.sqlite3-wal",
+        "events.sqlite3-shm",
+        "annotated.mp4",
+    ):
         (out_dir / name).unlink(missing_ok=True)
     rt = RealtimeSource(source, speed=speed) if realtime else None
     tap = _Tap(rt or (Prefetch(source) if prefetch else source), rt)
-    store = EventStore(out_dir, sqlite=cfg.events.sqlite, jsonl=True, sync="normal")  # no fsync per event
+    store = EventStore(
+        out_dir, sqlite=cfg.events.sqlite, jsonl=True, sync="normal"
+    )  # no fsync per event
     decisions: list[dict] = []
 
     def on_event(ev: Event) -> None:
         latency = time.perf_counter() - tap.arrival
         if rt is not None:  # events and labels speak in source frame numbers
-            ev.frame_enter, ev.frame_exit = rt.source_index(ev.frame_enter), rt.source_index(ev.frame_exit)
+            ev.frame_enter, ev.frame_exit = (
+                rt.source_index(ev.frame_enter),
+                rt.source_index(ev.frame_exit),
+            )
             ev.frames_used = [rt.source_index(i) for i in ev.frames_used]
         decisions.append({"seq": ev.package_seq, "latency_s": latency, "frame": tap.n - 1})
         store.add(ev)
@@ -134,11 +153,18 @@ def replay(
     if annotate:
         from .annotate import Annotator
 
-        annot = Annotator(out_dir / "annotated.mp4", source.fps, cfg.roi, lambda: tap.frame,
-                          (lambda: rt.dropped) if rt else None)
+        annot = Annotator(
+            out_dir / "annotated.mp4",
+            source.fps,
+            cfg.roi,
+            lambda: tap.frame,
+            (lambda: rt.dropped) if rt else None,
+        )
     trig = source.trigger() if isinstance(source, RecordedSource) else None
     hooks = LoopHooks(on_frame=annot, presence=trig.measure if trig else None)
-    loop = InspectionLoop(cfg, be, pkg.manifest, None, run_token="replay", on_event=on_event, hooks=hooks)
+    loop = InspectionLoop(
+        cfg, be, pkg.manifest, None, run_token="replay", on_event=on_event, hooks=hooks
+    )
     if annot is not None:
         annot.bind(loop)
     fault = None
@@ -158,14 +184,33 @@ def replay(
         if annot is not None:
             annot.close()
     if fault is None and source.truncated:
-        fault = getattr(source, "mismatch", None) or f"video {video} ended after {tap.n} of {source.expected_frames} frames (truncated or corrupt)"
-    ctx = {"video": video, "package": package, "backend": backend, "realtime": realtime, "speed": speed,
-           "rt": rt, "tap": tap, "source": source, "decisions": decisions, "gts": gts, "fault": fault,
-           "golden": golden, "golden_events": golden_events, "tol": score_tolerance, "annot": annot,
-           "prefetch": prefetch and rt is None}
+        fault = (
+            getattr(source, "mismatch", None)
+            or f"video {video} ended after {tap.n} of {source.expected_frames} frames (truncated or corrupt)"
+        )
+    ctx = {
+        "video": video,
+        "package": package,
+        "backend": backend,
+        "realtime": realtime,
+        "speed": speed,
+        "rt": rt,
+        "tap": tap,
+        "source": source,
+        "decisions": decisions,
+        "gts": gts,
+        "fault": fault,
+        "golden": golden,
+        "golden_events": golden_events,
+        "tol": score_tolerance,
+        "annot": annot,
+        "prefetch": prefetch and rt is None,
+    }
     report = _finish(out_dir, cfg, pkg.manifest, loop, ctx, html)
     if fault is not None:
-        raise ParcelguardError(f"replay of {video} stopped after {tap.n} frames ({fault.rstrip('.')}); partial results are in {out_dir}")
+        raise ParcelguardError(
+            f"replay of {video} stopped after {tap.n} frames ({fault.rstrip('.')}); partial results are in {out_dir}"
+        )
     return report
 
 
@@ -175,10 +220,14 @@ def _load_golden(path: Path) -> list[dict]:
     try:
         return [e for e in read_events(path) if e.get("kind") == "package"]
     except (ValueError, KeyError) as exc:
-        raise ParcelguardError(f"golden events file {path} is not an events JSONL file ({exc})") from None
+        raise ParcelguardError(
+            f"golden events file {path} is not an events JSONL file ({exc})"
+        ) from None
 
 
-def _finish(out_dir: Path, cfg: DeviceConfig, manifest, loop: InspectionLoop, ctx: dict, html: bool) -> dict:
+def _finish(
+    out_dir: Path, cfg: DeviceConfig, manifest, loop: InspectionLoop, ctx: dict, html: bool
+) -> dict:
     """Metrics, timing, snapshots, golden diff; writes report.json (and report.html)."""
     from .replay_report import timing_summary, write_html
 
@@ -186,7 +235,11 @@ def _finish(out_dir: Path, cfg: DeviceConfig, manifest, loop: InspectionLoop, ct
     events = read_events(out_dir / "events.jsonl") if (out_dir / "events.jsonl").exists() else []
     events = [e for e in events if e["kind"] == "package"]
     fps = float(source.fps)
-    metrics = match_events(events, ctx["gts"], manifest.positive_class, fps) if ctx["gts"] is not None else None
+    metrics = (
+        match_events(events, ctx["gts"], manifest.positive_class, fps)
+        if ctx["gts"] is not None
+        else None
+    )
     want = {r["frame"] for r in (metrics["missed"] + metrics["false_alarms"])} if metrics else set()
     dec_fps, dec_frames, crops = decode_pass(Path(ctx["video"]), want, cfg.roi)
     if metrics:
@@ -217,22 +270,37 @@ def _finish(out_dir: Path, cfg: DeviceConfig, manifest, loop: InspectionLoop, ct
         "timing": timing_summary(events, ctx["decisions"]),
     }
     if rt is not None:
-        report["realtime"] = {"speed": ctx["speed"], "source_frames": rt.produced, "processed": len(rt.taken),
-                              "dropped": rt.dropped, "drop_rate": rt.dropped / max(rt.produced, 1)}
+        report["realtime"] = {
+            "speed": ctx["speed"],
+            "source_frames": rt.produced,
+            "processed": len(rt.taken),
+            "dropped": rt.dropped,
+            "drop_rate": rt.dropped / max(rt.produced, 1),
+        }
     if metrics is not None:
         report["metrics"] = metrics
     if ctx["golden_events"] is not None:
         from .compare import compare_events
 
         diffs = compare_events(ctx["golden_events"], events, ctx["tol"])
-        report["golden"] = {"file": str(ctx["golden"]), "score_tolerance": ctx["tol"], "differences": diffs, "passed": not diffs}
+        report["golden"] = {
+            "file": str(ctx["golden"]),
+            "score_tolerance": ctx["tol"],
+            "differences": diffs,
+            "passed": not diffs,
+        }
     if ctx["annot"] is not None:
         report["annotated_video"] = "annotated.mp4"
     scores = [(rt.source_index(i) if rt else i, s) for i, s in stats.frame_scores]
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if html:
-        samples = {"inference": list(stats.stage_s["inference"]), "decision": [d["latency_s"] for d in ctx["decisions"]]}
-        write_html(out_dir / "report.html", report, scores, ctx["gts"] or [], events, out_dir, samples)
+        samples = {
+            "inference": list(stats.stage_s["inference"]),
+            "decision": [d["latency_s"] for d in ctx["decisions"]],
+        }
+        write_html(
+            out_dir / "report.html", report, scores, ctx["gts"] or [], events, out_dir, samples
+        )
     return report
 
 
@@ -246,6 +314,7 @@ def _write_snapshots(out_dir: Path, metrics: dict, crops: dict[int, np.ndarray])
                 continue
             who = safe_name(r["gt"] or "seq{}".format(r["seq"]))  # label-CSV text: never a path
             name = f"{kind}_{who}_f{r['frame']}.jpg"
-            cv2.imwrite(str(safe_join(snap, name, "snapshot")), crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            cv2.imwrite(
+                str(safe_join(snap, name, "snapshot")), crop, [cv2.IMWRITE_JPEG_QUALITY, 85]
+            )
             r["snapshot"] = f"snapshots/{name}"
-

@@ -52,8 +52,12 @@ def load_sidecar(path: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise ParcelguardError(f"record sidecar {path} is not readable JSON ({exc})") from None
     frames = data.get("frames") if isinstance(data, dict) else None
-    if not isinstance(frames, list) or not all(isinstance(f, dict) and "t_rel" in f for f in frames):
-        raise ParcelguardError(f"record sidecar {path} has no 'frames' list with per-frame 't_rel' timestamps")
+    if not isinstance(frames, list) or not all(
+        isinstance(f, dict) and "t_rel" in f for f in frames
+    ):
+        raise ParcelguardError(
+            f"record sidecar {path} has no 'frames' list with per-frame 't_rel' timestamps"
+        )
     t = [float(f["t_rel"]) for f in frames]
     if any(b < a for a, b in zip(t, t[1:], strict=False)):
         raise ParcelguardError(f"record sidecar {path} has frame timestamps that go backwards")
@@ -81,7 +85,9 @@ class RecordedSource:
         """The recorded trigger edges on the replay clock, or None for a vision-triggered clip."""
         if self.sidecar.get("trigger_mode", "vision") == "vision":
             return None
-        trig = EdgeTrigger(clock=lambda: 0.0, history=max(1024, len(self.sidecar.get("triggers", []))))
+        trig = EdgeTrigger(
+            clock=lambda: 0.0, history=max(1024, len(self.sidecar.get("triggers", [])))
+        )
         for e in self.sidecar.get("triggers", []):
             trig.set(bool(e["state"]), float(e["t_rel"]))
         return trig
@@ -90,21 +96,29 @@ class RecordedSource:
         n = 0
         for frame, _ in self.inner:
             if n >= len(self.times):
-                self.mismatch = f"{self.path} has more frames than its sidecar lists ({len(self.times)})"
+                self.mismatch = (
+                    f"{self.path} has more frames than its sidecar lists ({len(self.times)})"
+                )
                 log.warning("%s; ignoring the rest", self.mismatch)
                 return
             yield frame, self.times[n]
             n += 1
         if n < len(self.times):
-            self.mismatch = f"{self.path} ended after {n} of the {len(self.times)} frames its sidecar lists"
+            self.mismatch = (
+                f"{self.path} ended after {n} of the {len(self.times)} frames its sidecar lists"
+            )
             log.warning("%s", self.mismatch)
 
 
 class RealtimeSource:
     """Paces ``source`` at its timestamps; the loop gets only the newest frame (drops counted)."""
 
-    def __init__(self, source: Iterable[tuple[np.ndarray, float]], speed: float = 1.0,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        source: Iterable[tuple[np.ndarray, float]],
+        speed: float = 1.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.source = source
         self.speed = speed
         self.clock = clock

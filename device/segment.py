@@ -89,7 +89,9 @@ class Segmenter:
             pairs.append((match, b))
         return pairs
 
-    def update(self, blobs: list[Blob], frame_idx: int, ts: float) -> tuple[Track | None, list[Track]]:
+    def update(
+        self, blobs: list[Blob], frame_idx: int, ts: float
+    ) -> tuple[Track | None, list[Track]]:
         ready: list[Track] = []
         seen: set[int] = set()
         half = self.cfg.center_band / 2

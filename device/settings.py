@@ -8,7 +8,13 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .config import StrictModel
-from .settings_daemon import ActuatorConfig, CaptureConfig, FailsafeConfig, HealthConfig, TriggerConfig
+from .settings_daemon import (
+    ActuatorConfig,
+    CaptureConfig,
+    FailsafeConfig,
+    HealthConfig,
+    TriggerConfig,
+)
 
 
 class SourceConfig(StrictModel):
@@ -34,13 +40,19 @@ class ModelSettings(StrictModel):
     def _one_provider_per_mapping(cls, v: list) -> list:
         for entry in v:
             if isinstance(entry, dict) and len(entry) != 1:
-                raise ValueError("each provider mapping names exactly one provider, e.g. {CUDAExecutionProvider: {device_id: 0}}")
+                raise ValueError(
+                    "each provider mapping names exactly one provider, e.g. {CUDAExecutionProvider: {device_id: 0}}"
+                )
         return v
 
     # Signed packages (device/signing.py, docs/reliability.md): with a key, a manifest.sig must
     # verify; with require_signature, an unsigned package is refused too.
-    public_key: Path | None = Field(None, description="Ed25519 public key (PEM) that model packages are signed with")
-    require_signature: bool = Field(False, description="refuse a package without a valid manifest.sig")
+    public_key: Path | None = Field(
+        None, description="Ed25519 public key (PEM) that model packages are signed with"
+    )
+    require_signature: bool = Field(
+        False, description="refuse a package without a valid manifest.sig"
+    )
 
     @model_validator(mode="after")
     def _key_for_signatures(self) -> ModelSettings:
@@ -56,14 +68,37 @@ class ModelSettings(StrictModel):
 class PresenceConfig(StrictModel):
     """Vision presence: bright-on-dark-belt columns of the ROI, tracked as blobs along +x."""
 
-    threshold: int = Field(100, ge=0, le=255, description="green level above which a pixel is package")
-    column_fill: float = Field(0.15, gt=0, le=1, description="fraction of a column's pixels that must be package for the column to count")
-    min_width: float = Field(0.10, gt=0, le=1, description="narrowest blob (fraction of ROI width) that is a package")
-    merge_gap: float = Field(0.03, ge=0, lt=1, description="blobs closer than this (fraction of ROI width) are one package")
-    max_step: float = Field(0.30, gt=0, le=1, description="furthest a package moves per frame (fraction of ROI width)")
-    back_tolerance: float = Field(0.05, ge=0, lt=1, description="backward jitter of a blob centre still matched to its track")
+    threshold: int = Field(
+        100, ge=0, le=255, description="green level above which a pixel is package"
+    )
+    column_fill: float = Field(
+        0.15,
+        gt=0,
+        le=1,
+        description="fraction of a column's pixels that must be package for the column to count",
+    )
+    min_width: float = Field(
+        0.10, gt=0, le=1, description="narrowest blob (fraction of ROI width) that is a package"
+    )
+    merge_gap: float = Field(
+        0.03,
+        ge=0,
+        lt=1,
+        description="blobs closer than this (fraction of ROI width) are one package",
+    )
+    max_step: float = Field(
+        0.30, gt=0, le=1, description="furthest a package moves per frame (fraction of ROI width)"
+    )
+    back_tolerance: float = Field(
+        0.05, ge=0, lt=1, description="backward jitter of a blob centre still matched to its track"
+    )
     exit_frames: int = Field(2, ge=1, description="frames without its blob that close a track")
-    center_band: float = Field(0.30, gt=0, le=1, description="classify frames whose package centre is within this fraction of the ROI width around its centre")
+    center_band: float = Field(
+        0.30,
+        gt=0,
+        le=1,
+        description="classify frames whose package centre is within this fraction of the ROI width around its centre",
+    )
     stride: int = Field(4, ge=1, le=16, description="pixel subsampling of the presence measure")
 
 
@@ -83,12 +118,26 @@ class SnapshotConfig(StrictModel):
 
     enabled: bool = False
     dir: Path | None = Field(None, description="None: <events.dir>/snapshots")
-    verdicts: list[str] = Field(default_factory=lambda: ["damaged", "reject_uninspected"], description="verdicts that get a snapshot")
-    max_mb: float = Field(500.0, gt=0, description="when the snapshot folder reaches this, new snapshots are skipped and an alarm raised")
+    verdicts: list[str] = Field(
+        default_factory=lambda: ["damaged", "reject_uninspected"],
+        description="verdicts that get a snapshot",
+    )
+    max_mb: float = Field(
+        500.0,
+        gt=0,
+        description="when the snapshot folder reaches this, new snapshots are skipped and an alarm raised",
+    )
     jpeg_quality: int = Field(85, ge=10, le=100)
-    uncertain_band: float = Field(0.10, ge=0, le=1, description="crops with |score - threshold| <= band go to the ring; 0 disables")
+    uncertain_band: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="crops with |score - threshold| <= band go to the ring; 0 disables",
+    )
     uncertain_dir: Path | None = Field(None, description="None: <events.dir>/uncertain")
-    uncertain_max_mb: float = Field(100.0, gt=0, description="ring cap in bytes; oldest crops are deleted first")
+    uncertain_max_mb: float = Field(
+        100.0, gt=0, description="ring cap in bytes; oldest crops are deleted first"
+    )
     uncertain_max_files: int = Field(2000, ge=1, description="ring cap in files")
 
 
@@ -96,12 +145,17 @@ class EventsConfig(StrictModel):
     dir: Path = Path("events")
     sqlite: bool = True
     jsonl: bool = True
-    sync: Literal["full", "normal"] = Field("full", description="SQLite synchronous mode: full survives power loss, normal only process crashes")
+    sync: Literal["full", "normal"] = Field(
+        "full",
+        description="SQLite synchronous mode: full survives power loss, normal only process crashes",
+    )
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
 
 
 class MqttTlsConfig(StrictModel):
-    ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate (None: system CAs)")
+    ca_file: Path | None = Field(
+        None, description="CA bundle that signed the broker's certificate (None: system CAs)"
+    )
     certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
     keyfile: Path | None = Field(None, description="client key; None if certfile contains it")
 
@@ -123,13 +177,17 @@ class MqttConfig(StrictModel):
     client_id: str | None = Field(None, description="None: parcelguard-<device_id>")
     username: str | None = None
     password: str | None = None
-    password_env: str | None = Field(None, description="read the password from this environment variable")
+    password_env: str | None = Field(
+        None, description="read the password from this environment variable"
+    )
     tls: MqttTlsConfig | None = None
     qos: Literal[1] = 1
     keepalive: int = Field(30, ge=5, le=3600)
     reconnect_min_s: float = Field(1.0, gt=0, le=60)
     reconnect_max_s: float = Field(30.0, gt=0, le=600)
-    inflight: int = Field(50, ge=1, le=1000, description="unacknowledged messages in flight at once")
+    inflight: int = Field(
+        50, ge=1, le=1000, description="unacknowledged messages in flight at once"
+    )
 
     @field_validator("password_env")
     @classmethod

@@ -45,8 +45,12 @@ def keygen(out_dir: str | Path) -> tuple[Path, Path]:
             raise ParcelguardError(f"key file {p} already exists; refusing to overwrite it")
     out.mkdir(parents=True, exist_ok=True)
     key = ed25519.Ed25519PrivateKey.generate()
-    priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    priv = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(priv)
@@ -66,9 +70,13 @@ def load_private_key(path: str | Path):
     try:
         key = serialization.load_pem_private_key(_read_pem(Path(path), "private"), password=None)
     except (ValueError, TypeError) as exc:
-        raise ParcelguardError(f"private key {path} is not an unencrypted PEM private key ({exc})") from None
+        raise ParcelguardError(
+            f"private key {path} is not an unencrypted PEM private key ({exc})"
+        ) from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise ParcelguardError(f"private key {path} is not an Ed25519 key (make one with parcelguard keygen)")
+        raise ParcelguardError(
+            f"private key {path} is not an Ed25519 key (make one with parcelguard keygen)"
+        )
     return key
 
 
@@ -79,7 +87,9 @@ def load_public_key(path: str | Path):
     except (ValueError, TypeError) as exc:
         raise ParcelguardError(f"public key {path} is not a PEM public key ({exc})") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise ParcelguardError(f"public key {path} is not an Ed25519 key (make one with parcelguard keygen)")
+        raise ParcelguardError(
+            f"public key {path} is not an Ed25519 key (make one with parcelguard keygen)"
+        )
     return key
 
 
@@ -98,7 +108,9 @@ def sign_package(package: str | Path, private_key: str | Path) -> Path:
     return out
 
 
-def verify_signature(root: Path, manifest_bytes: bytes, public_key: Path | None, required: bool) -> bool:
+def verify_signature(
+    root: Path, manifest_bytes: bytes, public_key: Path | None, required: bool
+) -> bool:
     """Check ``root/manifest.sig`` against ``manifest_bytes``. Returns True when it was verified.
 
     No public key: nothing is checked (``required`` is then a config error, caught by
@@ -107,18 +119,27 @@ def verify_signature(root: Path, manifest_bytes: bytes, public_key: Path | None,
     """
     if public_key is None:
         if required:
-            raise ParcelguardError(f"model package {root}: a signature is required but no model.public_key is configured")
+            raise ParcelguardError(
+                f"model package {root}: a signature is required but no model.public_key is configured"
+            )
         return False
     spath = root / SIGNATURE
     if not spath.is_file():
         if required:
-            raise ParcelguardError(f"model package {root} is not signed (no {SIGNATURE}) and model.require_signature is on")
-        log.warning("model package %s is not signed; loading it because model.require_signature is off", root)
+            raise ParcelguardError(
+                f"model package {root} is not signed (no {SIGNATURE}) and model.require_signature is on"
+            )
+        log.warning(
+            "model package %s is not signed; loading it because model.require_signature is off",
+            root,
+        )
         return False
     _, _, invalid = _crypto()
     key = load_public_key(public_key)
     try:
-        sig = base64.b64decode(spath.read_text(encoding="ascii", errors="strict").strip(), validate=True)
+        sig = base64.b64decode(
+            spath.read_text(encoding="ascii", errors="strict").strip(), validate=True
+        )
         key.verify(sig, manifest_bytes)
     except (invalid, binascii.Error, UnicodeDecodeError, ValueError):
         raise ParcelguardError(

@@ -29,7 +29,9 @@ class FileSource:
             raise ParcelguardError(f"video {self.path} does not exist")
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
-            raise ParcelguardError(f"video {self.path} could not be opened (not a video, or corrupt)")
+            raise ParcelguardError(
+                f"video {self.path} could not be opened (not a video, or corrupt)"
+            )
         file_fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
         self.fps = float(fps or file_fps or 30.0)
         self.expected_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
@@ -54,9 +56,16 @@ class FileSource:
             self.frames_read = idx
             if self.expected_frames and idx < self.expected_frames:
                 self.truncated = True
-                log.warning("video %s ended after %d of %d frames (truncated or corrupt)", self.path, idx, self.expected_frames)
+                log.warning(
+                    "video %s ended after %d of %d frames (truncated or corrupt)",
+                    self.path,
+                    idx,
+                    self.expected_frames,
+                )
         if idx == 0:
-            raise ParcelguardError(f"video {self.path} has no readable frames (truncated or corrupt)")
+            raise ParcelguardError(
+                f"video {self.path} has no readable frames (truncated or corrupt)"
+            )
 
 
 class ImageFolderSource:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from parcelguard.device.config import load_config, save_config
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.settings import DeviceConfig

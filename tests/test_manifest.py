@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.manifest import SCHEMA_VERSION, Manifest, ModelFile, load_package, sha256_file, write_manifest
+from parcelguard.device.manifest import (
+    SCHEMA_VERSION,
+    Manifest,
+    ModelFile,
+    load_package,
+    sha256_file,
+    write_manifest,
+)
 from parcelguard.device.preprocess import InputSpec
 
 

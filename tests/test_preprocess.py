@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.preprocess import InputSpec, crop_roi, preprocess, to_float_nchw, to_int8
 
@@ -26,10 +25,9 @@ def test_roi_crop_then_resize_matches_manual_pipeline():
 def test_training_path_equals_device_path(tmp_path):
     """A crop saved to disk and loaded by the training loader gives the device's exact tensor."""
     pytest.importorskip("torch")
+    import torch
     from parcelguard.train.augment import to_float
     from parcelguard.train.data import Sample, load_images
-
-    import torch
 
     f = frame(1)
     roi = (100, 50, 224, 224)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
@@ -60,7 +59,10 @@ def test_virtual_replay_is_deterministic_and_reports(clip, tmp_path):
     t = r1["timing"]
     assert t["decisions"] == N_PKG and not t["late"] and t["margin_ms"]["min"] > 2000  # 3 s travel, ms latency
     page = (tmp_path / "a" / "report.html").read_text()
-    assert page.count("<svg") >= 2 and "Confusion" in page and "matplotlib" not in sys.modules
+    assert page.count("<svg") >= 2 and "Confusion" in page
+    # the report needs no plotting library (a device install has none)
+    src = (Path(__file__).resolve().parents[1] / "device" / "replay_report.py").read_text()
+    assert "import matplotlib" not in src and "from matplotlib" not in src
     assert r2["metrics"]["tp"] == m["tp"]
 
 

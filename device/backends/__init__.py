@@ -50,7 +50,9 @@ def check_batch(batch_u8: np.ndarray, height: int, width: int, who: str) -> np.n
     return arr
 
 
-def open_backend(package: Package, name: str = "litert", threads: int = 1, providers: list | None = None) -> Backend:
+def open_backend(
+    package: Package, name: str = "litert", threads: int = 1, providers: list | None = None
+) -> Backend:
     """Load ``package``'s file for backend ``name`` and warm it up.
 
     ``providers`` (ONNX Runtime only): names or one-key mappings ``{name: {option: value}}``.

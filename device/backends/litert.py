@@ -43,14 +43,18 @@ def runtime_available() -> bool:
 class LiteRTBackend:
     name = "litert"
 
-    def __init__(self, package: Package, key: str = "tflite_int8", threads: int = 1, providers=None):
+    def __init__(
+        self, package: Package, key: str = "tflite_int8", threads: int = 1, providers=None
+    ):
         path = package.file(key)
         Interpreter = _interpreter_class()
         try:
             self.interp = Interpreter(model_path=str(path), num_threads=threads)
             self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ParcelguardError(f"LiteRT could not load {path}: {str(exc).splitlines()[0]}") from None
+            raise ParcelguardError(
+                f"LiteRT could not load {path}: {str(exc).splitlines()[0]}"
+            ) from None
         inp = self.interp.get_input_details()[0]
         out = self.interp.get_output_details()[0]
         self._in_index, self._out_index = inp["index"], out["index"]
@@ -59,10 +63,16 @@ class LiteRTBackend:
         self._in_scale, self._in_zp = inp["quantization"]
         self._out_scale, self._out_zp = out["quantization"]
         self._exact_int8 = (
-            self._in_dtype == np.int8 and self._in_zp == -128 and abs(self._in_scale * 255.0 - 1.0) < 1e-6
+            self._in_dtype == np.int8
+            and self._in_zp == -128
+            and abs(self._in_scale * 255.0 - 1.0) < 1e-6
         )
         if self._in_dtype == np.int8 and not self._exact_int8:
-            log.warning("int8 input scale %s zp %s is not uint8-128; using float quantization", self._in_scale, self._in_zp)
+            log.warning(
+                "int8 input scale %s zp %s is not uint8-128; using float quantization",
+                self._in_scale,
+                self._in_zp,
+            )
         spec = package.manifest.input
         expected = (1, spec.height, spec.width, 3)
         if self._in_shape != expected:
@@ -85,7 +95,9 @@ class LiteRTBackend:
         return item_u8.astype(np.float32) / 255.0
 
     def infer(self, batch_u8: np.ndarray) -> np.ndarray:
-        batch_u8 = check_batch(batch_u8, self._in_shape[1], self._in_shape[2], "the tflite_int8 model")
+        batch_u8 = check_batch(
+            batch_u8, self._in_shape[1], self._in_shape[2], "the tflite_int8 model"
+        )
         logits = []
         for item in batch_u8:
             if self._exact_int8:  # hot path: XOR into a buffer reused across calls, no allocation
@@ -98,7 +110,9 @@ class LiteRTBackend:
             if raw.dtype != np.float32:
                 raw = (raw.astype(np.float32) - self._out_zp) * self._out_scale
             logits.append(raw.reshape(-1))
-        return scores_from_logits(logits[0][None] if len(logits) == 1 else np.stack(logits), self.positive)
+        return scores_from_logits(
+            logits[0][None] if len(logits) == 1 else np.stack(logits), self.positive
+        )
 
     def close(self) -> None:
         self.interp = None

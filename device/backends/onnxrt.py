@@ -52,7 +52,9 @@ def _option_value(v) -> str:
     return ("1" if v else "0") if isinstance(v, bool) else str(v)
 
 
-def resolve_providers(entries: list | None, available: list[str]) -> tuple[list[str], list[dict[str, str]]]:
+def resolve_providers(
+    entries: list | None, available: list[str]
+) -> tuple[list[str], list[dict[str, str]]]:
     """Config entries (names or ``{name: options}``) -> (names, options) for InferenceSession.
 
     Drops providers this build lacks (with a warning), keeps CPU last, and gives TensorRT an
@@ -61,7 +63,7 @@ def resolve_providers(entries: list | None, available: list[str]) -> tuple[list[
     names: list[str] = []
     options: list[dict[str, str]] = []
     for entry in entries or [CPU]:
-        name, opts = (next(iter(entry.items())) if isinstance(entry, dict) else (entry, {}))
+        name, opts = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
         if name not in available:
             log.warning("execution provider %s is not in this onnxruntime build; skipping it", name)
             continue
@@ -89,7 +91,13 @@ def resolve_providers(entries: list | None, available: list[str]) -> tuple[list[
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, package: Package, key: str = "onnx_fp32", threads: int = 1, providers: list | None = None):
+    def __init__(
+        self,
+        package: Package,
+        key: str = "onnx_fp32",
+        threads: int = 1,
+        providers: list | None = None,
+    ):
         ort = _ort()
         path = package.file(key)
         self.name = key
@@ -98,9 +106,13 @@ class OnnxBackend:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         try:
-            self.sess = ort.InferenceSession(str(path), sess_options=opts, providers=names, provider_options=provider_options)
+            self.sess = ort.InferenceSession(
+                str(path), sess_options=opts, providers=names, provider_options=provider_options
+            )
         except Exception as exc:  # ORT raises its own exception types for corrupt models
-            raise ParcelguardError(f"ONNX Runtime could not load {path}: {str(exc).splitlines()[0]}") from None
+            raise ParcelguardError(
+                f"ONNX Runtime could not load {path}: {str(exc).splitlines()[0]}"
+            ) from None
         self.input_name = self.sess.get_inputs()[0].name
         self.spec = package.manifest.input
         self.positive = package.manifest.positive_index
@@ -108,13 +120,17 @@ class OnnxBackend:
         shape = self.sess.get_inputs()[0].shape
         expected = [3, self.spec.height, self.spec.width]
         if [d if isinstance(d, int) else None for d in shape[1:]] != expected:
-            raise ParcelguardError(f"model {path} takes input shape {shape} but its manifest says [N, {expected[0]}, {expected[1]}, {expected[2]}]")
+            raise ParcelguardError(
+                f"model {path} takes input shape {shape} but its manifest says [N, {expected[0]}, {expected[1]}, {expected[2]}]"
+            )
 
     def warmup(self) -> None:
         self.infer(np.zeros((1, self.spec.height, self.spec.width, 3), np.uint8))
 
     def infer(self, batch_u8: np.ndarray) -> np.ndarray:
-        batch_u8 = check_batch(batch_u8, self.spec.height, self.spec.width, f"the {self.name} model")
+        batch_u8 = check_batch(
+            batch_u8, self.spec.height, self.spec.width, f"the {self.name} model"
+        )
         logits = self.sess.run(None, {self.input_name: to_float_nchw(batch_u8, self.spec)})[0]
         return scores_from_logits(np.asarray(logits), self.positive)
 
