@@ -13,32 +13,14 @@ import logging
 from pathlib import Path
 
 from .events import read_events
+from .labels import event_span, pair_spans
 from .settings import DeviceConfig
 
 log = logging.getLogger(__name__)
 
 
 def _pair(a: list[dict], b: list[dict]) -> tuple[list[tuple[dict, dict]], list[dict], list[dict]]:
-    used: set[int] = set()
-    pairs, only_a = [], []
-    for ea in a:
-        best, best_ov = -1, 0
-        for j, eb in enumerate(b):
-            if j in used:
-                continue
-            ov = (
-                min(ea["frame_exit"], eb["frame_exit"])
-                - max(ea["frame_enter"], eb["frame_enter"])
-                + 1
-            )
-            if ov > best_ov:
-                best, best_ov = j, ov
-        if best < 0:
-            only_a.append(ea)
-        else:
-            used.add(best)
-            pairs.append((ea, b[best]))
-    return pairs, only_a, [eb for j, eb in enumerate(b) if j not in used]
+    return pair_spans(a, b, event_span, event_span)
 
 
 def _row(kind: str, g: dict | None, e: dict | None) -> dict:

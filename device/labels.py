@@ -96,26 +96,38 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
     return max(0, min(a1, b1) - max(a0, b0) + 1)
 
 
+def pair_spans(a: list, b: list, span_a, span_b) -> tuple[list[tuple], list, list]:
+    """Greedy one-to-one pairing in ``a``'s order by largest frame overlap of ``span(x) -> (first,
+    last)``; returns ``(pairs, unmatched a, unmatched b)``."""
+    used: set[int] = set()
+    pairs, unmatched = [], []
+    spans_b = [span_b(x) for x in b]
+    for x in a:
+        a0, a1 = span_a(x)
+        best, best_ov = -1, 0
+        for i, (b0, b1) in enumerate(spans_b):
+            if i in used:
+                continue
+            ov = _overlap(a0, a1, b0, b1)
+            if ov > best_ov:
+                best, best_ov = i, ov
+        if best < 0:
+            unmatched.append(x)
+        else:
+            used.add(best)
+            pairs.append((x, b[best]))
+    return pairs, unmatched, [y for i, y in enumerate(b) if i not in used]
+
+
+def event_span(ev: dict) -> tuple[int, int]:
+    return ev["frame_enter"], ev["frame_exit"]
+
+
 def pair_by_overlap(
     events: list[dict], gts: list[GtPackage]
 ) -> tuple[list[tuple[dict, GtPackage]], list[dict], list[GtPackage]]:
     """``(pairs, unmatched events, unmatched GT packages)``, greedily in event order."""
-    used: set[int] = set()
-    pairs, unmatched = [], []
-    for ev in events:
-        best, best_ov = -1, 0
-        for i, g in enumerate(gts):
-            if i in used:
-                continue
-            ov = _overlap(ev["frame_enter"], ev["frame_exit"], g.enter_frame, g.exit_frame)
-            if ov > best_ov:
-                best, best_ov = i, ov
-        if best < 0:
-            unmatched.append(ev)
-        else:
-            used.add(best)
-            pairs.append((ev, gts[best]))
-    return pairs, unmatched, [g for i, g in enumerate(gts) if i not in used]
+    return pair_spans(events, gts, event_span, lambda g: (g.enter_frame, g.exit_frame))
 
 
 def _ev_row(ev: dict | None, g: GtPackage | None, fps: float, why: str) -> dict:

@@ -12,9 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-from parcelguard.device.backends import open_backend
-from parcelguard.device.manifest import load_package
+from parcelguard.device.bench import model_latency
 from parcelguard.device.replay import replay
 from parcelguard.device.settings import DeviceConfig
 from parcelguard.train import synth
@@ -31,17 +29,8 @@ QUICK = {"crops_per_class": 80, "epochs": 2, "video_packages": 6, "calibration":
 
 
 def int8_latency_ms(package: Path, runs: int = 200, threads: int = 1) -> float:
-    pkg = load_package(package)
-    be = open_backend(pkg, "litert", threads)
-    spec = pkg.manifest.input
-    x = np.random.default_rng(0).integers(0, 256, (1, spec.height, spec.width, 3), dtype=np.uint8)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        be.infer(x)
-        times.append(time.perf_counter() - t0)
-    be.close()
-    return float(np.median(times) * 1000)
+    """Median batch-1 latency of the int8 TFLite model through the device backend."""
+    return model_latency(package, ("litert",), (threads,), runs)[0]["median_ms"]
 
 
 def run_demo(out: Path | None = None, quick: bool = False) -> dict:
