@@ -19,6 +19,20 @@ from .settings import DeviceConfig
 log = logging.getLogger(__name__)
 
 
+# Columns of a golden/A-B difference row (also the HTML report's table).
+DIFF_COLUMNS = (
+    "kind",
+    "seq",
+    "t",
+    "frame",
+    "golden_verdict",
+    "verdict",
+    "golden_score",
+    "score",
+    "delta",
+)
+
+
 def _pair(a: list[dict], b: list[dict]) -> tuple[list[tuple[dict, dict]], list[dict], list[dict]]:
     return pair_spans(a, b, event_span, event_span)
 
@@ -119,17 +133,7 @@ def ab_html(r: dict) -> str:
         f"<tr><td>{k}</td><td>{html.escape(str(r['a'].get(k)))}</td><td>{html.escape(str(r['b'].get(k)))}</td></tr>"
         for k in keys
     )
-    cols = [
-        "kind",
-        "seq",
-        "t",
-        "frame",
-        "golden_verdict",
-        "verdict",
-        "golden_score",
-        "score",
-        "delta",
-    ]
+    cols = DIFF_COLUMNS
     head = "".join(f"<th>{'A ' + c[7:] if c.startswith('golden_') else c}</th>" for c in cols)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(d.get(c)))}</td>" for c in cols) + "</tr>"

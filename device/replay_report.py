@@ -13,11 +13,25 @@ from pathlib import Path
 
 import numpy as np
 
+from .compare import DIFF_COLUMNS
 from .labels import GtPackage
 
 log = logging.getLogger(__name__)
 
 _RED, _GREEN, _AMBER, _BLUE = "#d33", "#2a2", "#e90", "#36c"
+
+
+METRIC_COLUMNS = (
+    "precision",
+    "recall",
+    "f1",
+    "tp",
+    "fp",
+    "fn",
+    "packages_gt",
+    "packages_seen",
+    "spurious_events",
+)
 
 
 def _pct(values: list[float], qs=(0, 1, 5, 50, 95, 99, 100)) -> dict[str, float]:
@@ -231,37 +245,7 @@ def write_html(
     s.append(_table(_summary_rows(r), ["field", "value"]))
     if m:
         s.append("<h2>Package-level metrics</h2>")
-        s.append(
-            _table(
-                [
-                    {
-                        k: m[k]
-                        for k in (
-                            "precision",
-                            "recall",
-                            "f1",
-                            "tp",
-                            "fp",
-                            "fn",
-                            "packages_gt",
-                            "packages_seen",
-                            "spurious_events",
-                        )
-                    }
-                ],
-                [
-                    "precision",
-                    "recall",
-                    "f1",
-                    "tp",
-                    "fp",
-                    "fn",
-                    "packages_gt",
-                    "packages_seen",
-                    "spurious_events",
-                ],
-            )
-        )
+        s.append(_table([{k: m[k] for k in METRIC_COLUMNS}], list(METRIC_COLUMNS)))
         s.append("<h3>Recall per damage type</h3>")
         s.append(
             _table(
@@ -324,17 +308,7 @@ def write_html(
         s.append(
             _table(
                 g["differences"],
-                [
-                    "kind",
-                    "seq",
-                    "t",
-                    "frame",
-                    "golden_verdict",
-                    "verdict",
-                    "golden_score",
-                    "score",
-                    "delta",
-                ],
+                list(DIFF_COLUMNS),
             )
         )
     s.append("</body></html>")
