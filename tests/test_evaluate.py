@@ -51,20 +51,14 @@ def test_threshold_for_recall_is_the_highest_meeting_the_target():
         assert t["precision"] == pytest.approx(binary_metrics(s, y, t["threshold"])["precision"])
 
 
-def test_threshold_for_accuracy_cuts_the_widest_optimal_gap_in_the_middle():
+def test_threshold_for_accuracy_prefers_the_cut_nearest_half():
     s = np.array([0.1, 0.2, 0.9, 0.95])
     y = np.array([0, 0, 1, 1], bool)
     t = threshold_for_accuracy(s, y)
-    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
-    mid = 1 / (1 + np.exp(-(logit(0.2) + logit(0.9)) / 2))
-    assert t["accuracy"] == 1.0 and t["threshold"] == pytest.approx(mid)  # every cut in (0.2, 0.9] is perfect
-    # two optimal gaps (one error either way): the wider one in logit space wins
-    s2 = np.array([0.05, 0.1, 0.5, 0.52, 0.98])
-    y2 = np.array([0, 0, 1, 0, 1], bool)
-    t2 = threshold_for_accuracy(s2, y2)
-    assert t2["accuracy"] == pytest.approx(0.8)
-    assert 0.1 < t2["threshold"] <= 0.5 or 0.52 < t2["threshold"] <= 0.98
-    assert t2["threshold"] == pytest.approx(1 / (1 + np.exp(-(logit(0.52) + logit(0.98)) / 2)))
+    assert t["accuracy"] == 1.0 and t["threshold"] == 0.5  # every cut in (0.2, 0.9] is perfect
+    s2 = np.array([0.1, 0.6, 0.7, 0.95])
+    y2 = np.array([0, 0, 1, 1], bool)
+    assert threshold_for_accuracy(s2, y2)["threshold"] == pytest.approx(0.65)
 
 
 def _noise(n, size, seed):
