@@ -18,6 +18,7 @@ from .backends import open_backend
 from .errors import ParcelguardError
 from .loop import STAGES, InspectionLoop
 from .manifest import load_package
+from .replay import decode_pass
 from .settings import DeviceConfig
 from .sources import FileSource
 
@@ -110,11 +111,8 @@ def model_latency(
 
 def decode_fps(video: Path) -> tuple[float, int]:
     """Frames per second of decoding alone (the same FileSource the loop reads)."""
-    t0 = time.perf_counter()
-    n = 0
-    for _ in FileSource(video):
-        n += 1
-    return n / max(time.perf_counter() - t0, 1e-9), n
+    fps, frames, _ = decode_pass(video)
+    return fps, frames
 
 
 def replay_once(package: Path, video: Path, cfg: DeviceConfig, backend: str, threads: int) -> dict:

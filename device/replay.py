@@ -57,11 +57,6 @@ def decode_pass(
     return n / max(time.perf_counter() - t0, 1e-9), n, kept
 
 
-def decode_only_fps(video: Path) -> float:
-    """Frames per second of decoding alone: the ceiling for replay throughput."""
-    return decode_pass(video)[0]
-
-
 class _Tap:
     """The loop's source, watched: the current frame, how many came, and when each arrived."""
 
