@@ -15,7 +15,7 @@ from .model import ModelConfig, PooledCNN
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, cfg_dict: dict, extra: dict) -> Path:
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # NCHW on disk, whatever trained it
     payload = {"format": "parcelguard-checkpoint-1", "state_dict": state, "config": cfg_dict, **extra}
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
