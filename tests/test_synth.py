@@ -59,6 +59,9 @@ def test_crops_deterministic(crops, tmp_path):
     again = tmp_path / "again"
     make_crops(SynthCropsConfig(seed=3, **SMALL), again)
     assert _tree_bytes(again) == _tree_bytes(crops)
+    parallel = tmp_path / "parallel"
+    make_crops(SynthCropsConfig(seed=3, **SMALL), parallel, workers=2)  # worker processes: same bytes
+    assert _tree_bytes(parallel) == _tree_bytes(crops)
     other = tmp_path / "other"
     make_crops(SynthCropsConfig(seed=4, **SMALL), other)
     assert (other / "ok/000000.png").read_bytes() != (crops / "ok/000000.png").read_bytes()

@@ -17,6 +17,9 @@ import csv
 import json
 import logging
 import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -131,28 +134,47 @@ def _crop_jobs(cfg: SynthCropsConfig) -> list[tuple[str, str | None]]:
     return jobs
 
 
-def make_crops(cfg: SynthCropsConfig, out_dir: Path) -> Path:
+def _render_crop_file(job: tuple[int, str, str | None, SynthCropsConfig, str]) -> dict:
+    """Render crop ``i``, write its PNG and return its manifest row (runs in a worker process)."""
+    i, label, dtype, cfg, out_dir = job
+    seed = crop_seed(cfg.seed, i)
+    img, params = render_crop(seed, label, dtype, cfg)
+    cls = "damaged" if label == "damaged" else "ok"
+    rel = f"{cls}/{i:06d}.png"
+    cv2.imwrite(str(Path(out_dir) / rel), img)
+    pkg = params.get("pkg", {})
+    return {"file": rel, "label": cls, "damage_type": dtype or "",
+            "severity": f"{pkg.get('severity', 0.0):.4f}", "package_id": f"c{i:06d}",
+            "package_kind": pkg.get("kind", "empty"),
+            "lighting": f"{params['look']['gain'] * params['flicker']:.4f}", "seed": seed,
+            "params": json.dumps(params, sort_keys=True, separators=(",", ":"))}
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)
+
+
+def make_crops(cfg: SynthCropsConfig, out_dir: Path, workers: int | None = None) -> Path:
     """Writes out_dir/ok/*.png, out_dir/damaged/*.png and out_dir/manifest.csv; returns the manifest.
 
     Columns: file (relative), label (ok|damaged), damage_type ('' for ok), severity (0 for ok),
     package_id, package_kind (box|mailer|empty), lighting (scene gain), seed, params (JSON).
+    ``workers`` processes render in parallel (default: one per CPU core); every crop has its own
+    seed, so the files are byte-identical whatever the worker count.
     """
     out_dir = Path(out_dir)
     for d in ("ok", "damaged"):
         (out_dir / d).mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, (label, dtype) in enumerate(_crop_jobs(cfg)):
-        seed = crop_seed(cfg.seed, i)
-        img, params = render_crop(seed, label, dtype, cfg)
-        cls = "damaged" if label == "damaged" else "ok"
-        rel = f"{cls}/{i:06d}.png"
-        cv2.imwrite(str(out_dir / rel), img)
-        pkg = params.get("pkg", {})
-        rows.append({"file": rel, "label": cls, "damage_type": dtype or "",
-                     "severity": f"{pkg.get('severity', 0.0):.4f}", "package_id": f"c{i:06d}",
-                     "package_kind": pkg.get("kind", "empty"),
-                     "lighting": f"{params['look']['gain'] * params['flicker']:.4f}", "seed": seed,
-                     "params": json.dumps(params, sort_keys=True, separators=(",", ":"))})
+    jobs = [(i, label, dtype, cfg, str(out_dir)) for i, (label, dtype) in enumerate(_crop_jobs(cfg))]
+    # Auto: one worker per core, but not for a few dozen crops (starting a worker costs ~0.5 s).
+    workers = max(1, min(workers, len(jobs)) if workers else min(os.cpu_count() or 1, len(jobs) // 64))
+    if workers == 1:
+        rows = [_render_crop_file(j) for j in jobs]
+    else:
+        # spawn, not fork: the caller may already run torch/OpenMP threads, which fork does not copy.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+            rows = list(pool.map(_render_crop_file, jobs, chunksize=32))
     manifest = out_dir / "manifest.csv"
     _write_csv(manifest, MANIFEST_COLUMNS, rows)
     log.info("wrote %d crops to %s", len(rows), out_dir)
