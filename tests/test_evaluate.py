@@ -61,6 +61,21 @@ def test_threshold_for_accuracy_prefers_the_cut_nearest_half():
     assert threshold_for_accuracy(s2, y2)["threshold"] == pytest.approx(0.65)
 
 
+def test_threshold_for_accuracy_one_se_rule_keeps_half_unless_the_evidence_is_clear():
+    rng = np.random.default_rng(0)
+    neg, pos = rng.uniform(0.0, 0.25, 200), rng.uniform(0.75, 1.0, 200)
+    # One positive at 0.3 (and one negative at 0.9 that every cut gets wrong): the cut at ~0.27 beats
+    # 0.5 by one sample of 402, less than one SE (~1.7 samples) -> keep 0.5.
+    s, y = np.r_[neg, pos, 0.3, 0.9], np.r_[np.zeros(200, bool), np.ones(200, bool), True, False]
+    t = threshold_for_accuracy(s, y)
+    assert t["threshold"] == 0.5 and t["accuracy"] < t["best_accuracy"]
+    assert threshold_for_accuracy(s, y, one_se=False)["threshold"] == pytest.approx((0.3 + neg.max()) / 2)
+    # Twenty positives at 0.3..0.35: 0.5 loses 20 samples, far beyond one SE -> the low cut wins.
+    s2, y2 = np.r_[neg, pos, rng.uniform(0.3, 0.35, 20)], np.r_[np.zeros(200, bool), np.ones(220, bool)]
+    t2 = threshold_for_accuracy(s2, y2)
+    assert t2["threshold"] < 0.3 and t2["accuracy"] == 1.0
+
+
 def _noise(n, size, seed):
     return list(np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8))
 

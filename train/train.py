@@ -13,7 +13,7 @@ DDP: each rank trains on a disjoint slice of the epoch's permutation; rank 0 val
 broadcasts the result, so best-checkpoint and early-stop decisions are identical on all ranks.
 
 Decision threshold: after training, the best weights score the validation split and the threshold
-is chosen there (``threshold_rule``: best val accuracy, or the highest threshold that keeps damaged
+is chosen there (``threshold_rule``: best val accuracy by the one-standard-error rule, or the highest threshold that keeps damaged
 recall >= ``target_recall``) and stored in ``best.pt`` as ``threshold`` (the export writes it into
 the package manifest). ``parcelguard evaluate`` reports the recall-target operating point either way.
 """
@@ -297,7 +297,7 @@ class _Run:
             thr = threshold_for_recall(val_scores, val.labels == self.pos, self.cfg.target_recall)
             rule = f"val damaged recall >= {self.cfg.target_recall}"
         else:
-            thr, rule = threshold_for_accuracy(val_scores, val.labels == self.pos), "best val accuracy"
+            thr, rule = threshold_for_accuracy(val_scores, val.labels == self.pos), "best val accuracy (one-SE rule, nearest 0.5)"
         ck["threshold"], ck["threshold_rule"] = thr["threshold"], rule
         test = self.splits["test"]
         if len(test.images):
