@@ -24,7 +24,7 @@ from .settings import ExportConfig
 
 log = logging.getLogger(__name__)
 
-FULL = {"crops_per_class": 1000, "epochs": 15, "video_packages": 40, "calibration": 300}
+FULL = {"crops_per_class": 4000, "epochs": 10, "video_packages": 40, "calibration": 300}
 QUICK = {"crops_per_class": 80, "epochs": 2, "video_packages": 6, "calibration": 32}
 
 

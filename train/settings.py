@@ -35,7 +35,7 @@ class TrainConfig(StrictModel):
     input: InputSpec = Field(default_factory=InputSpec)
     model: ModelSettings = Field(default_factory=ModelSettings)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
-    epochs: int = Field(15, ge=1)
+    epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
