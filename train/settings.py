@@ -19,7 +19,7 @@ class ModelSettings(StrictModel):
 
 
 class AugmentSettings(StrictModel):
-    shift_px: int = Field(8, ge=0, description="random translation, pixels at model input size")
+    shift_px: int = Field(12, ge=0, description="random translation, pixels at model input size (wider than the ±8 px the shift metric probes)")
     rotate_deg: float = Field(4.0, ge=0)
     scale: float = Field(0.05, ge=0, lt=0.5)
     brightness: float = Field(0.2, ge=0, lt=1)
