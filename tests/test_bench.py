@@ -62,3 +62,22 @@ def test_parcelguard_bench_cli(quick_run: dict) -> None:
     loop = res["loop"]
     assert loop["frames"] == quick_run["raw"]["results"]["loop"]["result"]["frames"] and loop["inferences"] > 0
     assert _finite(loop["replay_fps"]) and _finite(loop["decode_fps"])
+
+
+def test_bench_train_times_heldout_accuracy_beside_a_baseline(tmp_path) -> None:
+    """bench_train.py on a tiny set: both recipes run, the held-out curve is scored every epoch, and a
+    reachable target is reported as reached at the first epoch that meets it."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--crops-per-class", "24", "--threads", "1",
+           "--set", "epochs=2", "--target", "0.0"]
+    p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(p.stdout[p.stdout.index("\n{") :])
+    assert res["reached"] and res["epoch"] == 0 and res["time_to_target_s"] > 0
+    runs = {r["name"]: r for r in res["runs"]}
+    assert set(runs) == {"default", "baseline"} and runs["baseline"]["recipe"] == ["epochs=2", "channels_last=false"]
+    for r in runs.values():
+        assert r["n_heldout"] > 0 and len(r["curve"]) == 1  # stopped at the target after epoch 0
+        assert 0.0 <= r["curve"][0]["heldout_accuracy"] <= 1.0
+    unreachable = subprocess.run([*cmd[:-2], "--target", "1.01", "--no-baseline"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = json.loads(unreachable.stdout[unreachable.stdout.index("\n{") :])
+    assert not out["reached"] and len(out["runs"]) == 1 and len(out["runs"][0]["curve"]) == 2
