@@ -66,8 +66,6 @@ def make_package(out: Path) -> Path:
         SCHEMA_VERSION,
         Manifest,
         ModelFile,
-        TensorQuant,
-        sha256_file,
         write_manifest,
     )
     from parcelguard.device.preprocess import InputSpec
@@ -80,8 +78,7 @@ def make_package(out: Path) -> Path:
     path = out / "model_int8.tflite"
     calib = np.random.default_rng(0).random((16, 3, spec.height, spec.width), dtype=np.float32)
     io = export_tflite_int8(PooledCNN(ModelConfig()).eval(), calib, path, spec.height)
-    mf = ModelFile(path=path.name, sha256=sha256_file(path), bytes=path.stat().st_size, format="tflite", precision="int8",
-                   input=TensorQuant(**io["input"]), output=TensorQuant(**io["output"]))
+    mf = ModelFile.of(path, "tflite", "int8", io)
     write_manifest(out, Manifest(schema_version=SCHEMA_VERSION, name="bench-default-random", classes=["ok", "damaged"],
                                  created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                  positive_class="damaged", input=spec, files={"tflite_int8": mf}, threshold=0.5))

@@ -65,7 +65,6 @@ def make_package(root: Path) -> Path:
         SCHEMA_VERSION,
         Manifest,
         ModelFile,
-        sha256_file,
         write_manifest,
     )
     from parcelguard.device.preprocess import InputSpec
@@ -81,7 +80,7 @@ def make_package(root: Path) -> Path:
     model.ir_version = 8
     path = root / "model.onnx"
     save(model, str(path))
-    mf = ModelFile(path="model.onnx", sha256=sha256_file(path), bytes=path.stat().st_size, format="onnx", precision="fp32")
+    mf = ModelFile.of(path, "onnx", "fp32")
     write_manifest(root, Manifest(schema_version=SCHEMA_VERSION, name="soak-tiny", created="2026-01-01T00:00:00+00:00",
                                   classes=["ok", "damaged"], positive_class="damaged", input=InputSpec(height=32, width=32),
                                   files={"onnx_fp32": mf}, threshold=0.5))

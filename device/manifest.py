@@ -37,6 +37,21 @@ class ModelFile(StrictModel):
     input: TensorQuant | None = None
     output: TensorQuant | None = None
 
+    @classmethod
+    def of(cls, path: Path, format: str, precision: str, quant: dict | None = None) -> ModelFile:
+        """The entry for the model file at ``path`` (named relative to its package folder): its
+        hash and size, plus the int8 I/O quantization (``{"input": ..., "output": ...}``) if given."""
+        path = Path(path)
+        return cls(
+            path=path.name,
+            sha256=sha256_file(path),
+            bytes=path.stat().st_size,
+            format=format,
+            precision=precision,
+            input=TensorQuant(**quant["input"]) if quant else None,
+            output=TensorQuant(**quant["output"]) if quant else None,
+        )
+
 
 class Manifest(StrictModel):
     schema_version: int

@@ -22,7 +22,6 @@ from parcelguard.device.manifest import (
     SCHEMA_VERSION,
     Manifest,
     ModelFile,
-    TensorQuant,
     sha256_file,
     write_manifest,
 )
@@ -117,12 +116,7 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
     files: dict[str, ModelFile] = {}
     for key in cfg.formats:
         name, fmt, prec = FILES[key]
-        p = out / name
-        q = quant if key == "tflite_int8" else None
-        files[key] = ModelFile(
-            path=name, sha256=sha256_file(p), bytes=p.stat().st_size, format=fmt, precision=prec,
-            input=TensorQuant(**q["input"]) if q else None, output=TensorQuant(**q["output"]) if q else None,
-        )
+        files[key] = ModelFile.of(out / name, fmt, prec, quant if key == "tflite_int8" else None)
     if "onnx_fp32" not in cfg.formats and fp32_path.exists():
         fp32_path.unlink()
     manifest = Manifest(

@@ -12,7 +12,6 @@ from parcelguard.device.manifest import (
     SCHEMA_VERSION,
     Manifest,
     ModelFile,
-    sha256_file,
     write_manifest,
 )
 from parcelguard.device.preprocess import InputSpec
@@ -165,7 +164,7 @@ def tiny_onnx_package(root: Path) -> Path:
     path = root / "model.onnx"
     save(model, str(path))
     m = manifest()
-    m.files = {"onnx_fp32": ModelFile(path="model.onnx", sha256=sha256_file(path), bytes=path.stat().st_size, format="onnx", precision="fp32")}
+    m.files = {"onnx_fp32": ModelFile.of(path, "onnx", "fp32")}
     write_manifest(root, m)
     return root
 

@@ -11,7 +11,6 @@ from parcelguard.device.manifest import (
     Manifest,
     ModelFile,
     load_package,
-    sha256_file,
     write_manifest,
 )
 from parcelguard.device.preprocess import InputSpec
@@ -26,7 +25,7 @@ def pkg(tmp_path):
     m = Manifest(
         schema_version=SCHEMA_VERSION, name="t", created="2026-01-01T00:00:00+00:00", classes=["ok", "damaged"],
         positive_class="damaged", input=InputSpec(),
-        files={"tflite_int8": ModelFile(path=f.name, sha256=sha256_file(f), bytes=f.stat().st_size, format="tflite", precision="int8")},
+        files={"tflite_int8": ModelFile.of(f, "tflite", "int8")},
         threshold=0.5,
     )
     write_manifest(root, m)
