@@ -22,14 +22,24 @@ from pathlib import Path
 from parcelguard.device.config import load_config
 from parcelguard.export.demo import FULL
 from parcelguard.train import synth
-from parcelguard.train.data import load_splits
+from parcelguard.train.data import Split, load_splits
 from parcelguard.train.settings import TrainConfig
 from parcelguard.train.train import predict_scores, train
+
+_HELDOUT: dict[tuple, Split] = {}
+
+
+def heldout_split(cfg: TrainConfig) -> Split:
+    """The test split of ``cfg``'s data, decoded once per (data, classes, input, split) for all runs."""
+    key = (str(cfg.data), tuple(cfg.classes), cfg.input.model_dump_json(), cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    if key not in _HELDOUT:
+        _HELDOUT[key] = load_splits(cfg.data, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed)["test"]
+    return _HELDOUT[key]
 
 
 def time_to_accuracy(name: str, common: list[str], extra: list[str], target: float, full: bool, max_seconds: float) -> dict:
     cfg = load_config(TrainConfig, None, [*common, *extra])
-    test = load_splits(cfg.data, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed)["test"]
+    test = heldout_split(cfg)
     pos = cfg.classes.index(cfg.positive_class)
     is_pos = test.labels == pos
     reached: dict = {}

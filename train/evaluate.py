@@ -87,22 +87,22 @@ def threshold_for_recall(scores: np.ndarray, is_pos: np.ndarray, target: float =
 def threshold_for_accuracy(scores: np.ndarray, is_pos: np.ndarray, one_se: bool = True) -> dict:
     """The threshold (midway between adjacent scores) with the best accuracy, by the one-standard-
     error rule: among the cuts whose accuracy is within one standard error of the best
-    (sqrt(p(1-p)/n), p the Laplace-smoothed best accuracy), take the one nearest 0.5. A cut that beats 0.5 by a sample or two of a validation split is
-    noise, not evidence (measured on a 1,232-crop val split: the strict best cut, 0.26, won by one
-    crop and lost 3 crops on the test split and 2 on a fresh 2,000-crop set against 0.5).
+    (sqrt(p(1-p)/n), p the Laplace-smoothed best accuracy), take the one nearest 0.5. A cut that
+    beats 0.5 by a sample or two of a validation split is noise, not evidence (measured on a
+    1,232-crop val split: the strict best cut, 0.26, won by one crop and lost 3 crops on the test
+    split and 2 on a fresh 2,000-crop set against 0.5).
     ``one_se=False``: strictly the best accuracy, ties nearest 0.5."""
     s, y = np.asarray(scores, np.float64), np.asarray(is_pos, bool)
     u = np.unique(s)
     cands = np.r_[0.5, (u[:-1] + u[1:]) / 2] if len(u) > 1 else np.array([0.5])
     acc = np.array([((s >= t) == y).mean() for t in cands]) if len(s) else np.zeros(len(cands))
-    top = float(acc.max())
-    n = len(s)
+    top, n = float(acc.max()), len(s)
     p = (top * n + 1) / (n + 2)  # Laplace-smoothed, so a perfect split still has a nonzero SE
     se = math.sqrt(p * (1 - p) / n) if (one_se and n) else 0.0
     best = np.flatnonzero(acc >= top - se - 1e-12)
     i = best[np.argmin(np.abs(cands[best] - 0.5))]
     thr = float(cands[i])
-    return {"threshold": thr, "accuracy": float(acc[i]) if len(s) else float("nan"), "best_accuracy": top if len(s) else float("nan"),
+    return {"threshold": thr, "accuracy": float(acc[i]) if n else float("nan"), "best_accuracy": top if n else float("nan"),
             "standard_error": se, **_pr_at(s, y, thr)}
 
 

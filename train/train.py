@@ -13,9 +13,9 @@ DDP: each rank trains on a disjoint slice of the epoch's permutation; rank 0 val
 broadcasts the result, so best-checkpoint and early-stop decisions are identical on all ranks.
 
 Decision threshold: after training, the best weights score the validation split and the threshold
-is chosen there (``threshold_rule``: best val accuracy by the one-standard-error rule, or the highest threshold that keeps damaged
-recall >= ``target_recall``) and stored in ``best.pt`` as ``threshold`` (the export writes it into
-the package manifest). ``parcelguard evaluate`` reports the recall-target operating point either way.
+is chosen there (``threshold_rule``: best val accuracy by the one-standard-error rule, or the
+highest threshold that keeps damaged recall >= ``target_recall``) and stored in ``best.pt`` as
+``threshold`` (the export writes it into the package manifest). ``parcelguard evaluate`` reports the recall-target operating point either way.
 """
 
 from __future__ import annotations
