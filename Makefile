@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint format bench clean docker-train docker-pi docker-jetson
+.PHONY: demo test test-fast test-deps lint format bench clean docker-train docker-pi docker-jetson
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/parcelguard demo
 
-test: $(STAMP)
+# System programs the tests use (Mosquitto); one sentence for whatever could not be installed.
+test-deps:
+	@tools/test-deps.sh
+
+test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)

@@ -28,7 +28,11 @@ MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
 
 def require_mosquitto() -> str:
     if MOSQUITTO is None:
-        pytest.skip("mosquitto binary not found (CI installs it: apt-get install -y mosquitto)")
+        pytest.skip(
+            "mosquitto binary not found: `make test` installs it with apt-get where it can "
+            "(root or passwordless sudo); or `apt-get install -y mosquitto`",
+            allow_module_level=True,
+        )
     return MOSQUITTO
 
 
@@ -68,7 +72,7 @@ class Broker:
             )  # else mosquitto drops to user 'mosquitto', who cannot write here
         if users:
             if MOSQUITTO_PASSWD is None:
-                pytest.skip("mosquitto_passwd not found")
+                pytest.skip("mosquitto_passwd not found (it ships with the mosquitto package)")
             pw = self.dir / "passwd"
             pw.write_text("")
             for user, password in users.items():

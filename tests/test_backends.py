@@ -47,8 +47,14 @@ def test_backend_conformance(reference, name):
     np.testing.assert_allclose(again, scores[:3], atol=1e-6, err_msg="batch size changes the answer")
     diff = np.abs(scores - ref)
     assert diff.max() <= TOLERANCE[key], (name, float(diff.max()))
+    # Verdicts: a crop whose reference score is further from the threshold than the backend's
+    # tolerance must get the same verdict. Crops nearer the threshold may flip within quantization
+    # noise: how many there are says how the model was trained, not whether the runtime conforms
+    # (the parity gate judges that, with statistics, on a real held-out set).
     thr = pkg.manifest.threshold
-    assert ((scores >= thr) == (ref >= thr)).mean() >= 0.95, name
+    clear = np.abs(ref - thr) > TOLERANCE[key]
+    assert clear.sum() >= len(ref) // 2, f"only {int(clear.sum())} of {len(ref)} crops are clear of the threshold"
+    assert np.array_equal(scores[clear] >= thr, ref[clear] >= thr), name
 
 
 @pytest.mark.slow

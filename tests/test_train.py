@@ -99,3 +99,24 @@ def test_early_stopping_stops(crops, tmp_path, monkeypatch):
     assert s["epochs_run"] == 3  # epoch 0 improves, epochs 1 and 2 do not
     assert np.isfinite(s["best_val_accuracy"])
     assert load_checkpoint(tmp_path / "es" / "best.pt")["epoch"] == 0
+
+
+def _ckpt_bytes(path) -> bytes:
+    return path.read_bytes()
+
+
+def test_same_config_and_seed_give_a_bit_identical_checkpoint(crops, tmp_path):
+    """Same machine, config and seed: the same checkpoint bytes (weights, threshold, history).
+
+    Run twice into the same folder (the resolved config, which the checkpoint records, names it)
+    with two threads so that multi-threaded kernels are part of the claim."""
+    out = tmp_path / "run"
+    digests = []
+    for _ in range(2):
+        summary = train(_cfg(crops, out, threads=2))
+        digests.append((_ckpt_bytes(out / "best.pt"), _ckpt_bytes(out / "last.pt"), summary["threshold"]))
+        for f in ("best.pt", "last.pt"):
+            (out / f).unlink()
+    assert digests[0][2] == digests[1][2]
+    assert digests[0][0] == digests[1][0], "best.pt differs between two identical runs"
+    assert digests[0][1] == digests[1][1], "last.pt differs between two identical runs"

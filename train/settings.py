@@ -44,6 +44,7 @@ class TrainConfig(StrictModel):
     test_fraction: float = Field(0.15, ge=0, lt=1)
     seed: int = 0
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    deterministic: bool = Field(True, description="torch deterministic algorithms only: the same config, seed and machine give a bit-identical checkpoint")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = Field(True, description="NHWC activations: oneDNN/cuDNN run these convs and pools ~1.9x faster than NCHW on CPU")
     resume: Path | None = None

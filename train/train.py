@@ -43,6 +43,7 @@ from .settings import TrainConfig
 log = logging.getLogger(__name__)
 
 CALLER_KEYS = ("out", "threads", "device", "resume")
+TIMING_KEYS = ("elapsed_s",)
 LOSS_MIN_DELTA = 1e-4  # at equal val accuracy, a lower val loss counts only by this much
 
 
@@ -120,7 +121,10 @@ class _State:
         return improved
 
     def to_extra(self) -> dict:
-        return {"best_val_accuracy": self.best_acc, "best_val_loss": self.best_loss, "stale": self.stale, "history": self.history}
+        # Wall-clock figures stay in metrics.csv/json only: a checkpoint holds what the run computed,
+        # so the same config and seed on the same machine give the same checkpoint bytes.
+        history = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in self.history]
+        return {"best_val_accuracy": self.best_acc, "best_val_loss": self.best_loss, "stale": self.stale, "history": history}
 
 
 def train(cfg: TrainConfig, stop_after_epochs: int | None = None, on_epoch: Callable[[dict, torch.nn.Module], bool] | None = None) -> dict:
@@ -141,6 +145,11 @@ def train(cfg: TrainConfig, stop_after_epochs: int | None = None, on_epoch: Call
         dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # Same config + seed + machine (CPU model, thread count, torch build) -> the same checkpoint:
+    # every random stream is seeded per epoch, and torch refuses nondeterministic kernels.
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=False)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg, local_rank)
     out = Path(cfg.out)
@@ -313,7 +322,9 @@ class _Run:
 def _write_history(out: Path, history: list[dict]) -> None:
     (out / "metrics.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
     with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        # rows from before a resume have no timing (checkpoints don't store it): blank cells
+        fields = list(dict.fromkeys(k for row in history for k in row))
+        w = csv.DictWriter(f, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(history)
 
