@@ -45,24 +45,39 @@ class ModelSettings(StrictModel):
                 )
         return v
 
-    # Signed packages (device/signing.py, docs/reliability.md): with a key, a manifest.sig must
-    # verify; with require_signature, an unsigned package is refused too.
+    # Signed packages (device/signing.py, docs/deploy.md): a configured public key means every
+    # package must carry a manifest.sig that verifies with it. allow_unsigned: true is the one
+    # explicit opt-out (an unsigned package then loads with a warning; a present signature must
+    # still verify). require_signature is kept for old configs: true is what a key already means,
+    # and false no longer opts out.
     public_key: Path | None = Field(
         None, description="Ed25519 public key (PEM) that model packages are signed with"
     )
     require_signature: bool = Field(
-        False, description="refuse a package without a valid manifest.sig"
+        False, description="kept for old configs: a public key already requires signatures"
+    )
+    allow_unsigned: bool = Field(
+        False, description="with public_key: still load a package that has no manifest.sig"
     )
 
     @model_validator(mode="after")
     def _key_for_signatures(self) -> ModelSettings:
         if self.require_signature and self.public_key is None:
             raise ValueError("model.require_signature needs model.public_key")
+        if self.allow_unsigned and self.public_key is None:
+            raise ValueError(
+                "model.allow_unsigned needs model.public_key (without a key nothing is checked)"
+            )
+        if self.allow_unsigned and self.require_signature:
+            raise ValueError(
+                "model.allow_unsigned and model.require_signature contradict each other"
+            )
         return self
 
     def signature_args(self) -> dict:
         """``load_package`` keyword arguments for this signature policy."""
-        return {"public_key": self.public_key, "require_signature": self.require_signature}
+        required = self.public_key is not None and not self.allow_unsigned
+        return {"public_key": self.public_key, "require_signature": required}
 
 
 class PresenceConfig(StrictModel):
