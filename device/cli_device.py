@@ -124,7 +124,11 @@ def cmd_replay_ab(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     mod, cls = CONFIG_KINDS[args.kind]
-    load_config(getattr(importlib.import_module(mod), cls), args.file)
+    cfg = load_config(getattr(importlib.import_module(mod), cls), args.file)
+    if args.kind == "device":  # what run checks at start-up: folders writable, named files there
+        from .preflight import preflight
+
+        preflight(cfg, str(args.file))
     print(f"{args.file}: valid {args.kind} config")
     return 0
 

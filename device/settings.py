@@ -123,9 +123,22 @@ class FusionConfig(StrictModel):
     threshold: float | None = Field(None, ge=0, le=1, description="None: the package's threshold")
 
 
+MAX_TRAVEL_S = 600.0  # camera to gate; beyond this a reject deadline is a config mistake
+
+
 class BeltConfig(StrictModel):
     speed_mps: float = Field(0.5, gt=0, le=20)
-    camera_to_gate_m: float = Field(1.5, ge=0)
+    camera_to_gate_m: float = Field(1.5, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _travel_time(self) -> BeltConfig:
+        travel = self.camera_to_gate_m / self.speed_mps
+        if travel > MAX_TRAVEL_S:
+            raise ValueError(
+                f"a package would take {travel:.3g} s from camera to gate "
+                f"(camera_to_gate_m / speed_mps; at most {MAX_TRAVEL_S:g} s)"
+            )
+        return self
 
 
 class SnapshotConfig(StrictModel):
@@ -229,3 +242,26 @@ class DeviceConfig(StrictModel):
     actuator: ActuatorConfig = Field(default_factory=ActuatorConfig)
     failsafe: FailsafeConfig = Field(default_factory=FailsafeConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_in_frame(cls, v):
+        if v is not None:
+            x, y, w, h = v
+            if x < 0 or y < 0 or w <= 0 or h <= 0:
+                raise ValueError(f"roi [x, y, w, h] needs x, y >= 0 and w, h > 0 (got {list(v)})")
+        return v
+
+    @model_validator(mode="after")
+    def _roi_within_capture(self) -> DeviceConfig:
+        """Against the frame size when the config gives it (capture.width/height)."""
+        if self.roi is None:
+            return self
+        x, y, w, h = self.roi
+        cw, ch = self.capture.width, self.capture.height
+        if (cw is not None and x + w > cw) or (ch is not None and y + h > ch):
+            raise ValueError(
+                f"roi {list(self.roi)} reaches ({x + w}, {y + h}), outside the "
+                f"{cw or '?'}x{ch or '?'} frame that capture.width/height ask for"
+            )
+        return self
