@@ -19,7 +19,9 @@ from .errors import ParcelguardError
 M = TypeVar("M", bound=BaseModel)
 
 
-MAX_CONFIG_BYTES = 1 << 20  # a real config is a few kB; this bounds parse time and memory
+MAX_CONFIG_BYTES = 256 * 1024  # a real config is a few kB; this bounds parse time and memory
+
+MAX_REPORTED = 5  # problems named in one error sentence
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when built in
 
@@ -83,7 +85,8 @@ def _key_lines(
 
 def format_validation_error(err: ValidationError, source: str, lines: dict | None = None) -> str:
     parts = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:MAX_REPORTED]:
         loc = tuple(e["loc"])
         field = ".".join(str(p) for p in loc) or "(top level)"
         line = None
@@ -98,6 +101,8 @@ def format_validation_error(err: ValidationError, source: str, lines: dict | Non
         elif "input" in e and not isinstance(e["input"], (dict, list)):
             msg = f"{msg} (got {e['input']!r})"
         parts.append(f"{where}: {field}: {msg}")
+    if len(errors) > MAX_REPORTED:
+        parts.append(f"and {len(errors) - MAX_REPORTED} more problems")
     return "invalid config: " + "; ".join(parts)
 
 
