@@ -160,6 +160,8 @@ def test_load_labels_random_csv(tmp_path):
     @given(label_csvs(), st.sampled_from([None, 50]), st.sampled_from([None, ["ok", "damaged"]]))
     @example(HEADERS[0] + "\n" + "x" * 200_000 + ",ok,1,2\n", None, None)  # found: csv.Error escaped
     @example(HEADERS[0] + '\n"a,ok,1,2\n', None, None)  # unterminated quote: a short row
+    @example(HEADERS[0] + "\nP1,ok,1,5\n", None, None)  # a valid file (random rows seldom are)
+    @example(HEADERS[0] + "\n", None, None)  # header only: refused, recall over nothing is not 1.0
     def check(text: str, n_frames, classes) -> None:
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
         _outcome(lambda: load_labels(path, n_frames=n_frames, classes=classes), counts, list)
