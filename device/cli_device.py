@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 from pathlib import Path
 
 from .cli import add_config_args
@@ -20,6 +21,27 @@ CONFIG_KINDS = {
     "export": ("parcelguard.export.settings", "ExportConfig"),
 }
 BACKENDS = ["litert", "onnx", "onnx_int8"]
+
+
+def _finite(text: str, positive: bool) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        want = "a finite number > 0" if positive else "a finite number >= 0"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {want}")
+    return v
+
+
+def finite_positive(text: str) -> float:
+    """argparse type: a finite float > 0 (NaN, inf, 0 and negatives are refused)."""
+    return _finite(text, positive=True)
+
+
+def finite_non_negative(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    return _finite(text, positive=False)
 
 
 def _summary(report: dict) -> dict:
@@ -124,7 +146,11 @@ def cmd_replay_ab(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     mod, cls = CONFIG_KINDS[args.kind]
-    load_config(getattr(importlib.import_module(mod), cls), args.file)
+    cfg = load_config(getattr(importlib.import_module(mod), cls), args.file)
+    if args.kind == "device":  # what run checks at start-up: folders writable, named files there
+        from .preflight import preflight
+
+        preflight(cfg, str(args.file))
     print(f"{args.file}: valid {args.kind} config")
     return 0
 
@@ -141,7 +167,7 @@ def _common(s: argparse.ArgumentParser) -> None:
     s.add_argument("--backend-b", choices=BACKENDS, help="A/B: backend for B (default: as A)")
     s.add_argument(
         "--score-tolerance",
-        type=float,
+        type=finite_non_negative,
         default=0.02,
         help="score change that counts as a difference",
     )
@@ -157,7 +183,9 @@ def register(sub) -> None:
         action="store_true",
         help="pace at the recorded fps with the camera's latest-frame policy (drops counted)",
     )
-    s.add_argument("--speed", type=float, default=1.0, help="--realtime: playback speed factor")
+    s.add_argument(
+        "--speed", type=finite_positive, default=1.0, help="--realtime: playback speed factor"
+    )
     s.add_argument("--annotate", action="store_true", help="also write annotated.mp4 (costs time)")
     s.add_argument(
         "--golden", type=Path, help="events.jsonl to compare with; exit 1 on any difference"

@@ -10,8 +10,10 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 from pathlib import Path
 
+from .errors import ParcelguardError
 from .events import read_events
 from .labels import event_span, pair_spans
 from .settings import DeviceConfig
@@ -31,6 +33,63 @@ DIFF_COLUMNS = (
     "score",
     "delta",
 )
+
+
+MAX_GOLDEN_BYTES = 64 << 20
+# field -> accepted types of a package event the comparison reads
+_GOLDEN_FIELDS = {
+    "verdict": (str,),
+    "package_seq": (int,),
+    "t_center": (int, float),
+    "frame_enter": (int,),
+    "frame_exit": (int,),
+}
+
+
+def _golden_event(obj, path: Path, line_no: int) -> dict | None:
+    """A package event of a golden file (None for other kinds); anything malformed is one sentence."""
+    where = f"golden events file {path}, line {line_no}"
+    if not isinstance(obj, dict):
+        raise ParcelguardError(f"{where} is a JSON {type(obj).__name__}, not an event object")
+    if obj.get("kind", "package") != "package":
+        return None
+    for name, types in _GOLDEN_FIELDS.items():
+        v = obj.get(name)
+        if isinstance(v, bool) or not isinstance(v, types):
+            raise ParcelguardError(f"{where}: {name} is missing or not a {types[0].__name__}")
+    score = obj.get("score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        raise ParcelguardError(f"{where}: score is not a number or null")
+    if not math.isfinite(obj["t_center"]) or (score is not None and not math.isfinite(score)):
+        raise ParcelguardError(f"{where}: t_center and score must be finite numbers")
+    return obj
+
+
+def load_golden(path: Path) -> list[dict]:
+    """The package events of a golden ``events.jsonl``; a malformed file is one sentence."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParcelguardError(f"golden events file {path} does not exist")
+    if path.stat().st_size > MAX_GOLDEN_BYTES:
+        raise ParcelguardError(
+            f"golden events file {path} is larger than {MAX_GOLDEN_BYTES >> 20} MB"
+        )
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except (ValueError, RecursionError) as exc:
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                raise ParcelguardError(
+                    f"golden events file {path}, line {line_no} is not JSON ({why})"
+                ) from None
+            ev = _golden_event(obj, path, line_no)
+            if ev is not None:
+                out.append(ev)
+    return out
 
 
 def _pair(a: list[dict], b: list[dict]) -> tuple[list[tuple[dict, dict]], list[dict], list[dict]]:

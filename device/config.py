@@ -19,8 +19,40 @@ from .errors import ParcelguardError
 M = TypeVar("M", bound=BaseModel)
 
 
+MAX_CONFIG_BYTES = 256 * 1024  # a real config is a few kB; this bounds parse time and memory
+
+MAX_REPORTED = 5  # problems named in one error sentence
+
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when built in
+
+
+class _NoDuplicatesLoader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """SafeLoader that refuses a mapping with the same key twice (YAML keeps the last silently).
+
+    Merge keys (``<<: *base``) may still be overridden: only keys written in one mapping count.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                key = (key_node.tag, key_node.value)
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key_node.value!r} (first on line {first[key]})",
+                        key_node.start_mark,
+                    )
+                first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and Infinity are refused everywhere: they would end up in events as invalid JSON
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _key_lines(
@@ -53,7 +85,8 @@ def _key_lines(
 
 def format_validation_error(err: ValidationError, source: str, lines: dict | None = None) -> str:
     parts = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:MAX_REPORTED]:
         loc = tuple(e["loc"])
         field = ".".join(str(p) for p in loc) or "(top level)"
         line = None
@@ -68,6 +101,8 @@ def format_validation_error(err: ValidationError, source: str, lines: dict | Non
         elif "input" in e and not isinstance(e["input"], (dict, list)):
             msg = f"{msg} (got {e['input']!r})"
         parts.append(f"{where}: {field}: {msg}")
+    if len(errors) > MAX_REPORTED:
+        parts.append(f"and {len(errors) - MAX_REPORTED} more problems")
     return "invalid config: " + "; ".join(parts)
 
 
@@ -95,6 +130,27 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def _read_text(p: Path) -> str:
+    with open(p, "rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ParcelguardError(
+            f"config file {p} is larger than {MAX_CONFIG_BYTES // 1024} kB; refusing to read it"
+        )
+    return raw.decode("utf-8", errors="replace")
+
+
+def _parse(text: str) -> tuple[yaml.Node | None, Any]:
+    """One pass: the node tree (for line numbers) and the data built from it."""
+    loader = _NoDuplicatesLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return node, data
+
+
 def load_config(model: type[M], path: str | Path | None, overrides: list[str] | None = None) -> M:
     """Load ``path`` (YAML) into ``model``; ``None`` means all defaults. Raises ParcelguardError."""
     data: dict = {}
@@ -105,10 +161,9 @@ def load_config(model: type[M], path: str | Path | None, overrides: list[str] | 
         source = str(p)
         if not p.is_file():
             raise ParcelguardError(f"config file {p} does not exist")
-        text = p.read_text(encoding="utf-8", errors="replace")
+        text = _read_text(p)
         try:
-            node = yaml.compose(text)
-            loaded = yaml.safe_load(text)
+            node, loaded = _parse(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""

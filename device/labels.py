@@ -89,6 +89,10 @@ def _read_labels(path: Path, n_frames: int | None, classes: list[str] | None) ->
                     f"label file {path}, line {row_no}: label {gt.label!r} is not one of the model's classes {classes}"
                 )
             out.append(gt)
+    if not out:  # recall over zero packages would read 1.0: an empty file is a mistake, not data
+        raise ParcelguardError(
+            f"label file {path} has no label rows (only a header); package metrics need at least one"
+        )
     return out
 
 

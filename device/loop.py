@@ -90,7 +90,7 @@ class InspectionLoop:
             cfg.fusion.threshold if cfg.fusion.threshold is not None else manifest.threshold
         )
         self.travel_s = cfg.belt.camera_to_gate_m / cfg.belt.speed_mps
-        self.model_id = f"{manifest.name}@{next(iter(manifest.files.values())).sha256[:12]}"
+        self.model_id = manifest.model_id
         self.stats = LoopStats()
         self.events: list[Event] = []
         self.hooks = hooks or LoopHooks()

@@ -210,14 +210,9 @@ def replay(
 
 
 def _load_golden(path: Path) -> list[dict]:
-    if not Path(path).is_file():
-        raise ParcelguardError(f"golden events file {path} does not exist")
-    try:
-        return [e for e in read_events(path) if e.get("kind") == "package"]
-    except (ValueError, KeyError) as exc:
-        raise ParcelguardError(
-            f"golden events file {path} is not an events JSONL file ({exc})"
-        ) from None
+    from .compare import load_golden  # validates every line: one sentence, never a traceback
+
+    return load_golden(path)
 
 
 def _finish(

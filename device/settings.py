@@ -45,24 +45,39 @@ class ModelSettings(StrictModel):
                 )
         return v
 
-    # Signed packages (device/signing.py, docs/reliability.md): with a key, a manifest.sig must
-    # verify; with require_signature, an unsigned package is refused too.
+    # Signed packages (device/signing.py, docs/deploy.md): a configured public key means every
+    # package must carry a manifest.sig that verifies with it. allow_unsigned: true is the one
+    # explicit opt-out (an unsigned package then loads with a warning; a present signature must
+    # still verify). require_signature is kept for old configs: true is what a key already means,
+    # and false no longer opts out.
     public_key: Path | None = Field(
         None, description="Ed25519 public key (PEM) that model packages are signed with"
     )
     require_signature: bool = Field(
-        False, description="refuse a package without a valid manifest.sig"
+        False, description="kept for old configs: a public key already requires signatures"
+    )
+    allow_unsigned: bool = Field(
+        False, description="with public_key: still load a package that has no manifest.sig"
     )
 
     @model_validator(mode="after")
     def _key_for_signatures(self) -> ModelSettings:
         if self.require_signature and self.public_key is None:
             raise ValueError("model.require_signature needs model.public_key")
+        if self.allow_unsigned and self.public_key is None:
+            raise ValueError(
+                "model.allow_unsigned needs model.public_key (without a key nothing is checked)"
+            )
+        if self.allow_unsigned and self.require_signature:
+            raise ValueError(
+                "model.allow_unsigned and model.require_signature contradict each other"
+            )
         return self
 
     def signature_args(self) -> dict:
         """``load_package`` keyword arguments for this signature policy."""
-        return {"public_key": self.public_key, "require_signature": self.require_signature}
+        required = self.public_key is not None and not self.allow_unsigned
+        return {"public_key": self.public_key, "require_signature": required}
 
 
 class PresenceConfig(StrictModel):
@@ -108,9 +123,22 @@ class FusionConfig(StrictModel):
     threshold: float | None = Field(None, ge=0, le=1, description="None: the package's threshold")
 
 
+MAX_TRAVEL_S = 600.0  # camera to gate; beyond this a reject deadline is a config mistake
+
+
 class BeltConfig(StrictModel):
     speed_mps: float = Field(0.5, gt=0, le=20)
-    camera_to_gate_m: float = Field(1.5, ge=0)
+    camera_to_gate_m: float = Field(1.5, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _travel_time(self) -> BeltConfig:
+        travel = self.camera_to_gate_m / self.speed_mps
+        if travel > MAX_TRAVEL_S:
+            raise ValueError(
+                f"a package would take {travel:.3g} s from camera to gate "
+                f"(camera_to_gate_m / speed_mps; at most {MAX_TRAVEL_S:g} s)"
+            )
+        return self
 
 
 class SnapshotConfig(StrictModel):
@@ -214,3 +242,26 @@ class DeviceConfig(StrictModel):
     actuator: ActuatorConfig = Field(default_factory=ActuatorConfig)
     failsafe: FailsafeConfig = Field(default_factory=FailsafeConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_in_frame(cls, v):
+        if v is not None:
+            x, y, w, h = v
+            if x < 0 or y < 0 or w <= 0 or h <= 0:
+                raise ValueError(f"roi [x, y, w, h] needs x, y >= 0 and w, h > 0 (got {list(v)})")
+        return v
+
+    @model_validator(mode="after")
+    def _roi_within_capture(self) -> DeviceConfig:
+        """Against the frame size when the config gives it (capture.width/height)."""
+        if self.roi is None:
+            return self
+        x, y, w, h = self.roi
+        cw, ch = self.capture.width, self.capture.height
+        if (cw is not None and x + w > cw) or (ch is not None and y + h > ch):
+            raise ValueError(
+                f"roi {list(self.roi)} reaches ({x + w}, {y + h}), outside the "
+                f"{cw or '?'}x{ch or '?'} frame that capture.width/height ask for"
+            )
+        return self

@@ -127,11 +127,11 @@ def verify_signature(
     if not spath.is_file():
         if required:
             raise ParcelguardError(
-                f"model package {root} is not signed (no {SIGNATURE}) and model.require_signature is on"
+                f"model package {root} is not signed (no {SIGNATURE}) and model.public_key is set, "
+                "so a signature is required (model.allow_unsigned: true would load it)"
             )
         log.warning(
-            "model package %s is not signed; loading it because model.require_signature is off",
-            root,
+            "model package %s is not signed; loading it because model.allow_unsigned is on", root
         )
         return False
     _, _, invalid = _crypto()

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from .errors import ParcelguardError
+from .imageheader import check_image_file
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,11 @@ class ImageFolderSource:
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
         for idx, f in enumerate(self.files):
+            why = check_image_file(f)  # before decoding: a tiny file can claim gigapixels
+            if why is not None:
+                log.warning("skipping image %s: %s", f, why)
+                self.skipped.append(f)
+                continue
             img = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if img is None:
                 log.warning("skipping unreadable image %s", f)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from parcelguard.device.cli import add_config_args
 from parcelguard.device.config import load_config
-from parcelguard.device.errors import missing_extra
+from parcelguard.device.errors import ParcelguardError, missing_extra
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -74,7 +74,10 @@ def cmd_sign(args: argparse.Namespace) -> int:
     from parcelguard.device.manifest import load_package
     from parcelguard.device.signing import sign_package
 
-    load_package(args.package)  # only a package whose hashes and gate check out gets signed
+    # only a sealed package whose hashes and gate check out gets signed
+    pkg = load_package(args.package, allow_failed=True)
+    if pkg.manifest.status != "ok":
+        raise ParcelguardError(f"model package {args.package} failed its parity gate; refusing to sign it")
     print(f"signed {args.package}: {sign_package(args.package, args.key)}")
     return 0
 

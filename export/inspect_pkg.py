@@ -14,9 +14,25 @@ from pathlib import Path
 
 import numpy as np
 from parcelguard.device.backends import REGISTRY, available_backends, open_backend
+from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.manifest import load_package
 
 log = logging.getLogger(__name__)
+
+
+def unreadable(pkg, key: str, exc: BaseException | str) -> ParcelguardError:
+    """One sentence for a model file (with a matching hash) that its parser cannot read."""
+    mf = pkg.manifest.files[key]
+    why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+    return ParcelguardError(f"model package {pkg.root}: {mf.path} ({key}) is not a readable {mf.format} model ({why})")
+
+
+def _check_magic(pkg, key: str) -> None:
+    mf = pkg.manifest.files[key]
+    with open(pkg.file(key), "rb") as f:
+        head = f.read(8)
+    if mf.format == "tflite" and head[4:8] != b"TFL3":
+        raise unreadable(pkg, key, "no TFL3 file identifier: garbage, truncated or another format")
 
 
 def op_histograms(pkg) -> dict[str, dict[str, int] | str]:
@@ -24,11 +40,14 @@ def op_histograms(pkg) -> dict[str, dict[str, int] | str]:
 
     out: dict[str, dict[str, int] | str] = {}
     for key, mf in pkg.manifest.files.items():
+        _check_magic(pkg, key)
         try:
             fn = op_histogram_tflite if mf.format == "tflite" else op_histogram_onnx
             out[key] = dict(sorted(fn(pkg.file(key)).items(), key=lambda kv: (-kv[1], kv[0])))
         except ImportError as exc:
             out[key] = f"unavailable ({exc.name} is not installed)"
+        except Exception as exc:  # protobuf/flatbuffer parsers raise anything on hostile bytes
+            raise unreadable(pkg, key, exc) from None
     return out
 
 

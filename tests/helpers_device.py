@@ -197,3 +197,22 @@ srv = ThreadingHTTPServer(("127.0.0.1", port), H)
 print("ready", flush=True)
 srv.serve_forever()
 '''
+
+
+def edit_manifest(pkg: Path, fn, reseal: bool = False) -> None:
+    """Change ``pkg/manifest.json`` as a person with an editor would (``fn(data)`` in place);
+    ``reseal`` recomputes the package id too, as a buggy exporter would (the id then matches, so
+    only the loader's other checks can object). A NaN value cannot be sealed: a zero id is set."""
+    import json
+
+    from parcelguard.device.manifest import manifest_id
+
+    path = pkg / "manifest.json"
+    data = json.loads(path.read_text())
+    fn(data)
+    if reseal:
+        try:
+            data["package_id"] = manifest_id(data)
+        except ValueError:
+            data["package_id"] = "0" * 64
+    path.write_text(json.dumps(data, indent=2))

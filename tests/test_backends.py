@@ -3,11 +3,11 @@ sentences for corrupt files and wrong inputs; ONNX Runtime execution providers f
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
 import pytest
+from helpers_device import edit_manifest
 from parcelguard.device.backends import REGISTRY, available_backends, open_backend
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.manifest import load_package, sha256_file
@@ -65,9 +65,8 @@ def test_corrupt_model_file_is_one_sentence(tiny_run, tmp_path, name):
     shutil.copytree(tiny_run["package"], root)
     path = root / load_package(root).manifest.files[key].path
     path.write_bytes(b"\x00garbage, not a model\xff" * 64)
-    data = json.loads((root / "manifest.json").read_text())  # re-sign so only the loader can catch it
-    data["files"][key]["sha256"] = sha256_file(path)
-    (root / "manifest.json").write_text(json.dumps(data))
+    # re-seal so only the loader can catch it
+    edit_manifest(root, lambda d: d["files"][key].__setitem__("sha256", sha256_file(path)), reseal=True)
     with pytest.raises(ParcelguardError, match=f"could not load .*{path.name}") as e:
         open_backend(load_package(root), name)
     assert "\n" not in str(e.value)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_cli
+from helpers_device import edit_manifest
 
 # --- calibration (fast, no model) -------------------------------------------------------------
 
@@ -201,9 +202,7 @@ def test_tampered_or_incomplete_package_is_refused(tiny_run, tmp_path):
     assert "\n" not in str(e.value)
     shutil.rmtree(pkg)
     shutil.copytree(tiny_run["package"], pkg)
-    data = json.loads((pkg / "manifest.json").read_text())
-    del data["files"]["tflite_int8"]["sha256"]
-    (pkg / "manifest.json").write_text(json.dumps(data))
+    edit_manifest(pkg, lambda d: d["files"]["tflite_int8"].pop("sha256"), reseal=True)
     with pytest.raises(ParcelguardError, match=r"invalid manifest.*files\.tflite_int8\.sha256"):
         load_package(pkg)
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from conftest import run_cli
-from helpers_device import belt_frames, tiny_onnx_package, write_avi
+from helpers_device import belt_frames, edit_manifest, tiny_onnx_package, write_avi
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +28,16 @@ def world(tmp_path_factory) -> dict:
     modified = tiny_onnx_package(root / "modified")
     (modified / "model.onnx").write_bytes((modified / "model.onnx").read_bytes() + b"\0")
     missing_field = tiny_onnx_package(root / "missing_field")
-    m = json.loads((missing_field / "manifest.json").read_text())
-    del m["threshold"]
-    (missing_field / "manifest.json").write_text(json.dumps(m))
+    edit_manifest(missing_field, lambda m: m.pop("threshold"), reseal=True)
     shape = tiny_onnx_package(root / "shape")  # the model takes 32x32; the manifest says 128x128
-    m = json.loads((shape / "manifest.json").read_text())
-    m["input"].update(height=128, width=128)
-    (shape / "manifest.json").write_text(json.dumps(m))  # the manifest itself is not hashed
+    # re-sealed: only the backend's input-shape check can catch it
+    edit_manifest(shape, lambda m: m["input"].update(height=128, width=128), reseal=True)
+    edited = tiny_onnx_package(root / "edited")  # threshold raised by hand: the seal no longer matches
+    edit_manifest(edited, lambda m: m.update(threshold=1.0))
+    dup = tiny_onnx_package(root / "dup_classes")
+    edit_manifest(dup, lambda m: m.update(classes=["damaged", "damaged"]), reseal=True)
+    three = tiny_onnx_package(root / "three_classes")  # the model has two outputs
+    edit_manifest(three, lambda m: m.update(classes=["ok", "damaged", "wet"]), reseal=True)
     configs = {
         "malformed_yaml": "belt:\n  speed_mps: [1, 2\n",
         "wrong_type": "belt:\n  speed_mps: fast\n",
@@ -60,7 +63,10 @@ CASES = {
     "wrong_input_shape": ("belt.avi", "shape", None, ["32", "128", "manifest says"]),
     "missing_package": ("belt.avi", "nope", None, ["nope", "does not exist"]),
     "missing_video": ("nope.avi", "pkg", None, ["nope.avi"]),
-    "unsigned_but_required": ("belt.avi", "pkg", "require_signature", ["is not signed", "require_signature"]),
+    "unsigned_but_required": ("belt.avi", "pkg", "require_signature", ["is not signed", "model.public_key is set", "allow_unsigned"]),
+    "manifest_hand_edited": ("belt.avi", "edited", None, ["edited", "does not match its package_id"]),
+    "duplicate_classes": ("belt.avi", "dup_classes", None, ["manifest.json", "classes", "distinct"]),
+    "three_classes_two_outputs": ("belt.avi", "three_classes", None, ["three_classes", "gives 2 outputs", "3 classes"]),
 }
 
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from parcelguard.device.config import load_config
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.labels import load_labels
-from parcelguard.device.manifest import Package, load_package
+from parcelguard.device.manifest import Package, load_package, manifest_id
 from parcelguard.device.settings import DeviceConfig
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], derandomize=True)
@@ -160,6 +160,8 @@ def test_load_labels_random_csv(tmp_path):
     @given(label_csvs(), st.sampled_from([None, 50]), st.sampled_from([None, ["ok", "damaged"]]))
     @example(HEADERS[0] + "\n" + "x" * 200_000 + ",ok,1,2\n", None, None)  # found: csv.Error escaped
     @example(HEADERS[0] + '\n"a,ok,1,2\n', None, None)  # unterminated quote: a short row
+    @example(HEADERS[0] + "\nP1,ok,1,5\n", None, None)  # a valid file (random rows seldom are)
+    @example(HEADERS[0] + "\n", None, None)  # header only: refused, recall over nothing is not 1.0
     def check(text: str, n_frames, classes) -> None:
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
         _outcome(lambda: load_labels(path, n_frames=n_frames, classes=classes), counts, list)
@@ -200,6 +202,8 @@ def pkg_dir(tmp_path_factory) -> Path:
 
 
 def test_load_package_random_and_mutated_manifests(pkg_dir):
+    """Mutations are re-sealed (a buggy exporter: only the loader's other checks can object) or
+    left as a hand edit (the package id must catch every one that changed the content)."""
     original = json.loads((pkg_dir / "manifest.json").read_text())
     paths = _leaf_paths(original)
     counts: Counter = Counter()
@@ -208,30 +212,48 @@ def test_load_package_random_and_mutated_manifests(pkg_dir):
     @SETTINGS
     @given(
         st.one_of(
-            st.lists(st.tuples(st.sampled_from(paths), st.sampled_from(["delete", "set", "wrap"]), values), min_size=1, max_size=3).map(lambda ms: ("mutate", ms)),
+            st.tuples(
+                st.lists(st.tuples(st.sampled_from(paths), st.sampled_from(["delete", "set", "wrap"]), values), min_size=1, max_size=3),
+                st.booleans(),
+            ).map(lambda t: ("mutate", t)),
             values.map(lambda v: ("json", v)),
             st.binary(max_size=64).map(lambda b: ("bytes", b)),
         )
     )
-    @example(("mutate", [(["metrics"], "delete", None)]))  # harmless mutations still load
-    @example(("mutate", [(["threshold"], "set", 0.25), (["name"], "set", "renamed")]))
+    @example(("mutate", ([(["metrics"], "delete", None)], True)))  # harmless mutations still load
+    @example(("mutate", ([(["threshold"], "set", 0.25), (["name"], "set", "renamed")], True)))
+    @example(("mutate", ([(["status"], "set", "ok"), (["threshold"], "set", 1.0)], False)))  # hand edit
+    @example(("mutate", ([(["classes"], "set", ["ok", "ok"])], True)))  # duplicate classes
+    @example(("mutate", ([(["files", "onnx_fp32", "path"], "set", "m\x00.onnx")], True)))  # NUL in a path
+    @example(("mutate", ([(["threshold"], "set", float("nan"))], True)))  # NaN cannot be sealed
     @example(("bytes", b"[" * 100_000 + b"]" * 100_000))  # json.loads RecursionError, now one sentence
     def check(case) -> None:
         kind, payload = case
         if kind == "mutate":
+            muts, reseal = payload
             data = copy.deepcopy(original)
-            for p, action, v in payload:
+            for p, action, v in muts:
                 try:
                     _mutate(data, p, action, v)
                 except (KeyError, IndexError, TypeError):
                     pass  # an earlier mutation removed or retyped the parent
+            if reseal and isinstance(data, dict):
+                try:
+                    data["package_id"] = manifest_id(data)
+                except (ValueError, RecursionError):
+                    pass
             mpath.write_text(json.dumps(data), encoding="utf-8")
+            edited = not reseal and _changed(data, original)
         elif kind == "json":
             mpath.write_text(json.dumps(payload), encoding="utf-8")
         else:
             mpath.write_bytes(payload)
         counts[kind] += 1
+        before = counts["ParcelguardError"]
         _outcome(lambda: load_package(pkg_dir), counts, Package)
+        if kind == "mutate" and edited:
+            assert counts["ParcelguardError"] == before + 1, f"hand edit loaded: {muts}"
+            counts["hand_edit_refused"] += 1
 
     try:
         check()
@@ -239,4 +261,14 @@ def test_load_package_random_and_mutated_manifests(pkg_dir):
         mpath.write_text(json.dumps(original, indent=2) + "\n", encoding="utf-8")
     _record(pkg_dir.parent, "load_package", counts)
     assert counts["ParcelguardError"] > 0 and counts["mutate"] > 0 and counts["valid"] >= 2
+    assert counts["hand_edit_refused"] > 0
     assert load_package(pkg_dir).manifest.name == "fake"  # the restored package still loads
+
+
+def _changed(data: dict, original: dict) -> bool:
+    """Whether the mutation changed the content the package id covers."""
+    strip = lambda d: {k: v for k, v in d.items() if k != "package_id"}  # noqa: E731
+    try:
+        return json.dumps(strip(data), sort_keys=True) != json.dumps(strip(original), sort_keys=True)
+    except (ValueError, RecursionError):
+        return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers_device import edit_manifest
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.manifest import (
     SCHEMA_VERSION,
@@ -44,9 +45,7 @@ def test_modified_file_is_refused(pkg):
 
 
 def test_missing_field_is_named(pkg):
-    data = json.loads((pkg / "manifest.json").read_text())
-    del data["threshold"]
-    (pkg / "manifest.json").write_text(json.dumps(data))
+    edit_manifest(pkg, lambda d: d.pop("threshold"), reseal=True)
     with pytest.raises(ParcelguardError, match=r"invalid manifest.*threshold"):
         load_package(pkg)
 
@@ -68,17 +67,13 @@ def test_missing_package_and_manifest(tmp_path):
 
 
 def test_path_escape_is_refused(pkg):
-    data = json.loads((pkg / "manifest.json").read_text())
-    data["files"]["tflite_int8"]["path"] = "../../etc/passwd"
-    (pkg / "manifest.json").write_text(json.dumps(data))
+    edit_manifest(pkg, lambda d: d["files"]["tflite_int8"].update(path="../../etc/passwd"), reseal=True)
     with pytest.raises(ParcelguardError, match="escapes the package folder"):
         load_package(pkg)
 
 
 def test_failed_package_is_refused(pkg):
-    data = json.loads((pkg / "manifest.json").read_text())
-    data["status"] = "failed"
-    (pkg / "manifest.json").write_text(json.dumps(data))
+    edit_manifest(pkg, lambda d: d.update(status="failed"), reseal=True)  # as verify records it
     with pytest.raises(ParcelguardError, match="failed its parity gate"):
         load_package(pkg)
     assert load_package(pkg, allow_failed=True).manifest.status == "failed"

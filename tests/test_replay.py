@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 from conftest import run_cli
-from helpers_device import belt_frames, tiny_onnx_package, write_avi
+from helpers_device import belt_frames, edit_manifest, tiny_onnx_package, write_avi
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.replay import replay
 from parcelguard.device.settings import DeviceConfig
@@ -128,9 +128,7 @@ def test_golden_regression_and_ab(clip, tmp_path):
     # B: the same model with a threshold nobody passes -> every verdict flips, scores identical
     pkg_b = tmp_path / "pkg_b"
     shutil.copytree(clip["pkg"], pkg_b)
-    man = json.loads((pkg_b / "manifest.json").read_text())
-    man["threshold"] = 0.999
-    (pkg_b / "manifest.json").write_text(json.dumps(man))
+    edit_manifest(pkg_b, lambda m: m.__setitem__("threshold", 0.999), reseal=True)
     from parcelguard.device.compare import replay_ab
 
     ab = replay_ab(clip["video"], clip["pkg"], pkg_b, tmp_path / "ab", DeviceConfig(), clip["gt"], "onnx", "onnx")

@@ -85,7 +85,7 @@ def test_require_signature_from_device_config_through_the_cli(keys, tmp_path):
     cfg = tmp_path / "device.yaml"
     cfg.write_text(f"model:\n  public_key: {keys['pub']}\n  require_signature: true\n")
     args = ("replay", str(video), "--model", str(pkg), "--backend", "onnx", "--config", str(cfg), "--out", str(tmp_path / "o"))
-    _one_sentence(run_cli(*args), "is not signed", "require_signature")
+    _one_sentence(run_cli(*args), "is not signed", "model.public_key is set")
     assert run_cli("sign", str(pkg), "--key", str(keys["priv"])).returncode == 0
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr

@@ -14,6 +14,7 @@ other formats are decoded with OpenCV. Torch-free.
 from __future__ import annotations
 
 import csv
+import html
 import json
 import logging
 import struct
@@ -150,24 +151,31 @@ def _size_stats(sizes: list[tuple[int, int]]) -> dict:
     return {"width": stat(a[:, 0]), "height": stat(a[:, 1]), "most_common": dict(common)}
 
 
+def _md(text) -> str:
+    """Dataset text (class names, damage types, file names) as inert Markdown: HTML escaped,
+    table pipes and backticks neutralised, no line breaks."""
+    out = html.escape(str(text)).replace("|", "&#124;").replace("`", "&#96;")
+    return " ".join(out.split()) if out.strip() else out
+
+
 def render_markdown(card: dict) -> str:
-    name = Path(card["manifest"]).parent.name or "."
+    name = _md(Path(card["manifest"]).parent.name or ".")
     lines = [f"# Dataset card: {name}", "",
-             f"Manifest `{Path(card['manifest']).name}`: {card['images']} images of "
+             f"Manifest {_md(Path(card['manifest']).name)}: {card['images']} images of "
              f"{card['packages']} packages. Written by `parcelguard data card`.", "",
              "## Classes", "", "| class | images | packages |", "|---|---:|---:|"]
-    lines += [f"| {c} | {v['images']} | {v['packages']} |" for c, v in card["classes"].items()]
+    lines += [f"| {_md(c)} | {v['images']} | {v['packages']} |" for c, v in card["classes"].items()]
     lines += ["", "## Damage types", "", "| damage type | images |", "|---|---:|"]
-    lines += [f"| {k} | {v} |" for k, v in card["damage_types"].items()]
+    lines += [f"| {_md(k)} | {v} |" for k, v in card["damage_types"].items()]
     lines += ["", "## Severity", "", "| bin | images |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in card["severity_bins"].items()]
     classes = list(card["classes"])
     lines += ["", f"## Splits ({card['split_source']})", "",
-              "| split | images | packages | " + " | ".join(classes) + " |",
+              "| split | images | packages | " + " | ".join(_md(c) for c in classes) + " |",
               "|---|---:|---:|" + "---:|" * len(classes)]
     for s, v in card["splits"].items():
         per = " | ".join(str(v["per_class"][c]) for c in classes)
-        lines.append(f"| {s} | {v['images']} | {v['packages']} | {per} |")
+        lines.append(f"| {_md(s)} | {v['images']} | {v['packages']} | {per} |")
     size = card["image_size"]
     lines += ["", "## Image sizes (pixels)", ""]
     if size:
@@ -178,7 +186,7 @@ def render_markdown(card: dict) -> str:
         lines += ["", f"Most common: {common}."]
     if card["unreadable_images"]:
         lines += ["", f"**{len(card['unreadable_images'])} images are missing or unreadable**, "
-                  f"e.g. `{card['unreadable_images'][0]}`."]
+                  f"e.g. {_md(card['unreadable_images'][0])}."]
     return "\n".join(lines) + "\n"
 
 

@@ -31,9 +31,11 @@ import cv2
 import numpy as np
 from parcelguard.device.config import StrictModel
 from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.imageheader import check_image
 from parcelguard.device.sources import IMAGE_SUFFIXES
 from pydantic import Field, field_validator, model_validator
 
+from . import ingest_guard as guard
 from .data import split_of
 from .synth import MANIFEST_COLUMNS
 
@@ -120,7 +122,7 @@ def package_from_name(stem: str, pattern: str, fallback: str) -> str:
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "x"
+    return guard.safe_stem(re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")) or "x"
 
 
 def prepare_out(out_dir: Path, overwrite: bool, source: Path | None = None) -> Path:
@@ -162,10 +164,19 @@ class DatasetWriter:
 
     def add_bytes(self, data: bytes, stem: str, suffix: str, where: str, row: dict) -> bool:
         """Store one encoded image; False (and a report entry) if it is corrupt or a duplicate."""
+        problem = guard.id_problem(row.get("package_id", ""))
+        if problem:
+            self.report.bad_rows.append({"file": where, "field": "package_id",
+                                         "value": guard.short(row["package_id"]), "reason": problem})
+            return False
         digest = hashlib.sha256(data).hexdigest()
         if digest in self._hashes:
             self.report.duplicates.append({"file": where, "duplicate_of": self._hashes[digest],
                                            "sha256": digest})
+            return False
+        header = check_image(data) if data else None  # from the header, before any decoding
+        if header:
+            self.report.unreadable.append({"file": where, "reason": f"not decoded: {header}"})
             return False
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
         if img is None:
@@ -221,7 +232,7 @@ class DatasetWriter:
         with open(manifest, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(OUT_COLUMNS), lineterminator="\n")
             w.writeheader()
-            w.writerows(self.rows)
+            w.writerows({k: guard.neutralise(v) for k, v in r.items()} for r in self.rows)
         for msg in rep.warnings:
             log.warning("%s", msg)
         rep.write(self.out)
@@ -253,9 +264,14 @@ def ingest_folder(src: Path, out_dir: Path, opts: IngestOptions | None = None) -
     out = prepare_out(out_dir, opts.overwrite, src)
     rep = IngestReport("folder", str(src), str(out))
     writer = DatasetWriter(out, opts, rep)
-    rep.ignored_files += [p.name for p in src.iterdir() if p.is_file()]
+    rep.ignored_files += [guard.printable(p.name) for p in src.iterdir() if p.is_file()]
     for cdir in class_dirs:
         label = cdir.name
+        if not guard.is_utf8(label) or guard.outside(src, cdir):
+            why = "is not valid UTF-8" if not guard.is_utf8(label) else "resolves outside the source folder"
+            rep.bad_rows.append({"file": f"{guard.printable(label)}/", "field": "label",
+                                 "reason": f"folder name {why}; skipped"})
+            continue
         if opts.classes is not None and label not in opts.classes:
             rep.bad_rows.append({"file": f"{label}/", "field": "label",
                                  "reason": f"folder {label!r} is not one of the classes "
@@ -263,6 +279,11 @@ def ingest_folder(src: Path, out_dir: Path, opts: IngestOptions | None = None) -
             continue
         for path in sorted(p for p in cdir.rglob("*") if p.is_file()):
             rel = path.relative_to(src)
+            if not guard.is_utf8(rel) or guard.outside(src, path):
+                why = "file name is not valid UTF-8" if not guard.is_utf8(rel) else (
+                    "resolves outside the source folder (a symlink); not copied")
+                rep.unreadable.append({"file": guard.printable(rel), "reason": why})
+                continue
             if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
                 rep.ignored_files.append(str(rel))
                 continue
@@ -317,6 +338,9 @@ def _check_csv_row(row: dict, root: Path, classes: list[str]) -> dict | None:
     file = row.get("file", "")
     if not file:
         return {"field": "file", "value": "", "reason": "empty file path"}
+    if Path(file).is_absolute() or ".." in Path(file).parts or "\x00" in file or guard.outside(root, root / file):
+        return {"field": "file", "value": guard.short(file),
+                "reason": f"path outside the CSV's folder {root} (absolute, .. or a symlink); not copied"}
     if not (root / file).is_file():
         return {"field": "file", "value": file, "reason": f"file not found under {root}"}
     if row.get("label") not in classes:

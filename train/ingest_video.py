@@ -34,6 +34,7 @@ from parcelguard.device.settings import DeviceConfig
 from parcelguard.device.sources import FileSource
 
 from .ingest import DatasetWriter, IngestOptions, IngestReport, prepare_out
+from .ingest_guard import id_problem, short
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,11 @@ def read_video_labels(path: Path, classes: list[str], report: IngestReport) -> l
 
             if not r["package_id"]:
                 bad("package_id", "empty package id")
+                continue
+            problem = id_problem(r["package_id"])
+            if problem:
+                r["package_id"] = short(r["package_id"])
+                bad("package_id", f"{problem}; the row is skipped")
                 continue
             if r["package_id"] in seen:
                 bad("package_id", "package id already used by an earlier row")

@@ -50,6 +50,29 @@ def check_batch(batch_u8: np.ndarray, height: int, width: int, who: str) -> np.n
     return arr
 
 
+def check_outputs(shape, package: Package, path) -> None:
+    """The model's output must be one logit per manifest class (a static last dimension)."""
+    n = len(package.manifest.classes)
+    dims = list(shape) if shape is not None else []
+    last = dims[-1] if dims else None
+    if isinstance(last, (int, np.integer)) and int(last) > 0 and int(last) != n:
+        raise ParcelguardError(
+            f"model package {package.root}: {path.name} gives {int(last)} outputs but the "
+            f"manifest lists {n} classes {package.manifest.classes}"
+        )
+
+
+def check_logits(logits: np.ndarray, package: Package) -> np.ndarray:
+    """Logits of shape (N, classes); a model with a dynamic output of another width is refused."""
+    n = len(package.manifest.classes)
+    if logits.ndim != 2 or logits.shape[1] != n:
+        raise ParcelguardError(
+            f"model package {package.root}: the model gives logits of shape {list(logits.shape)} "
+            f"but the manifest lists {n} classes"
+        )
+    return logits
+
+
 def open_backend(
     package: Package, name: str = "litert", threads: int = 1, providers: list | None = None
 ) -> Backend:

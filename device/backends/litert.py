@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import ParcelguardError, missing_extra
 from ..manifest import Package
 from ..preprocess import to_int8
-from . import check_batch, scores_from_logits
+from . import check_batch, check_logits, check_outputs, scores_from_logits
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,8 @@ class LiteRTBackend:
             raise ParcelguardError(
                 f"model {path} takes input shape {list(self._in_shape)} but its manifest says {list(expected)}"
             )
+        check_outputs(out["shape"], package, path)
+        self.package = package
         self.positive = package.manifest.positive_index
         self._in_buf = np.empty(self._in_shape, np.uint8)
 
@@ -110,9 +112,8 @@ class LiteRTBackend:
             if raw.dtype != np.float32:
                 raw = (raw.astype(np.float32) - self._out_zp) * self._out_scale
             logits.append(raw.reshape(-1))
-        return scores_from_logits(
-            logits[0][None] if len(logits) == 1 else np.stack(logits), self.positive
-        )
+        batch = logits[0][None] if len(logits) == 1 else np.stack(logits)
+        return scores_from_logits(check_logits(batch, self.package), self.positive)
 
     def close(self) -> None:
         self.interp = None

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import ParcelguardError, missing_extra
 from ..manifest import Package
 from ..preprocess import to_float_nchw
-from . import check_batch, scores_from_logits
+from . import check_batch, check_logits, check_outputs, scores_from_logits
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,8 @@ class OnnxBackend:
                 f"ONNX Runtime could not load {path}: {str(exc).splitlines()[0]}"
             ) from None
         self.input_name = self.sess.get_inputs()[0].name
+        self.package = package
+        check_outputs(self.sess.get_outputs()[0].shape, package, path)
         self.spec = package.manifest.input
         self.positive = package.manifest.positive_index
         self.providers = self.sess.get_providers()
@@ -132,7 +134,7 @@ class OnnxBackend:
             batch_u8, self.spec.height, self.spec.width, f"the {self.name} model"
         )
         logits = self.sess.run(None, {self.input_name: to_float_nchw(batch_u8, self.spec)})[0]
-        return scores_from_logits(np.asarray(logits), self.positive)
+        return scores_from_logits(check_logits(np.asarray(logits), self.package), self.positive)
 
     def close(self) -> None:
         self.sess = None
