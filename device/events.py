@@ -14,6 +14,7 @@ deliveries, inserted in the same transaction as their event and deleted on PUBAC
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -108,7 +109,12 @@ class EventStore:
         jsonl: bool = True,
         outbox: bool = False,
         sync: str = "full",
+        create: bool = True,
     ):
+        if not create and not folder.is_dir():  # reopening: a missing folder is a missing disk
+            raise FileNotFoundError(
+                errno.ENOENT, "events folder missing (disk not mounted?)", str(folder)
+            )
         if outbox and not sqlite:
             raise ParcelguardError(
                 "the MQTT outbox lives in the SQLite store: set events.sqlite: true"
@@ -361,8 +367,8 @@ def open_event_outputs(cfg: DeviceConfig, run_token: str) -> EventOutputs:
     never stops the run), register the run, and start snapshots and MQTT if enabled."""
     ev = cfg.events
     store = GuardedStore(
-        lambda: EventStore(
-            ev.dir, sqlite=ev.sqlite, jsonl=ev.jsonl, outbox=cfg.mqtt.enabled, sync=ev.sync
+        lambda create=True: EventStore(
+            ev.dir, ev.sqlite, ev.jsonl, outbox=cfg.mqtt.enabled, sync=ev.sync, create=create
         ),
         lambda d: Event(**d),
         ev.fallback_dir or default_fallback_dir(),

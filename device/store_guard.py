@@ -105,14 +105,14 @@ def _close_quietly(store: Any) -> None:
 class GuardedStore:
     """The live run's event store: the EventStore interface, and it never raises a storage error.
 
-    ``open_primary`` builds the EventStore (it may raise); ``decode_event`` turns an event dict
+    ``open_primary(create=...)`` builds the EventStore (it may raise); ``decode_event`` turns an event dict
     back into an Event (the fallback file holds JSON). ``on_state(failed, reason)`` is called,
     outside the lock, when the store fails and when it recovers.
     """
 
     def __init__(
         self,
-        open_primary: Callable[[], EventStore],
+        open_primary: Callable[..., EventStore],
         decode_event: Callable[[dict], Event],
         fallback_dir: Path,
         device_id: str,
@@ -254,7 +254,9 @@ class GuardedStore:
         if self.failed_reason is None:
             return True
         try:
-            store = self.open_primary()
+            # Once the folder existed, a reopen never creates it: a missing folder is an
+            # unmounted disk, and writing into the bare mount point would hide the events.
+            store = self.open_primary(create=not self._registered)
         except Exception as exc:  # never let the retry thread die: log it and try again later
             log.info("event store still unavailable: %s", exc)
             return False
@@ -284,8 +286,7 @@ class GuardedStore:
                     raise  # a token this store has seen at start: ids would repeat
             self._registered = True  # a failed commit may have stored it: "seen" means ours
         with self._lock:  # the loop appends to this run's file under the same lock
-            files = sorted(self.fallback_dir.glob(f"{self.device_id}-*.jsonl"))
-            texts = [path.read_text(encoding="utf-8") for path in files]
+            files, texts = self._read_fallback()
         for path, text in zip(files, texts, strict=True):
             for line in text.splitlines():
                 try:
@@ -308,7 +309,23 @@ class GuardedStore:
                 if self.queue and self.queue[0] is item:
                     self.queue.popleft()
         for path in {*files, self.fallback_path}:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:  # replayed already: a leftover file is only re-read next time
+                log.warning("could not remove %s: %s", path, exc)
+
+    def _read_fallback(self) -> tuple[list[Path], list[str]]:
+        """The fallback files of this device (this run's and older ones); none if unreadable."""
+        try:
+            files = sorted(self.fallback_dir.glob(f"{self.device_id}-*.jsonl"))
+            return files, [path.read_text(encoding="utf-8") for path in files]
+        except OSError as exc:
+            log.warning(
+                "fallback %s unreadable (%s): replaying the memory queue only",
+                self.fallback_dir,
+                exc,
+            )
+            return [], []
 
     def _decode(self, rec: dict) -> tuple[str, str, Any, bool]:
         if rec["kind"] == "alarm":
