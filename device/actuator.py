@@ -133,7 +133,7 @@ class Actuator:
         self.on_alarm = on_alarm or (lambda name, t, info: None)
         self.clock = clock
         self.pulse_s = cfg.pulse_ms / 1000.0
-        self._heap: list[tuple[float, int, bool]] = []  # (time, tiebreak, on)
+        self._heap: list[tuple[float, int, bool, int]] = []  # (time, tiebreak, on, package)
         self._tie = itertools.count()
         self._cond = threading.Condition()
         self._closing = False
@@ -170,8 +170,8 @@ class Actuator:
             )
             return False
         with self._cond:
-            heapq.heappush(self._heap, (deadline, next(self._tie), True))
-            heapq.heappush(self._heap, (deadline + self.pulse_s, next(self._tie), False))
+            heapq.heappush(self._heap, (deadline, next(self._tie), True, package))
+            heapq.heappush(self._heap, (deadline + self.pulse_s, next(self._tie), False, package))
             self._cond.notify_all()
         return True
 
@@ -219,7 +219,7 @@ class Actuator:
         n = 0
         with self._cond:
             while self._heap and self._heap[0][0] <= now:
-                t, _, on = heapq.heappop(self._heap)
+                t, _, on, _pkg = heapq.heappop(self._heap)
                 if on:
                     self._pulses_open += 1
                     self.pulses += 1
@@ -251,23 +251,33 @@ class Actuator:
                     continue
             self.run_due(self.clock())
 
-    def close(self) -> None:
-        """Fire what is due within ``drain_s``, drop the rest, switch every output off."""
-        limit = self.clock() + self.cfg.drain_s
+    def close(self, limit_s: float | None = None) -> list[int]:
+        """Drain: keep firing until every scheduled pulse is done, up to ``limit_s`` from now
+        (the daemon passes the travel time to the gate plus ``drain_s``: every decided package
+        has passed the gate by then; default ``drain_s``). A pulse due later cannot be fired: it
+        is reported as a ``reject_dropped`` alarm. Then every output is switched off. Returns
+        the packages whose pulse was dropped."""
+        span = self.cfg.drain_s if limit_s is None else limit_s
+        now = self.clock()
+        limit = now + span
         with self._cond:
             dropped = [a for a in self._heap if a[0] > limit and a[2]]
             keep = [a for a in self._heap if a[0] <= limit or not a[2]]
-            if dropped:
-                log.warning(
-                    "shutdown: %d scheduled reject pulses dropped (due after the drain window)",
-                    len(dropped),
-                )
-            self._heap = [(min(t, limit), k, on) for t, k, on in keep]
+            self._heap = [(min(t, limit), k, on, p) for t, k, on, p in keep]
             heapq.heapify(self._heap)
             self._closing = True
             self._cond.notify_all()
+        for t, _, _, pkg in dropped:
+            log.error(
+                "shutdown: package %d's reject pulse (due in %.2f s) cannot fire", pkg, t - now
+            )
+            self.on_alarm(
+                "reject_dropped",
+                now,
+                {"package_seq": pkg, "due_in_s": round(t - now, 3), "drain_limit_s": span},
+            )
         if self._thread is not None:
-            self._thread.join(self.cfg.drain_s + 1.0)
+            self._thread.join(span + 1.0)
         else:
             self.run_due(float("inf"))
         with self._cond:
@@ -276,3 +286,4 @@ class Actuator:
         self.reject.close()
         if self.stop_out is not None:
             self.stop_out.close()
+        return [pkg for _, _, _, pkg in dropped]

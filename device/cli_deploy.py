@@ -21,6 +21,7 @@ from .service import (
     render_unit,
     size_line,
     sizing_table,
+    stop_timeout_for,
     write_files,
 )
 
@@ -37,7 +38,16 @@ def _spec(args: argparse.Namespace) -> ServiceSpec:
         notify=not args.no_notify,
         watchdog_s=args.watchdog_sec,
         device_id=args.device_id,
+        stop_timeout_s=stop_timeout_for(_line_config(args.config_path)),
     )
+
+
+def _line_config(path: Path):
+    """The device config the unit will run, when it is readable here (else the defaults)."""
+    from .config import load_config
+    from .settings import DeviceConfig
+
+    return load_config(DeviceConfig, path) if path.is_file() else DeviceConfig()
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:

@@ -6,17 +6,18 @@ inference errors that skip a frame instead of ending the run, and frame gaps tha
 packages. A supervisor thread turns camera outages and a failing model into alarms, the fail-safe
 policy and ``/healthz``, and pings the systemd watchdog only while the loop makes progress.
 
-SIGTERM/SIGINT drain: the source stops, the open packages are decided and stored, due reject
-pulses fire, the event outputs flush, and the process exits 0.
+SIGTERM/SIGINT drain by position: the source stops, the open packages are decided, and reject
+pulses keep firing until every decided package has passed the gate (travel time plus
+``actuator.drain_s``; a pulse that cannot fire is a ``reject_dropped`` alarm); the event outputs
+flush and the process exits 0. Storage faults degrade, never kill (device/store_guard.py): a
+failing event store is a ``storage_failed`` alarm, the fail-safe and an unhealthy ``/healthz``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 from typing import Any
@@ -27,57 +28,16 @@ from .capture import LiveSource, make_source
 from .errors import ParcelguardError
 from .events import Event, new_run_token, open_event_outputs
 from .health import HealthServer, Metrics
-from .loop import InspectionLoop, LoopHooks
+from .loop import InspectionLoop, LoopHooks, model_id_for
 from .manifest import Manifest, load_package
 from .settings import DeviceConfig
+from .systemd import JsonLogFormatter as JsonLogFormatter  # cli_daemon imports it from here
+from .systemd import sd_notify, watchdog_interval_s
 from .trigger import EdgeTrigger, make_trigger
 
 log = logging.getLogger(__name__)
 
 SUPERVISE_S = 0.1
-
-
-def sd_notify(state: str) -> bool:
-    """Send ``state`` (e.g. ``READY=1``) to systemd's NOTIFY_SOCKET; False when not under systemd."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return False
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]  # abstract namespace socket
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.connect(addr)
-            s.sendall(state.encode())
-        return True
-    except OSError as exc:
-        log.warning("sd_notify(%s) failed: %s", state.split("\n")[0], exc)
-        return False
-
-
-def watchdog_interval_s() -> float | None:
-    """Half of systemd's WatchdogSec (from WATCHDOG_USEC), or None when no watchdog is set."""
-    usec, pid = os.environ.get("WATCHDOG_USEC"), os.environ.get("WATCHDOG_PID")
-    if not usec or (pid and pid != str(os.getpid())):
-        return None
-    try:
-        return max(int(usec) / 2e6, 0.05)
-    except ValueError:
-        return None
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per log line (journald / log shippers parse it without regexes)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        d = {
-            "t": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            d["exc"] = self.formatException(record.exc_info)
-        return json.dumps(d, separators=(",", ":"))
 
 
 class Daemon:
@@ -94,17 +54,12 @@ class Daemon:
         reject_output: Output | None = None,
         stop_output: Output | None = None,
         run_token: str | None = None,
+        model_loader: Any = None,
     ):
         self.cfg = cfg
+        self._model_loader = model_loader  # () -> (backend, manifest); tests inject fakes
         if backend is None or manifest is None:
-            if cfg.model.package is None:
-                raise ParcelguardError(
-                    "model.package is not set; pass --model or set it in the config"
-                )
-            pkg = load_package(cfg.model.package, **cfg.model.signature_args())
-            manifest = pkg.manifest
-            backend = open_backend(pkg, cfg.model.backend, cfg.model.threads, cfg.model.providers)
-        self.backend, self.manifest = backend, manifest
+            backend, manifest = self._load_model()
         self.source = source if source is not None else make_source(cfg, opener)
         self.trigger = make_trigger(cfg)
         self.metrics = Metrics()
@@ -116,6 +71,7 @@ class Daemon:
         if stop is None and cfg.failsafe.policy == "stop_line":
             stop = make_output(a.output, cfg.failsafe.stop_pin, a.active_high, "stop_line")
         self.actuator = Actuator(a, cfg.failsafe, reject, stop, on_alarm=self._actuator_alarm)
+        self.reject_dropped = 0
         hooks = LoopHooks(
             presence=self.trigger.measure,
             on_frame=self._on_frame,
@@ -138,7 +94,13 @@ class Daemon:
         self.camera_was_down = False
         self._last_progress = time.monotonic()
         self._stopping = threading.Event()
-        self._retired: list[Backend] = []
+        self._loop_thread: threading.Thread | None = None
+        self._reload_lock = threading.Lock()
+        self.storage_failed: str | None = None
+        store = self.outputs.store
+        store.on_state = self._on_storage
+        if store.failed_reason is not None:  # the store could not be opened: start degraded
+            self._on_storage(True, store.failed_reason)
         self.health: HealthServer | None = None
         if cfg.health.enabled:
             self.health = HealthServer(cfg.health, self.metrics, self.healthy, self._actions())
@@ -180,9 +142,18 @@ class Daemon:
         self.metrics.verdict(ev.verdict)
         self.actuator.decide(ev.verdict, ev.reject_deadline, ev.package_seq)
 
+    def _on_storage(self, failed: bool, reason: str) -> None:
+        """The event store failed (or came back): fail-safe and /healthz follow it."""
+        self.storage_failed = reason if failed else None
+        self.actuator.set_failsafe("storage", failed)
+        sd_notify("STATUS=" + (f"event storage failed: {reason}" if failed else "inspecting"))
+
     def _actuator_alarm(self, name: str, t: float, info: dict) -> None:
         self.metrics.alarm(name)
-        if name == "late_decision":
+        if name == "reject_dropped":  # a decided reject that cannot be diverted: on record
+            self.reject_dropped += 1
+            self.outputs.alarm(name, json.dumps(info, sort_keys=True))
+        elif name == "late_decision":
             self.outputs.alarm(name, json.dumps(info, sort_keys=True))
         # failsafe_on/off are recorded by their cause (camera_down, model_error) as well
         elif name in ("failsafe_on", "failsafe_off"):
@@ -198,6 +169,12 @@ class Daemon:
             return False, f"camera down ({self.source.down_seconds():.1f} s total)"
         if self.model_failed:
             return False, f"model failing ({self.consecutive_errors} consecutive inference errors)"
+        if self.storage_failed is not None:
+            store = self.outputs.store
+            return False, (
+                f"event storage failed ({self.storage_failed}); {len(store.queue)} events "
+                f"queued in memory and {store.fallback_dir}, retrying"
+            )
         return True, "ok"
 
     def _register_gauges(self) -> None:
@@ -245,6 +222,11 @@ class Daemon:
             "Rejects decided after their deadline (not fired).",
             lambda: act.late,
         )
+        g["events_storage_ok"] = (
+            "gauge",
+            "0 while the event store fails (events wait in memory and the fallback folder).",
+            lambda: 0.0 if self.storage_failed else 1.0,
+        )
         g["packages_total"] = ("counter", "Packages decided.", lambda: self.loop.stats.packages)
         g["outbox_depth"] = (
             "gauge",
@@ -269,25 +251,42 @@ class Daemon:
 
         return {"reset-counters": reset, "reload-model": reload, "trigger": trigger}
 
-    def reload_model(self) -> str:
-        """Load the configured package again (e.g. after an update) and swap the backend."""
+    @property
+    def backend(self) -> Backend:
+        return self.loop.backend
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.loop.manifest
+
+    def _load_model(self) -> tuple[Backend, Manifest]:
+        if self._model_loader is not None:
+            return self._model_loader()
         if self.cfg.model.package is None:
-            raise ParcelguardError("model.package is not set; nothing to reload")
+            raise ParcelguardError("model.package is not set; pass --model or set it in the config")
         pkg = load_package(self.cfg.model.package, **self.cfg.model.signature_args())
-        if (
-            pkg.manifest.input != self.manifest.input
-            or pkg.manifest.classes != self.manifest.classes
-        ):
-            raise ParcelguardError(
-                "the new package's input spec or classes differ; restart the daemon to switch to it"
-            )
-        backend = open_backend(
-            pkg, self.cfg.model.backend, self.cfg.model.threads, self.cfg.model.providers
-        )
-        self._retired.append(self.loop.backend)  # closed at shutdown: an inference may be in flight
-        self.loop.backend, self.backend, self.manifest = backend, backend, pkg.manifest
-        log.info("model reloaded from %s", self.cfg.model.package)
-        return pkg.manifest.name
+        m = self.cfg.model
+        return open_backend(pkg, m.backend, m.threads, m.providers), pkg.manifest
+
+    def reload_model(self, wait_s: float = 10.0) -> str:
+        """Load the configured package again and switch to it as one transaction: backend,
+        manifest, model id, threshold and fusion change together between two packages; the old
+        runtime is closed. Returns the new model id."""
+        with self._reload_lock:
+            backend, manifest = self._load_model()
+            if manifest.input != self.manifest.input or manifest.classes != self.manifest.classes:
+                backend.close()
+                raise ParcelguardError(
+                    "the new package's input spec or classes differ; restart the daemon to switch to it"
+                )
+            done = self.loop.request_swap(backend, manifest, self.cfg.fusion)
+            loop_thread = self._loop_thread
+            if loop_thread is None or not loop_thread.is_alive():
+                self.loop.apply_swap()  # not inspecting: nothing can be mid-package
+            elif threading.current_thread() is not loop_thread and not done.wait(wait_s):
+                log.warning("model switch pending: a package has been open for %.0f s", wait_s)
+            log.info("model reload of %s requested", manifest.name)
+            return model_id_for(manifest)
 
     # -- supervision --------------------------------------------------------------------------
     def _supervise(self) -> None:
@@ -343,25 +342,33 @@ class Daemon:
             self.health.start()
         sup = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         sup.start()
-        sd_notify("READY=1\nSTATUS=inspecting")
+        sd_notify(
+            "READY=1\nSTATUS="
+            + ("inspecting" if self.storage_failed is None else "event storage failed")
+        )
         log.info(
             "daemon %s running (run %s, model %s)",
             self.cfg.device_id,
             self.run_token,
             self.loop.model_id,
         )
+        self._loop_thread = threading.current_thread()
         try:
             stats = self.loop.run(self.source)
         finally:
+            self._loop_thread = None
             sd_notify("STOPPING=1")
             self._stopping.set()
             sup.join(2.0)
-            self.actuator.close()
+            # Drain by position: every decided package reaches the gate within the travel time.
+            self.actuator.close(self.loop.travel_s + self.cfg.actuator.drain_s)
+            self.outputs.store.on_state = None  # the outputs are off now
             self.outputs.close()
             if self.health is not None:
                 self.health.close()
-            for b in [*self._retired, self.backend]:
-                b.close()
+            with self._reload_lock:
+                self.loop.apply_swap()
+            self.loop.backend.close()
             if isinstance(self.source, LiveSource):
                 self.source.join(2.0)
         return self.summary(stats)
@@ -379,6 +386,8 @@ class Daemon:
             "camera_down_s": round(self.source.down_seconds(), 3),
             "reject_pulses": self.actuator.pulses,
             "late_decisions": self.actuator.late,
+            "reject_dropped": self.reject_dropped,
+            **self.outputs.store.stats(),
             "truncated": bool(getattr(getattr(self.source, "source", None), "truncated", False)),
             "events_dir": str(self.cfg.events.dir),
             "stages": stats.percentiles(),

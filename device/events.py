@@ -14,6 +14,7 @@ deliveries, inserted in the same transaction as their event and deleted on PUBAC
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -29,6 +30,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ParcelguardError
+from .store_guard import (
+    GuardedStore,
+    alarm_body,
+    default_fallback_dir,
+    repair_jsonl_tail,
+)
+from .store_guard import (
+    read_events as read_events,  # re-exported: callers import it from here
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -99,7 +109,12 @@ class EventStore:
         jsonl: bool = True,
         outbox: bool = False,
         sync: str = "full",
+        create: bool = True,
     ):
+        if not create and not folder.is_dir():  # reopening: a missing folder is a missing disk
+            raise FileNotFoundError(
+                errno.ENOENT, "events folder missing (disk not mounted?)", str(folder)
+            )
         if outbox and not sqlite:
             raise ParcelguardError(
                 "the MQTT outbox lives in the SQLite store: set events.sqlite: true"
@@ -118,17 +133,30 @@ class EventStore:
         self._alarm_n = 0
         self._lock = threading.RLock()
         self.db: sqlite3.Connection | None = None
+        self.jsonl = None
+        try:
+            self._open(sqlite, jsonl, sync)
+        except BaseException:
+            self.close()  # a failed open (disk full at migration) must not leak the connection
+            raise
+
+    def _open(self, sqlite: bool, jsonl: bool, sync: str) -> None:
+        folder = self.folder
         if sqlite:
             self.db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30
             )
+            # EXCLUSIVE before the first WAL access: the WAL index lives in heap memory, not in a
+            # mmap'd -shm file (whose pages SIGBUS the process when the file turns immutable or
+            # the disk fills); mmap_size=0 keeps the database file itself out of mmap too.
+            self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            self.db.execute("PRAGMA mmap_size=0")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
             self._migrate()
-        self.jsonl = None
         if jsonl:
             jpath = folder / "events.jsonl"
-            last_id = _repair_jsonl_tail(jpath)
+            last_id = repair_jsonl_tail(jpath)
             self.jsonl = open(jpath, "a", encoding="utf-8")
             if self.db is not None:
                 self._resync_jsonl(last_id)
@@ -196,7 +224,7 @@ class EventStore:
                 f"run token {run_token!r} was already used in {self.path}; event ids would repeat"
             ) from None
 
-    def add(self, ev: Event) -> bool:
+    def add(self, ev: Event, quiet: bool = False) -> bool:
         """Commit one event (and its outbox row); False if its id was already stored."""
         body = ev.to_json()
         with self._lock:
@@ -207,6 +235,8 @@ class EventStore:
                         (ev.event_id, ev.t_decision, ev.kind, ev.verdict, body),
                     )
                     if cur.rowcount == 0:
+                        if quiet:  # a replay of queued events: the id is the dedup key
+                            return False
                         self.duplicates += 1
                         log.warning(
                             "event %s is already stored; not recording it twice", ev.event_id
@@ -232,20 +262,17 @@ class EventStore:
             self._alarm_n += 1
             alarm_id = f"{self.device_id}-{self.run_token}-A{self._alarm_n:04d}"
             t = time.time()
-            body = json.dumps(
-                {
-                    "schema": EVENT_SCHEMA_VERSION,
-                    "kind": "alarm",
-                    "alarm_id": alarm_id,
-                    "device_id": self.device_id,
-                    "name": name,
-                    "detail": detail,
-                    "active": active,
-                    "t_wall": round(t, 3),
-                },
-                sort_keys=True,
-                separators=(",", ":"),
+            self.insert_alarm(
+                alarm_id, t, name, alarm_body(alarm_id, self.device_id, name, detail, active, t)
             )
+        (log.warning if active else log.info)(
+            "alarm %s %s: %s", name, "raised" if active else "cleared", detail
+        )
+        return alarm_id
+
+    def insert_alarm(self, alarm_id: str, t: float, name: str, body: str) -> None:
+        """Store one alarm row (and its outbox row) as built; an id already stored is ignored."""
+        with self._lock:
             if self.db is not None:
                 with self._tx() as db:
                     db.execute(
@@ -257,11 +284,7 @@ class EventStore:
                             "INSERT OR IGNORE INTO outbox (kind, ref_id, body, t) VALUES ('alarms', ?, ?, ?)",
                             (alarm_id, body, t),
                         )
-        (log.warning if active else log.info)(
-            "alarm %s %s: %s", name, "raised" if active else "cleared", detail
-        )
         self._notify()
-        return alarm_id
 
     def _notify(self) -> None:
         for fn in self.listeners:
@@ -305,34 +328,6 @@ class EventStore:
                 self.db = None
 
 
-def _repair_jsonl_tail(path: Path) -> str | None:
-    """Cut a torn last line (crash mid-write); return the event id of the last whole line."""
-    if not path.exists():
-        return None
-    size = path.stat().st_size
-    with open(path, "rb+") as f:
-        start = max(0, size - (1 << 16))
-        f.seek(start)
-        tail = f.read()
-        if tail and not tail.endswith(b"\n"):
-            cut = tail.rfind(b"\n")
-            f.truncate(start + cut + 1 if cut >= 0 else start)
-            log.warning("cut a torn last line from %s", path)
-            tail = tail[: cut + 1] if cut >= 0 else b""
-    lines = tail.splitlines()
-    if not lines:
-        return None
-    try:
-        return json.loads(lines[-1])["event_id"]
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def read_events(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 EventSink = Callable[["Event", "np.ndarray | None"], None]
 
 
@@ -340,7 +335,7 @@ EventSink = Callable[["Event", "np.ndarray | None"], None]
 class EventOutputs:
     """Everything a live run writes events to; ``sinks`` go to :class:`InspectionLoop`."""
 
-    store: EventStore
+    store: GuardedStore
     sinks: list[EventSink] = field(default_factory=list)
     snapshots: Any = None  # SnapshotWriter
     publisher: Any = None  # MqttPublisher
@@ -354,6 +349,7 @@ class EventOutputs:
             "events_duplicate": self.store.duplicates,
         }
         m["outbox_depth"] = self.store.outbox_depth() if self.store.outbox else 0
+        m.update(self.store.stats())
         if self.snapshots is not None:
             m.update(self.snapshots.stats)
         if self.publisher is not None:
@@ -367,17 +363,27 @@ class EventOutputs:
 
 
 def open_event_outputs(cfg: DeviceConfig, run_token: str) -> EventOutputs:
-    """Open the store for a live run, register the run, and start snapshots and MQTT if enabled."""
+    """Open the store for a live run (behind a :class:`GuardedStore`: a failing disk degrades,
+    never stops the run), register the run, and start snapshots and MQTT if enabled."""
     ev = cfg.events
-    store = EventStore(
-        ev.dir, sqlite=ev.sqlite, jsonl=ev.jsonl, outbox=cfg.mqtt.enabled, sync=ev.sync
+    store = GuardedStore(
+        lambda create=True: EventStore(
+            ev.dir, ev.sqlite, ev.jsonl, outbox=cfg.mqtt.enabled, sync=ev.sync, create=create
+        ),
+        lambda d: Event(**d),
+        ev.fallback_dir or default_fallback_dir(),
+        cfg.device_id,
+        run_token,
+        outbox=cfg.mqtt.enabled,
+        queue_max=ev.queue_max,
+        retry_initial_s=ev.retry_initial_s,
+        retry_max_s=ev.retry_max_s,
     )
-    store.register_run(cfg.device_id, run_token)
     out = EventOutputs(store)
     if cfg.mqtt.enabled:
         from .mqtt import MqttPublisher
 
-        out.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, store, run_token)
+        out.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, store, run_token)  # type: ignore[arg-type]
         out.publisher.start()
     if ev.snapshots.enabled:
         from .snapshots import SnapshotWriter

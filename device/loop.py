@@ -6,6 +6,7 @@ One code path for the live daemon and for replay; only the source and the clock 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -18,12 +19,21 @@ from .events import Event, EventSink, EventStore
 from .manifest import Manifest
 from .preprocess import crop_roi, preprocess
 from .segment import Segmenter, Track, fuse, measure_blobs
-from .settings import DeviceConfig
+from .settings import DeviceConfig, FusionConfig
 
 log = logging.getLogger(__name__)
 
 STAGES = ("decode", "presence", "preprocess", "inference", "fusion")
 LIVE_EVENTS_KEPT = 64  # loop.events when hooks.history is set (benchmarks/bench_soak.py)
+
+
+def threshold_for(fusion: FusionConfig, manifest: Manifest) -> float:
+    """The decision threshold: the config's when set, else the model package's."""
+    return fusion.threshold if fusion.threshold is not None else manifest.threshold
+
+
+def model_id_for(manifest: Manifest) -> str:
+    return manifest.model_id
 
 
 @dataclass
@@ -86,11 +96,12 @@ class InspectionLoop:
         self.run_token = run_token
         self.on_event = on_event
         self.segmenter = Segmenter(cfg.presence)
-        self.threshold = (
-            cfg.fusion.threshold if cfg.fusion.threshold is not None else manifest.threshold
-        )
+        self.fusion = cfg.fusion
+        self.threshold = threshold_for(cfg.fusion, manifest)
         self.travel_s = cfg.belt.camera_to_gate_m / cfg.belt.speed_mps
-        self.model_id = manifest.model_id
+        self.model_id = model_id_for(manifest)
+        # A model switch waiting for a frame with no open package: (backend, manifest, fusion, done)
+        self._pending: tuple[Backend, Manifest, FusionConfig, threading.Event] | None = None
         self.stats = LoopStats()
         self.events: list[Event] = []
         self.hooks = hooks or LoopHooks()
@@ -108,7 +119,7 @@ class InspectionLoop:
 
     def _emit(self, track: Track, frame_idx: int, ts: float) -> None:
         t0 = time.perf_counter()
-        score, positive = fuse(track.scores, self.cfg.fusion, self.threshold)
+        score, positive = fuse(track.scores, self.fusion, self.threshold)
         if not track.scores:
             verdict = "reject_uninspected"  # fail safe: a package we could not look at is rejected
         else:
@@ -133,12 +144,12 @@ class InspectionLoop:
             frames_used=list(track.score_frames),
             model=self.model_id,
         )
-        if self.store is not None:
-            self.store.add(ev)
         self.events.append(ev)
         self.stats.packages += 1
-        if self.on_event is not None:
+        if self.on_event is not None:  # actuation first: it never waits on storage
             self.on_event(ev)
+        if self.store is not None:
+            self.store.add(ev)
         if self.sinks:
             self._to_sinks(ev, self._best_frame.pop(track.seq, (0.0, None))[1])
         self.stats.stage_s["fusion"].append(time.perf_counter() - t0)
@@ -155,6 +166,33 @@ class InspectionLoop:
         best = self._best_frame.get(seq)
         if best is None or key > best[0]:
             self._best_frame[seq] = (key, frame.copy())
+
+    def request_swap(
+        self, backend: Backend, manifest: Manifest, fusion: FusionConfig | None = None
+    ) -> threading.Event:
+        """Switch model, manifest, id, threshold and fusion together at the next frame with no
+        open package (never mid-package); the returned event is set once the switch happened.
+        A switch still pending is replaced (its backend closed)."""
+        done = threading.Event()
+        old, self._pending = self._pending, (backend, manifest, fusion or self.fusion, done)
+        if old is not None:
+            old[0].close()
+            old[3].set()
+        return done
+
+    def apply_swap(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        backend, manifest, fusion, done = pending
+        old = self.backend
+        self.backend, self.manifest, self.fusion = backend, manifest, fusion
+        self.threshold = threshold_for(fusion, manifest)
+        self.model_id = model_id_for(manifest)
+        if old is not backend:
+            old.close()  # this thread runs inference: nothing is in flight on it now
+        log.info("model switched to %s (threshold %.3f)", self.model_id, self.threshold)
+        done.set()
 
     def _negative_class(self) -> str:
         return next(c for c in self.manifest.classes if c != self.manifest.positive_class)
@@ -193,6 +231,9 @@ class InspectionLoop:
                 for done in self.segmenter.flush():
                     self._emit(done, idx - 1, ts)
             prev_ts = ts
+            if self._pending is not None and not any(not t.decided for t in self.segmenter.tracks):
+                self.apply_swap()
+                spec = self.manifest.input
             roi = crop_roi(frame, roi_rect)
             track, ready = self.segmenter.update(self.measure(roi, ts), idx, ts)
             t2 = time.perf_counter()
@@ -220,5 +261,6 @@ class InspectionLoop:
         self.stats.frames = idx + 1
         for done in self.segmenter.flush():
             self._emit(done, idx, ts)
+        self.apply_swap()  # the stream ended: nothing is open
         self.stats.wall_s = time.perf_counter() - wall0
         return self.stats

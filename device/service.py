@@ -12,14 +12,19 @@ Nothing here writes outside the directory it is given; installing into /etc is t
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from .errors import ParcelguardError
+
+if TYPE_CHECKING:
+    from .settings import DeviceConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,7 @@ class ServiceSpec:
     notify: bool = True
     watchdog_s: int = 10
     device_id: str = "pg-01"
+    stop_timeout_s: int = 15  # stop_timeout_for(config): the shutdown drain must fit in it
 
     def check(self) -> None:
         """Raise :class:`ParcelguardError` for a value systemd would misread."""
@@ -55,6 +61,10 @@ class ServiceSpec:
         for name in (self.user, *self.groups):
             if not _SAFE_NAME.match(name):
                 raise ParcelguardError(f"{name!r} is not a valid user or group name")
+        if not 1 <= self.stop_timeout_s <= 3600:
+            raise ParcelguardError(
+                f"the stop timeout must be between 1 and 3600 seconds, got {self.stop_timeout_s}"
+            )
         if self.notify and not 2 <= self.watchdog_s <= 3600:
             raise ParcelguardError(
                 f"--watchdog-sec must be between 2 and 3600 seconds, got {self.watchdog_s}"
@@ -63,6 +73,16 @@ class ServiceSpec:
     @property
     def executable(self) -> Path:
         return self.venv / "bin" / "parcelguard"
+
+
+STOP_FLUSH_S = 10.0  # after the drain: MQTT outbox drain (5 s) + store and thread joins
+
+
+def stop_timeout_for(cfg: DeviceConfig) -> int:
+    """``TimeoutStopSec`` for a config: the longest camera-to-gate travel time plus the actuator's
+    drain margin (the daemon's shutdown drain) plus the time to flush the event outputs."""
+    travel = cfg.belt.camera_to_gate_m / cfg.belt.speed_mps
+    return math.ceil(travel + cfg.actuator.drain_s + STOP_FLUSH_S)
 
 
 def _home_setting(spec: ServiceSpec) -> str:
@@ -113,7 +133,8 @@ def render_unit(spec: ServiceSpec) -> str:
         "RestartSec=2",
         "# Model load and warm-up (TensorRT engine builds on a Jetson) can take a while.",
         "TimeoutStartSec=180",
-        "TimeoutStopSec=15",
+        "# SIGTERM drains by position: rejects fire until the last decided package passed the gate.",
+        f"TimeoutStopSec={spec.stop_timeout_s}",
         "Environment=PYTHONUNBUFFERED=1",
         "# Hardening. No PrivateDevices: the daemon needs /dev/video*, /dev/gpiochip* and /dev/nv*.",
         "NoNewPrivileges=yes",

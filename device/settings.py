@@ -178,6 +178,13 @@ class EventsConfig(StrictModel):
         description="SQLite synchronous mode: full survives power loss, normal only process crashes",
     )
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    # Storage faults (docs/reliability.md, issue 19): where events wait while events.dir fails.
+    fallback_dir: Path | None = Field(
+        None, description="None: /dev/shm/parcelguard-events (a RAM disk, another filesystem)"
+    )
+    queue_max: int = Field(10_000, ge=1, le=1_000_000, description="events held in memory")
+    retry_initial_s: float = Field(1.0, gt=0, le=600, description="first store reopen retry")
+    retry_max_s: float = Field(30.0, gt=0, le=3600, description="longest retry backoff")
 
 
 class MqttTlsConfig(StrictModel):

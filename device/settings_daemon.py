@@ -98,7 +98,11 @@ class ActuatorConfig(StrictModel):
         description="a decision later than deadline + this is an alarm, not a pulse",
     )
     drain_s: float = Field(
-        2.0, ge=0, le=60, description="on shutdown, still fire pulses due within this time"
+        2.0,
+        ge=0,
+        le=60,
+        description="on shutdown, pulses keep firing until the last decided package passed the "
+        "gate: up to the camera-to-gate travel time plus this margin",
     )
 
     @model_validator(mode="after")

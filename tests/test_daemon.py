@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 
 import pytest
 import yaml
@@ -34,7 +35,7 @@ NEAR_GATE = {"camera_to_gate_m": 0.05, "speed_mps": 0.5}  # 0.1 s travel: pulses
 
 
 def alarms(events_dir) -> list[tuple[str, dict]]:
-    with sqlite3.connect(events_dir / "events.sqlite3") as db:
+    with closing(sqlite3.connect(events_dir / "events.sqlite3")) as db:
         return [(n, json.loads(b)) for n, b in db.execute("SELECT name, body FROM alarms ORDER BY t")]
 
 
@@ -151,7 +152,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path, onnx_package):
     summary = json.loads(out.strip().splitlines()[-1])
     events = read_events(events_dir / "events.jsonl")
     assert 2 <= len(events) == summary["packages"] < 8, "stopped mid-run with every decided package flushed"
-    with sqlite3.connect(events_dir / "events.sqlite3") as db:
+    with closing(sqlite3.connect(events_dir / "events.sqlite3")) as db:
         assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == len(events)
     assert any(m.startswith("READY=1") for m in msgs) and "WATCHDOG=1" in msgs and "STOPPING=1" in msgs
     assert "Traceback" not in err

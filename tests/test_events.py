@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import sqlite3
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def frame(seed: int = 0) -> np.ndarray:
 
 
 def db_ids(folder) -> list[str]:
-    with sqlite3.connect(folder / "events.sqlite3") as db:
+    with closing(sqlite3.connect(folder / "events.sqlite3")) as db:
         return [r[0] for r in db.execute("SELECT event_id FROM events ORDER BY rowid")]
 
 
@@ -85,7 +86,7 @@ def test_store_commits_mirrors_and_queues_outbox(tmp_path):
     store.close()
     assert db_ids(tmp_path) == [f"pg-t-run1-{i:06d}" for i in range(1, 6)]
     assert [e["event_id"] for e in read_events(tmp_path / "events.jsonl")] == db_ids(tmp_path)
-    with sqlite3.connect(tmp_path / "events.sqlite3") as db:
+    with closing(sqlite3.connect(tmp_path / "events.sqlite3")) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA_VERSION
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         body = json.loads(db.execute("SELECT body FROM events LIMIT 1").fetchone()[0])
@@ -117,8 +118,10 @@ def test_old_schema_is_upgraded_and_newer_refused(tmp_path):
     assert store.outbox_depth() == 1
     store.close()
     assert db_ids(tmp_path) == ["old-1", "pg-t-run1-000001"]
-    with sqlite3.connect(tmp_path / "events.sqlite3") as db:
-        db.execute("PRAGMA user_version = 99")
+    db = sqlite3.connect(tmp_path / "events.sqlite3")  # closed: the store locks the file
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
     with pytest.raises(ParcelguardError, match="schema 99"):
         EventStore(tmp_path)
 
@@ -192,7 +195,7 @@ def test_snapshot_dir_full_skips_counts_and_alarms_once(tmp_path):
     assert m["events_recorded"] == 5 and len(db_ids(tmp_path / "ev")) == 5
     assert m["snapshots_written"] + m["snapshots_skipped"] == 5 and m["snapshots_skipped"] >= 3
     assert sum(p.stat().st_size for p in (tmp_path / "ev" / "snapshots").glob("*.jpg")) <= 20_000
-    with sqlite3.connect(tmp_path / "ev" / "events.sqlite3") as db:
+    with closing(sqlite3.connect(tmp_path / "ev" / "events.sqlite3")) as db:
         alarms = [r[0] for r in db.execute("SELECT name FROM alarms")]
     assert alarms == ["snapshot_dir_full"]  # latched: one alarm per episode, not per event
 
@@ -214,7 +217,7 @@ def test_snapshot_dir_read_only_does_not_stop_events(tmp_path, monkeypatch):
     m = out.metrics()
     out.close()
     assert m["snapshots_skipped"] == 3 and m["snapshots_written"] == 1 and m["events_recorded"] == 4
-    with sqlite3.connect(tmp_path / "ev" / "events.sqlite3") as db:
+    with closing(sqlite3.connect(tmp_path / "ev" / "events.sqlite3")) as db:
         alarms = [json.loads(r[0]) for r in db.execute("SELECT body FROM alarms ORDER BY t")]
     assert [(a["name"], a["active"]) for a in alarms] == [
         ("snapshot_dir_unwritable", True),

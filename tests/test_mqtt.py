@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -200,7 +201,7 @@ def test_sigkill_mid_run_then_restart(tmp_path, broker):
     first.wait(10)
     committed += [ln.split()[1] for ln in first.stdout.read().splitlines() if ln.startswith("C ")]
     db_path = tmp_path / "ev" / "events.sqlite3"
-    with sqlite3.connect(db_path) as db:
+    with closing(sqlite3.connect(db_path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = {r[0] for r in db.execute("SELECT event_id FROM events")}
         depth_after_kill = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
@@ -220,7 +221,7 @@ def test_sigkill_mid_run_then_restart(tmp_path, broker):
     assert (
         int(run_line.split()[2]) == depth_after_kill
     )  # the restart found the outbox and resumed it
-    with sqlite3.connect(db_path) as db:
+    with closing(sqlite3.connect(db_path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         ids = [r[0] for r in db.execute("SELECT event_id FROM events")]
         runs = [r[0] for r in db.execute("SELECT run_token FROM runs")]
