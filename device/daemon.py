@@ -26,9 +26,10 @@ from .backends import Backend, open_backend
 from .capture import LiveSource, make_source
 from .errors import ParcelguardError
 from .events import Event, new_run_token, open_event_outputs
-from .health import HealthServer, Metrics
+from .health import HealthServer, Metrics, broker_problem
 from .loop import InspectionLoop, LoopHooks
 from .manifest import Manifest, load_package
+from .metrics import OUTPUT_METRICS
 from .settings import DeviceConfig
 from .trigger import EdgeTrigger, make_trigger
 
@@ -198,6 +199,9 @@ class Daemon:
             return False, f"camera down ({self.source.down_seconds():.1f} s total)"
         if self.model_failed:
             return False, f"model failing ({self.consecutive_errors} consecutive inference errors)"
+        broker = broker_problem(self.outputs.publisher, self.cfg.health.broker_grace_s)
+        if broker is not None:
+            return False, broker
         return True, "ok"
 
     def _register_gauges(self) -> None:
@@ -246,11 +250,8 @@ class Daemon:
             lambda: act.late,
         )
         g["packages_total"] = ("counter", "Packages decided.", lambda: self.loop.stats.packages)
-        g["outbox_depth"] = (
-            "gauge",
-            "Events waiting for MQTT delivery.",
-            lambda: self.outputs.metrics().get("outbox_depth"),
-        )
+        # events, outbox, MQTT and snapshot counters (docs/events.md), read once per scrape
+        self.metrics.collect(self.outputs.metrics, OUTPUT_METRICS)
 
     def _actions(self) -> dict:
         def reset(_: dict) -> dict:

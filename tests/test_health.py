@@ -93,7 +93,7 @@ def test_post_needs_bearer_token(server):
     metrics.frame(1.0, None)
     assert request(srv.port, "/reset-counters", "POST")[0] == 401
     assert request(srv.port, "/reset-counters", "POST", token="wrong-token-000000000")[0] == 401
-    assert request(srv.port, "/metrics", "POST", token=TOKEN)[0] == 404
+    assert request(srv.port, "/metrics", "POST", token=TOKEN)[0] == 405  # was 404 before uvicorn
     assert resets == [] and metrics.frames == 1
     code, body = request(srv.port, "/reset-counters", "POST", token=TOKEN)
     assert code == 200 and '"ok": true' in body and resets == [1] and metrics.frames == 0
@@ -120,7 +120,7 @@ def test_bound_to_loopback_by_default():
     assert HealthConfig().host == "127.0.0.1"
     srv = HealthServer(HealthConfig(port=0), Metrics(), lambda: (True, "ok"))
     try:
-        assert srv.httpd.server_address[0] == "127.0.0.1"
+        assert srv.address[0] == "127.0.0.1"
     finally:
         srv.close()
     with pytest.raises(ValueError, match="IP address"):
