@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from .errors import ParcelguardError
@@ -81,12 +82,26 @@ def _listen(host: str, port: int) -> socket.socket:
         ) from None
 
 
-def _loop_exceptions(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-    """asyncio's own errors (e.g. accept() out of file handles, retried after 1 s) as one line."""
-    exc = context.get("exception")
-    log.warning("health endpoint: %s%s", context.get("message"), f" ({exc})" if exc else "")
-    if exc is not None:
-        log.debug("health endpoint: details", exc_info=exc)
+class _LoopErrors:
+    """asyncio's own errors (e.g. accept() out of file handles, which it retries after 1 s) as one
+    line, at most once per ``every_s`` per message, with the count of the ones left unsaid."""
+
+    def __init__(self, every_s: float = 60.0):
+        self.every_s = every_s
+        self.last: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        msg, exc = str(context.get("message")), context.get("exception")
+        now = time.monotonic()
+        t, quiet = self.last.get(msg, (-1e18, 0))
+        if now - t < self.every_s:
+            self.last[msg] = (t, quiet + 1)
+            return
+        self.last[msg] = (now, 0)
+        more = f"; {quiet} more since the last report" if quiet else ""
+        log.warning("health endpoint: %s%s%s", msg, f" ({exc})" if exc else "", more)
+        if exc is not None:
+            log.debug("health endpoint: details", exc_info=exc)
 
 
 class HealthServer:
@@ -149,7 +164,7 @@ class HealthServer:
 
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()
-        loop.set_exception_handler(_loop_exceptions)
+        loop.set_exception_handler(_LoopErrors())
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._server.serve(sockets=[self.sock]))

@@ -39,6 +39,7 @@ from .errors import ParcelguardError
 log = logging.getLogger("parcelguard.device.http")
 
 MAX_BODY = 64 * 1024
+MAX_HEADERS = 16 * 1024  # h11 checks this only while a head is incomplete; a whole one, here
 READ_LIMIT_S = 5.0  # /metrics and /healthz must answer within this, or 503
 PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 TEXT_TYPE = b"text/plain; charset=utf-8"
@@ -272,6 +273,9 @@ class HealthApp:
             return
         self.stats.requests += 1
         method, path = scope["method"], scope["path"]
+        if sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > MAX_HEADERS:
+            await respond(send, 431, "request header fields too large\n", close=True)
+            return
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         if length is not None and int(length) > MAX_BODY:  # h11 checked it is digits
