@@ -17,9 +17,9 @@ import urllib.request
 
 import pytest
 from helpers_device import FakeBackend, make_config, manifest
-from parcelguard.device.capture import LiveSource
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from parcelguard.device.capture import LiveSource
 from parcelguard.device.daemon import Daemon
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.health import HealthServer, Metrics
