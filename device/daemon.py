@@ -27,9 +27,10 @@ from .backends import Backend, open_backend
 from .capture import LiveSource, make_source
 from .errors import ParcelguardError
 from .events import Event, new_run_token, open_event_outputs
-from .health import HealthServer, Metrics
+from .health import HealthServer, Metrics, broker_problem
 from .loop import InspectionLoop, LoopHooks, model_id_for
 from .manifest import Manifest, load_package
+from .metrics import OUTPUT_METRICS
 from .settings import DeviceConfig
 from .systemd import JsonLogFormatter as JsonLogFormatter  # cli_daemon imports it from here
 from .systemd import sd_notify, watchdog_interval_s
@@ -175,6 +176,9 @@ class Daemon:
                 f"event storage failed ({self.storage_failed}); {len(store.queue)} events "
                 f"queued in memory and {store.fallback_dir}, retrying"
             )
+        broker = broker_problem(self.outputs.publisher, self.cfg.health.broker_grace_s)
+        if broker is not None:
+            return False, broker
         return True, "ok"
 
     def _register_gauges(self) -> None:
@@ -228,11 +232,8 @@ class Daemon:
             lambda: 0.0 if self.storage_failed else 1.0,
         )
         g["packages_total"] = ("counter", "Packages decided.", lambda: self.loop.stats.packages)
-        g["outbox_depth"] = (
-            "gauge",
-            "Events waiting for MQTT delivery.",
-            lambda: self.outputs.metrics().get("outbox_depth"),
-        )
+        # events, outbox, MQTT and snapshot counters (docs/events.md), read once per scrape
+        self.metrics.collect(self.outputs.metrics, OUTPUT_METRICS)
 
     def _actions(self) -> dict:
         def reset(_: dict) -> dict:

@@ -75,6 +75,7 @@ class MqttPublisher:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
+        self._down_since: float | None = time.monotonic()  # not connected yet counts as down
         self.counters = {
             "mqtt_published": 0,
             "mqtt_acked": 0,
@@ -162,6 +163,7 @@ class MqttPublisher:
         )
         with self._lock:
             self._inflight[info.mid] = None
+        self._down_since = None
         self._connected.set()
         self._wake.set()
         log.info("MQTT: connected to %s:%d", self.cfg.host, self.cfg.port)
@@ -172,6 +174,8 @@ class MqttPublisher:
             log.warning(
                 "MQTT: disconnected (%s); retrying with backoff, outbox keeps events", reason_code
             )
+        if self._down_since is None:
+            self._down_since = time.monotonic()
         self._connected.clear()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
@@ -235,6 +239,11 @@ class MqttPublisher:
     def outbox_depth(self) -> int:
         return self.store.outbox_depth()
 
+    def down_seconds(self) -> float:
+        """Seconds since the broker connection was lost (or since start, if never made); 0 when up."""
+        since = self._down_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             inflight = sum(1 for s in self._inflight.values() if s is not None)
@@ -242,6 +251,7 @@ class MqttPublisher:
             **self.counters,
             "mqtt_connected": self.connected,
             "mqtt_inflight": inflight,
+            "mqtt_down_seconds": round(self.down_seconds(), 3),
             "outbox_depth": self.outbox_depth(),
         }
 

@@ -140,6 +140,29 @@ class HealthConfig(StrictModel):
         min_length=16,
         description="bearer token for POST endpoints; env PARCELGUARD_API_TOKEN also works",
     )
+    read_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="a request must arrive whole within this (else 408 and close); "
+        "also how long a client may stop reading a response",
+    )
+    idle_timeout_s: float = Field(
+        5.0, gt=0, le=3600, description="keep-alive: an idle connection is closed after this"
+    )
+    max_connections: int = Field(
+        64,
+        ge=2,
+        le=4096,
+        description="open connections; beyond it the oldest one still waiting for its request "
+        "is closed",
+    )
+    broker_grace_s: float | None = Field(
+        60.0,
+        ge=0,
+        description="/healthz turns 503 once the MQTT broker has been unreachable this long "
+        "(null: the broker never affects /healthz)",
+    )
 
     @field_validator("host")
     @classmethod
