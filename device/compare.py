@@ -8,10 +8,10 @@ change beyond the tolerance, or a package only one side saw.
 from __future__ import annotations
 
 import html
-import json
 import logging
 from pathlib import Path
 
+from . import jsonio
 from .events import read_events
 from .labels import event_span, pair_spans
 from .settings import DeviceConfig
@@ -122,7 +122,7 @@ def replay_ab(
         "verdict_changes": sum(1 for d in diffs if d["kind"] == "verdict"),
         "differences": diffs,
     }
-    (out_dir / "ab.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "ab.json").write_text(jsonio.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out_dir / "ab.html").write_text(ab_html(result), encoding="utf-8")
     return result
 
@@ -142,6 +142,6 @@ def ab_html(r: dict) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>parcelguard A/B</title><style>td,th{border:1px solid #ccc;"
         "padding:2px 6px}table{border-collapse:collapse}</style></head><body><h1>A/B replay</h1>"
-        f"<table><tr><th></th><th>A</th><th>B</th></tr>{rows}</table><p>score deltas: {html.escape(json.dumps(r['score_deltas']))}</p>"
+        f"<table><tr><th></th><th>A</th><th>B</th></tr>{rows}</table><p>score deltas: {html.escape(jsonio.dumps(r['score_deltas']))}</p>"
         f"<h2>Differences ({len(r['differences'])}, verdict changes {r['verdict_changes']})</h2><table><tr>{head}</tr>{body}</table></body></html>"
     )

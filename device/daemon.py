@@ -12,7 +12,6 @@ pulses fire, the event outputs flush, and the process exits 0.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+from . import jsonio
 from .actuator import Actuator, Output, make_output
 from .backends import Backend, open_backend
 from .capture import LiveSource, make_source
@@ -77,7 +77,7 @@ class JsonLogFormatter(logging.Formatter):
         }
         if record.exc_info:
             d["exc"] = self.formatException(record.exc_info)
-        return json.dumps(d, separators=(",", ":"))
+        return jsonio.dumps(d, separators=(",", ":"))
 
 
 class Daemon:
@@ -183,11 +183,11 @@ class Daemon:
     def _actuator_alarm(self, name: str, t: float, info: dict) -> None:
         self.metrics.alarm(name)
         if name == "late_decision":
-            self.outputs.alarm(name, json.dumps(info, sort_keys=True))
+            self.outputs.alarm(name, jsonio.dumps(info, sort_keys=True))
         # failsafe_on/off are recorded by their cause (camera_down, model_error) as well
         elif name in ("failsafe_on", "failsafe_off"):
             self.outputs.alarm(
-                "failsafe", json.dumps(info, sort_keys=True), active=name == "failsafe_on"
+                "failsafe", jsonio.dumps(info, sort_keys=True), active=name == "failsafe_on"
             )
 
     # -- health -------------------------------------------------------------------------------

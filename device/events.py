@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import jsonio
 from .errors import ParcelguardError
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class Event:
             d["score"] = round(d["score"], 6)
         for k in ("t_enter", "t_exit", "t_center", "t_decision", "reject_deadline"):
             d[k] = round(d[k], 6)
-        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return jsonio.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
 def new_run_token() -> str:
@@ -232,7 +233,7 @@ class EventStore:
             self._alarm_n += 1
             alarm_id = f"{self.device_id}-{self.run_token}-A{self._alarm_n:04d}"
             t = time.time()
-            body = json.dumps(
+            body = jsonio.dumps(
                 {
                     "schema": EVENT_SCHEMA_VERSION,
                     "kind": "alarm",

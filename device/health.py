@@ -13,7 +13,6 @@ Binds 127.0.0.1 unless ``health.host`` says otherwise.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import threading
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+from . import jsonio
 from .errors import ParcelguardError
 from .settings_daemon import HealthConfig
 
@@ -236,12 +236,12 @@ class HealthServer:
                     result = server.actions[name](params)
                 except ParcelguardError as exc:
                     self._send(
-                        409, json.dumps({"ok": False, "error": str(exc)}) + "\n", "application/json"
+                        409, jsonio.dumps({"ok": False, "error": str(exc)}) + "\n", "application/json"
                     )
                     return
                 self._send(
                     200,
-                    json.dumps({"ok": True, **result, "t": time.time()}) + "\n",
+                    jsonio.dumps({"ok": True, **result, "t": time.time()}) + "\n",
                     "application/json",
                 )
 

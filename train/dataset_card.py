@@ -14,7 +14,6 @@ other formats are decoded with OpenCV. Torch-free.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import struct
 from collections import Counter
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from parcelguard.device import jsonio
 from parcelguard.device.errors import ParcelguardError
 
 from .data import split_of
@@ -189,6 +189,6 @@ def write_card(manifest: Path, val_fraction: float = 0.15, test_fraction: float 
     root = Path(manifest).parent
     md, js = root / "dataset_card.md", root / "dataset_card.json"
     md.write_text(render_markdown(card), encoding="utf-8")
-    js.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    js.write_text(jsonio.dumps(card, indent=2) + "\n", encoding="utf-8")
     log.info("dataset card written: %s", md)
     return md, js
