@@ -6,9 +6,9 @@ Torch-free: it runs on the device with the installed package and runtime only.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from . import jsonio
 from .cli import add_config_args
 from .config import load_config
 
@@ -46,7 +46,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     print("\n".join(lines))
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(jsonio.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

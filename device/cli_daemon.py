@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
+from . import jsonio
 from .cli import add_config_args
 from .config import load_config
 
@@ -31,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     summary = Daemon(cfg).run()
     summary.pop("stages", None)
-    print(json.dumps(summary))
+    print(jsonio.dumps(summary))
     return 0
 
 

@@ -8,10 +8,10 @@ it never writes to /etc unless ``--out`` points there. ``size`` prints the line 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from . import jsonio
 from .cli import add_config_args
 from .service import (
     CONFIG_NAME,
@@ -94,7 +94,7 @@ def cmd_size(args: argparse.Namespace) -> int:
         exit_frames=cfg.presence.exit_frames,
         latency_ms=args.latency_ms,
     )
-    print(json.dumps(result.as_dict(), indent=2) if args.json else sizing_table(result))
+    print(jsonio.dumps(result.as_dict(), indent=2) if args.json else sizing_table(result))
     return 0 if not result.problems else 1
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import math
 from pathlib import Path
 
+from . import jsonio
 from .cli import add_config_args
 from .config import load_config
 from .errors import ParcelguardError
@@ -88,7 +88,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         golden=args.golden,
         score_tolerance=args.score_tolerance,
     )
-    print(json.dumps(_summary(report), indent=2))
+    print(jsonio.dumps(_summary(report), indent=2))
     print(f"events and report in {out} (report.html)")
     g = report.get("golden")
     if g and not g["passed"]:
@@ -117,7 +117,7 @@ def _run_ab(args: argparse.Namespace, cfg, out: Path, package_b: Path | None) ->
         args.score_tolerance,
     )
     print(
-        json.dumps(
+        jsonio.dumps(
             {
                 "a": r["a"],
                 "b": r["b"],

@@ -13,6 +13,7 @@ import logging
 import math
 from pathlib import Path
 
+from . import jsonio
 from .errors import ParcelguardError
 from .events import read_events
 from .labels import event_span, pair_spans
@@ -181,7 +182,7 @@ def replay_ab(
         "verdict_changes": sum(1 for d in diffs if d["kind"] == "verdict"),
         "differences": diffs,
     }
-    (out_dir / "ab.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "ab.json").write_text(jsonio.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out_dir / "ab.html").write_text(ab_html(result), encoding="utf-8")
     return result
 
@@ -201,6 +202,6 @@ def ab_html(r: dict) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>parcelguard A/B</title><style>td,th{border:1px solid #ccc;"
         "padding:2px 6px}table{border-collapse:collapse}</style></head><body><h1>A/B replay</h1>"
-        f"<table><tr><th></th><th>A</th><th>B</th></tr>{rows}</table><p>score deltas: {html.escape(json.dumps(r['score_deltas']))}</p>"
+        f"<table><tr><th></th><th>A</th><th>B</th></tr>{rows}</table><p>score deltas: {html.escape(jsonio.dumps(r['score_deltas']))}</p>"
         f"<h2>Differences ({len(r['differences'])}, verdict changes {r['verdict_changes']})</h2><table><tr>{head}</tr>{body}</table></body></html>"
     )

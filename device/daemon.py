@@ -15,13 +15,13 @@ failing event store is a ``storage_failed`` alarm, the fail-safe and an unhealth
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
 import time
 from typing import Any
 
+from . import jsonio
 from .actuator import Actuator, Output, make_output
 from .backends import Backend, open_backend
 from .capture import LiveSource, make_source
@@ -153,13 +153,13 @@ class Daemon:
         self.metrics.alarm(name)
         if name == "reject_dropped":  # a decided reject that cannot be diverted: on record
             self.reject_dropped += 1
-            self.outputs.alarm(name, json.dumps(info, sort_keys=True))
+            self.outputs.alarm(name, jsonio.dumps(info, sort_keys=True))
         elif name == "late_decision":
-            self.outputs.alarm(name, json.dumps(info, sort_keys=True))
+            self.outputs.alarm(name, jsonio.dumps(info, sort_keys=True))
         # failsafe_on/off are recorded by their cause (camera_down, model_error) as well
         elif name in ("failsafe_on", "failsafe_off"):
             self.outputs.alarm(
-                "failsafe", json.dumps(info, sort_keys=True), active=name == "failsafe_on"
+                "failsafe", jsonio.dumps(info, sort_keys=True), active=name == "failsafe_on"
             )
 
     # -- health -------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ deliveries, inserted in the same transaction as their event and deleted on PUBAC
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import jsonio
 from .errors import ParcelguardError
 from .store_guard import (
     GuardedStore,
@@ -87,7 +87,7 @@ class Event:
             d["score"] = round(d["score"], 6)
         for k in ("t_enter", "t_exit", "t_center", "t_decision", "reject_deadline"):
             d[k] = round(d[k], 6)
-        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return jsonio.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
 def new_run_token() -> str:

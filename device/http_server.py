@@ -23,7 +23,6 @@ a slow model reload never holds a scrape.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ from urllib.parse import parse_qs
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from . import jsonio
 from .errors import ParcelguardError
 
 log = logging.getLogger("parcelguard.device.http")
@@ -337,13 +337,13 @@ class HealthApp:
         try:
             result = await loop.run_in_executor(self.runner, action, params)
         except ParcelguardError as exc:
-            body = json.dumps({"ok": False, "error": str(exc)}) + "\n"
+            body = jsonio.dumps({"ok": False, "error": str(exc)}) + "\n"
             await respond(send, 409, body, b"application/json")
             return
         except Exception as exc:  # an action's bug is logged once, the client gets one line
             log.exception("health: POST %s failed", scope["path"])
-            body = json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\n"
+            body = jsonio.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\n"
             await respond(send, 500, body, b"application/json")
             return
-        body = json.dumps({"ok": True, **result, "t": time.time()}) + "\n"
+        body = jsonio.dumps({"ok": True, **result, "t": time.time()}) + "\n"
         await respond(send, 200, body, b"application/json")

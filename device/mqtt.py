@@ -14,7 +14,6 @@ is the only one to publish outbox rows and to delete them.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import ssl
@@ -22,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from . import jsonio
 from .errors import ParcelguardError, missing_extra
 from .events import EVENT_SCHEMA_VERSION, EventStore
 from .settings import MqttConfig
@@ -43,7 +43,7 @@ def topics(prefix: str, device_id: str) -> dict[str, str]:
 
 
 def status_payload(device_id: str, state: str, run_token: str) -> str:
-    return json.dumps(
+    return jsonio.dumps(
         {
             "schema": EVENT_SCHEMA_VERSION,
             "device_id": device_id,

@@ -8,7 +8,6 @@ frame timing and trigger timing apart from what the model saw.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -18,6 +17,7 @@ from typing import Any
 
 import cv2
 
+from . import jsonio
 from .capture import make_source
 from .config import save_config
 from .errors import ParcelguardError
@@ -98,7 +98,7 @@ def record(
         },
     }
     side = out.with_suffix(".json")
-    side.write_text(json.dumps(sidecar, indent=1) + "\n", encoding="utf-8")
+    side.write_text(jsonio.dumps(sidecar, indent=1) + "\n", encoding="utf-8")
     save_config(cfg, out.with_suffix(".config.yaml"))
     log.info("recorded %d frames to %s (+ %s)", len(frames), out, side.name)
     return sidecar

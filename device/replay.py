@@ -14,7 +14,6 @@ A fault mid-video (truncated or corrupt file) still writes everything processed 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import jsonio
 from .backends import open_backend
 from .config import save_config
 from .errors import ParcelguardError
@@ -282,7 +282,7 @@ def _finish(
     if ctx["annot"] is not None:
         report["annotated_video"] = "annotated.mp4"
     scores = [(rt.source_index(i) if rt else i, s) for i, s in stats.frame_scores]
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "report.json").write_text(jsonio.dumps(report, indent=2) + "\n", encoding="utf-8")
     if html:
         samples = {
             "inference": list(stats.stage_s["inference"]),

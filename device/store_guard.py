@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import jsonio
 from .errors import ParcelguardError
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def alarm_body(
         "active": active,
         "t_wall": round(t, 3),
     }
-    return json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return jsonio.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
 def repair_jsonl_tail(path: Path) -> str | None:
@@ -208,7 +209,7 @@ class GuardedStore:
             if self._fb is None:
                 self.fallback_dir.mkdir(parents=True, exist_ok=True)
                 self._fb = open(self.fallback_path, "a", encoding="utf-8")
-            self._fb.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            self._fb.write(jsonio.dumps(rec, separators=(",", ":")) + "\n")
             self._fb.flush()
             return True
         except OSError as exc:

@@ -3,10 +3,11 @@ watchdog interval, and one-JSON-object-per-line logging for journald."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
+
+from . import jsonio
 
 log = logging.getLogger("parcelguard.device.daemon")
 
@@ -51,4 +52,4 @@ class JsonLogFormatter(logging.Formatter):
         }
         if record.exc_info:
             d["exc"] = self.formatException(record.exc_info)
-        return json.dumps(d, separators=(",", ":"))
+        return jsonio.dumps(d, separators=(",", ":"))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from parcelguard.device import jsonio
 from parcelguard.device.cli import add_config_args
 from parcelguard.device.config import load_config
 from parcelguard.device.errors import ParcelguardError, missing_extra
@@ -45,7 +45,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise missing_extra(exc.name or "an export dependency", "export") from None
     report = verify_package(args.package, cfg.budget, data=args.data, checkpoint=args.checkpoint, threads=args.threads, write=not args.dry_run)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(jsonio.dumps(report, indent=2))
     else:
         print(parity_table(report))
     raise_if_failed(report, args.package, marked=not args.dry_run)
@@ -57,7 +57,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect_pkg import format_inspect, inspect_package
 
     info = inspect_package(args.package, runs=args.runs, threads=tuple(args.threads))
-    print(json.dumps(info, indent=2) if args.json else format_inspect(info))
+    print(jsonio.dumps(info, indent=2) if args.json else format_inspect(info))
     return 0
 
 
@@ -66,7 +66,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from .demo import run_demo
     except ImportError as exc:
         raise missing_extra(exc.name or "a workstation dependency", "all") from None
-    run_demo(args.out, quick=args.quick)
+    from parcelguard.device.errors import ParcelguardError
+
+    report = run_demo(args.out, quick=args.quick, sets=args.sets)
+    if not report["parity_passed"]:  # the report above replayed with fp32; the exit status says it
+        raise ParcelguardError(report["parity_sentence"])
     return 0
 
 
@@ -126,4 +130,6 @@ def register(sub) -> None:
     s = sub.add_parser("demo", help="synth -> train -> export -> replay on an embedded default")
     s.add_argument("--out", type=Path)
     s.add_argument("--quick", action="store_true", help="tiny sizes (for tests)")
+    s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="crops_per_class, epochs, video_packages, calibration, seed (training) or budget.FIELD")
     s.set_defaults(func=cmd_demo)

@@ -2,17 +2,23 @@
 
 synth crops + an unseen-seed video -> train -> export (ONNX, ONNX int8, TFLite int8, parity gate)
 -> replay of the video through the device loop with the int8 TFLite model.
+
+The demo never ends in silence: when the parity gate fails, the report says so in one sentence
+(the figure, its 95 % CI, what to do), the video is still replayed with the fp32 ONNX model of a
+float-only package (gated against torch on its own, and marked as such in the report), and
+:func:`run_demo`'s caller exits non-zero.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from pathlib import Path
 
+from parcelguard.device import jsonio
 from parcelguard.device.bench import model_latency
+from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.replay import replay
 from parcelguard.device.settings import DeviceConfig
 from parcelguard.train import synth
@@ -20,7 +26,8 @@ from parcelguard.train.settings import TrainConfig
 from parcelguard.train.train import train
 
 from .package import export_package
-from .settings import ExportConfig
+from .parity import gate_sentence
+from .settings import ExportConfig, ParityBudget
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +35,71 @@ FULL = {"crops_per_class": 4000, "epochs": 10, "video_packages": 40, "calibratio
 QUICK = {"crops_per_class": 80, "epochs": 2, "video_packages": 6, "calibration": 32}
 
 
-def int8_latency_ms(package: Path, runs: int = 200, threads: int = 1) -> float:
-    """Median batch-1 latency of the int8 TFLite model through the device backend."""
-    return model_latency(package, ("litert",), (threads,), runs)[0]["median_ms"]
+def int8_latency_ms(package: Path, runs: int = 200, threads: int = 1) -> float | None:
+    """Median batch-1 latency of the int8 TFLite model through the device backend (measured even
+    when the package failed its gate: speed does not depend on accuracy); None if unavailable."""
+    rows = model_latency(package, ("litert",), (threads,), runs, allow_failed=True)
+    return rows[0]["median_ms"] if rows else None
 
 
-def run_demo(out: Path | None = None, quick: bool = False) -> dict:
-    size = QUICK if quick else FULL
+def parse_sets(sets: list[str] | None, quick: bool) -> tuple[dict, dict]:
+    """``KEY=VALUE`` overrides: a size key (crops_per_class, epochs, video_packages, calibration),
+    ``seed`` (training seed) or ``budget.FIELD``. Returns (sizes with seed, budget fields)."""
+    size: dict = {**(QUICK if quick else FULL), "seed": 0}
+    budget: dict = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ParcelguardError(f"--set {item!r}: expected KEY=VALUE")
+        if key.startswith("budget."):
+            budget[key.removeprefix("budget.")] = value
+        elif key in size:
+            try:
+                size[key] = int(value)
+            except ValueError:
+                raise ParcelguardError(f"--set {key}: expected an integer, got {value!r}") from None
+        else:
+            raise ParcelguardError(
+                f"--set {key}: unknown demo setting; choose from {sorted(size)} or budget.FIELD"
+            )
+    return size, budget
+
+
+def _replay_stage(
+    parity: dict, out: Path, video: dict, ckpt: Path, calibration: int, budget: ParityBudget
+):
+    """Replay with the int8 TFLite package, or - when its gate failed - with the fp32 ONNX model of a
+    float-only package (exported and gated on its own). Returns (replay report, model label)."""
+    if parity["passed"]:
+        return replay(
+            video["video"], out / "package", out / "replay", DeviceConfig(), labels=video["gt"]
+        ), "int8 TFLite"
+    fcfg = ExportConfig(
+        checkpoint=ckpt,
+        out=out / "package_fp32",
+        formats=["onnx_fp32"],
+        calibration_size=calibration,
+        budget=budget,
+    )
+    fp = export_package(fcfg)
+    if not fp["passed"]:
+        log.error("the fp32 ONNX model failed its own parity check too: %s", fp["failures"][0])
+        return None, "none (the fp32 ONNX model failed its own parity check)"
+    cfg = DeviceConfig()
+    rep = replay(
+        video["video"],
+        out / "package_fp32",
+        out / "replay_fp32",
+        cfg,
+        labels=video["gt"],
+        backend="onnx",
+    )
+    return rep, "fp32 ONNX (int8 failed its parity gate)"
+
+
+def run_demo(out: Path | None = None, quick: bool = False, sets: list[str] | None = None) -> dict:
+    size, budget_sets = parse_sets(sets, quick)
+    budget = ParityBudget.model_validate({**ParityBudget().model_dump(), **budget_sets})
     out = out or Path("runs") / f"demo-{dt.datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -43,56 +108,99 @@ def run_demo(out: Path | None = None, quick: bool = False) -> dict:
     def lap(name: str) -> None:
         timings[name] = round(time.perf_counter() - t0 - sum(timings.values()), 1)
 
-    print(f"[1/5] rendering {2 * size['crops_per_class']} synthetic crops and a {size['video_packages']}-package video ...", flush=True)
-    crops = synth.make_crops(synth.SynthCropsConfig(n_ok=size["crops_per_class"], n_damaged=size["crops_per_class"], seed=0), out / "data" / "crops")
-    video = synth.make_video(synth.SynthVideoConfig(n_packages=size["video_packages"], seed=9001), out / "data" / "video")
+    n = size["crops_per_class"]
+    print(
+        f"[1/5] rendering {2 * n} synthetic crops and a {size['video_packages']}-package video ...",
+        flush=True,
+    )
+    crops = synth.make_crops(
+        synth.SynthCropsConfig(n_ok=n, n_damaged=n, seed=0), out / "data" / "crops"
+    )
+    video = synth.make_video(
+        synth.SynthVideoConfig(n_packages=size["video_packages"], seed=9001), out / "data" / "video"
+    )
     lap("synth")
-    print("[2/5] training the pooled CNN ...", flush=True)
-    tcfg = TrainConfig(data=crops, out=out / "train", epochs=size["epochs"])
-    summary = train(tcfg)
+    print(f"[2/5] training the pooled CNN (seed {size['seed']}) ...", flush=True)
+    summary = train(
+        TrainConfig(data=crops, out=out / "train", epochs=size["epochs"], seed=size["seed"])
+    )
     lap("train")
-    print("[3/5] exporting ONNX, ONNX int8 and TFLite int8, running the parity gate ...", flush=True)
-    ecfg = ExportConfig(checkpoint=out / "train" / "best.pt", out=out / "package", calibration_size=size["calibration"])
+    print(
+        "[3/5] exporting ONNX, ONNX int8 and TFLite int8, running the parity gate ...", flush=True
+    )
+    ckpt = out / "train" / "best.pt"
+    ecfg = ExportConfig(
+        checkpoint=ckpt, out=out / "package", calibration_size=size["calibration"], budget=budget
+    )
     parity = export_package(ecfg)
     lap("export")
-    print("[4/5] replaying the video through the device loop (int8 TFLite) ...", flush=True)
-    rep = replay(video["video"], out / "package", out / "replay", DeviceConfig(), labels=video["gt"]) if parity["passed"] else None
+    if not parity["passed"]:
+        print(f"      {gate_sentence(parity, out / 'package')}", flush=True)
+    which = "int8 TFLite" if parity["passed"] else "fp32 ONNX, because the int8 gate failed"
+    print(f"[4/5] replaying the video through the device loop ({which}) ...", flush=True)
+    rep, replay_model = _replay_stage(parity, out, video, ckpt, size["calibration"], budget)
     lap("replay")
     print("[5/5] measuring int8 latency ...", flush=True)
-    latency = int8_latency_ms(out / "package") if parity["passed"] else float("nan")
+    latency = int8_latency_ms(out / "package")
     lap("latency")
+    report = _report(out, parity, summary, rep, replay_model, latency, timings, size)
+    jsonio.write(out / "demo_report.json", report)
+    print(format_report(report), flush=True)
+    return report
+
+
+def _report(out, parity, summary, rep, replay_model, latency, timings, size) -> dict:
     tfl = parity["models"].get("tflite_int8", {})
-    report = {
+    ref = parity[parity["reference"]]
+    return {
         "out": str(out),
-        "heldout_accuracy_fp32": parity["torch_fp32"]["accuracy"],
+        "seed": size["seed"],
+        "heldout_accuracy_fp32": ref["accuracy"],
+        "heldout_accuracy_fp32_ci95": ref["ci95"]["accuracy"],
         "int8_agreement_with_fp32": tfl.get("agreement"),
+        "int8_agreement_with_fp32_ci95": tfl.get("ci95", {}).get("agreement"),
         "int8_heldout_accuracy": tfl.get("accuracy"),
+        "int8_heldout_accuracy_ci95": tfl.get("ci95", {}).get("accuracy"),
+        "int8_recall_per_damage_type": tfl.get("recall_per_damage_type"),
+        "int8_recall_per_damage_type_ci95": tfl.get("ci95", {}).get("recall_per_damage_type"),
         "parity_passed": parity["passed"],
         "parity_failures": parity["failures"],
+        "parity_warnings": parity.get("warnings", []),
+        "parity_sentence": None if parity["passed"] else gate_sentence(parity, out / "package"),
         "int8_latency_ms_1thread": latency,
         "params": summary["params"],
         "macs": summary["macs"],
+        "replay_model": replay_model,
         "package_metrics": rep["metrics"] if rep else None,
         "replay_fps": rep["replay_fps"] if rep else None,
         "timings_s": timings,
     }
-    (out / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    _print_report(report)
-    return report
 
 
-def _print_report(r: dict) -> None:
+def _fmt_ci(v, ci) -> str:
+    return (
+        "n/a" if v is None else f"{v:.4f}" + (f"  (95 % CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
+    )
+
+
+def format_report(r: dict) -> str:
     m = r["package_metrics"] or {}
+    lat = r["int8_latency_ms_1thread"]
     lines = [
         "",
         "parcelguard demo report",
         f"  output folder                 {r['out']}",
-        f"  model                         {r['params']:,} params, {r['macs'] / 1e6:.1f} M MACs",
-        f"  held-out accuracy (fp32)      {r['heldout_accuracy_fp32']:.4f}",
-        f"  int8 TFLite agreement w/ fp32 {r['int8_agreement_with_fp32']:.4f}",
-        f"  int8 TFLite latency (1 thr)   {r['int8_latency_ms_1thread']:.3f} ms",
-        f"  parity gate                   {'passed' if r['parity_passed'] else 'FAILED: ' + '; '.join(r['parity_failures'])}",
+        f"  model                         {r['params']:,} params, {r['macs'] / 1e6:.1f} M MACs (training seed {r['seed']})",
+        f"  held-out accuracy (fp32)      {_fmt_ci(r['heldout_accuracy_fp32'], r['heldout_accuracy_fp32_ci95'])}",
+        f"  int8 TFLite accuracy          {_fmt_ci(r['int8_heldout_accuracy'], r['int8_heldout_accuracy_ci95'])}",
+        f"  int8 TFLite agreement w/ fp32 {_fmt_ci(r['int8_agreement_with_fp32'], r['int8_agreement_with_fp32_ci95'])}",
+        f"  int8 TFLite latency (1 thr)   {'n/a' if lat is None else f'{lat:.3f} ms'}",
+        f"  parity gate                   {'passed' if r['parity_passed'] else 'FAILED'}",
     ]
+    if r["parity_sentence"]:
+        lines.append(f"    {r['parity_sentence']}")
+    lines += [f"    note: {w}" for w in r["parity_warnings"]]
+    lines.append(f"  replayed with                 {r['replay_model']}")
     if m:
         lines += [
             f"  replay: packages              {m['packages_gt']} in labels, {m['events']} events",
@@ -100,4 +208,4 @@ def _print_report(r: dict) -> None:
             f"  replay fps                    {r['replay_fps']:.0f}",
         ]
     lines.append(f"  time per stage (s)            {r['timings_s']}")
-    print("\n".join(lines), flush=True)
+    return "\n".join(lines)

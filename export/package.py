@@ -9,13 +9,13 @@ passes, so an interrupted or failed export can never be loaded by a device by ac
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import platform
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from parcelguard.device import jsonio
 from parcelguard.device.config import save_config
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.manifest import (
@@ -62,7 +62,7 @@ def onnx_metadata(cfg: ExportConfig, classes: list[str], positive: str, spec: In
     return {
         "parcelguard.schema_version": str(SCHEMA_VERSION),
         "parcelguard.name": cfg.name,
-        "parcelguard.classes": json.dumps(classes),
+        "parcelguard.classes": jsonio.dumps(classes),
         "parcelguard.positive_class": positive,
         "parcelguard.input": spec.model_dump_json(),
         "parcelguard.threshold": repr(float(threshold)),

@@ -8,11 +8,11 @@ manifest (``status`` ok/failed, ``metrics.parity``) and ``parity.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
+from parcelguard.device import jsonio
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.manifest import Manifest, load_package, sha256_file, write_manifest
 from parcelguard.device.preprocess import InputSpec
@@ -77,7 +77,7 @@ def record_gate(root: Path, manifest: Manifest, report: dict) -> None:
     manifest.metrics["parity"] = report
     manifest.status = "ok" if report["passed"] else "failed"
     write_manifest(root, manifest)
-    (root / "parity.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (root / "parity.json").write_text(jsonio.dumps(report, indent=2) + "\n", encoding="utf-8")
     log.info("parity gate %s on %d held-out images (reference %s)", "passed" if report["passed"] else "FAILED", report["n_heldout"], report["reference"])
     log.debug("parity:\n%s", parity_table(report))
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from parcelguard.device import jsonio
 from parcelguard.device.cli import add_config_args
 from parcelguard.device.config import load_config
 from parcelguard.device.errors import missing_extra
@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .train import train
     except ImportError:
         raise missing_extra("torch", "train") from None
-    print(json.dumps(train(cfg), indent=2))
+    print(jsonio.dumps(train(cfg), indent=2))
     return 0
 
 

@@ -6,9 +6,9 @@ Importing this module needs no torch: the commands import the training code when
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from parcelguard.device import jsonio
 from parcelguard.device.errors import missing_extra
 
 
@@ -24,7 +24,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     t, op, sh = r["at_threshold"], r["operating_point"], r["shift"]
     split = r["split"]
-    print(json.dumps({
+    print(jsonio.dumps({
         "scored_by": r["source"], "split": split, "n": r["n"], "threshold": t["threshold"], "accuracy": t["accuracy"],
         "precision": t["precision"], "recall": t["recall"], "f1": t["f1"], "roc_auc": r["roc_auc"],
         "per_damage_type_recall": {k: v["recall"] for k, v in r["per_damage_type"].items()},

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import logging
 import struct
 from collections import Counter
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from parcelguard.device import jsonio
 from parcelguard.device.errors import ParcelguardError
 
 from .data import split_of
@@ -197,6 +197,6 @@ def write_card(manifest: Path, val_fraction: float = 0.15, test_fraction: float 
     root = Path(manifest).parent
     md, js = root / "dataset_card.md", root / "dataset_card.json"
     md.write_text(render_markdown(card), encoding="utf-8")
-    js.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    js.write_text(jsonio.dumps(card, indent=2) + "\n", encoding="utf-8")
     log.info("dataset card written: %s", md)
     return md, js

@@ -11,12 +11,12 @@ Outputs in ``out``: ``report.json``, PNG plots and a self-contained ``report.htm
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 
 import numpy as np
+from parcelguard.device import jsonio
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def _model_info(ckpt: dict) -> dict:
 def _write(report: dict, scores: np.ndarray, is_pos: np.ndarray, out: Path, plots: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     report["curves"] = curves(scores, is_pos)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(jsonio.dumps(report, indent=2, default=_json_default) + "\n", encoding="utf-8")
     if plots:
         from .report import write_html, write_plots
 

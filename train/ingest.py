@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 import re
 from collections import Counter
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from parcelguard.device import jsonio
 from parcelguard.device.config import StrictModel
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.imageheader import check_image
@@ -108,7 +108,7 @@ class IngestReport:
 
     def write(self, out_dir: Path) -> Path:
         path = Path(out_dir) / "ingest_report.json"
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        path.write_text(jsonio.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
         return path
 
 

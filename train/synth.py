@@ -14,7 +14,6 @@ open: only the hardware ``h264_v4l2m2m`` is compiled in), so the default is MPEG
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import multiprocessing
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from parcelguard.device import jsonio
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import synth_render as R
@@ -147,7 +147,7 @@ def _render_crop_file(job: tuple[int, str, str | None, SynthCropsConfig, str]) -
             "severity": f"{pkg.get('severity', 0.0):.4f}", "package_id": f"c{i:06d}",
             "package_kind": pkg.get("kind", "empty"),
             "lighting": f"{params['look']['gain'] * params['flicker']:.4f}", "seed": seed,
-            "params": json.dumps(params, sort_keys=True, separators=(",", ":"))}
+            "params": jsonio.dumps(params, sort_keys=True, separators=(",", ":"))}
 
 
 def _worker_init() -> None:
@@ -269,7 +269,7 @@ def make_video(cfg: SynthVideoConfig, out_dir: Path) -> dict[str, Path]:
                 "belt_speed_mps": cfg.belt_speed_mps, "px_per_m": cfg.px_per_m,
                 "belt_px_per_frame": v, "direction": "+x", "roi": list(cfg.roi),
                 "camera_to_gate_m": cfg.camera_to_gate_m, "n_frames": n_frames, "seed": cfg.seed}
-    paths["geometry"].write_text(json.dumps(geometry, indent=2, sort_keys=True) + "\n")
+    paths["geometry"].write_text(jsonio.dumps(geometry, indent=2, sort_keys=True) + "\n")
     log.info("wrote %d frames, %d packages to %s", n_frames, len(items), out_dir)
     return paths
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from parcelguard.device import jsonio
 from parcelguard.device.config import save_config
 
 from .augment import augment, to_float
@@ -48,7 +49,11 @@ LOSS_MIN_DELTA = 1e-4  # at equal val accuracy, a lower val loss counts only by 
 
 
 def _dist_info() -> tuple[int, int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
 
 
 def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
@@ -61,21 +66,38 @@ def memory_format_of(model: torch.nn.Module) -> torch.memory_format:
     """channels_last when the model's first 4-D weight is stored that way, else contiguous."""
     for p in model.parameters():
         if p.dim() == 4:
-            return torch.channels_last if p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() else torch.contiguous_format
+            return (
+                torch.channels_last
+                if p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                else torch.contiguous_format
+            )
     return torch.contiguous_format
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images_u8: np.ndarray, device=None, batch: int = 256) -> torch.Tensor:
+def predict_logits(
+    model: torch.nn.Module, images_u8: np.ndarray, device=None, batch: int = 256
+) -> torch.Tensor:
     """Float logits (CPU) of uint8 NHWC images, eval mode, no augmentation."""
     device = device or next(model.parameters()).device
     fmt = memory_format_of(model)
     model.eval()
-    out = [model(to_float(torch.from_numpy(images_u8[i : i + batch]).to(device)).contiguous(memory_format=fmt)).float().cpu() for i in range(0, len(images_u8), batch)]
+    out = [
+        model(
+            to_float(torch.from_numpy(images_u8[i : i + batch]).to(device)).contiguous(
+                memory_format=fmt
+            )
+        )
+        .float()
+        .cpu()
+        for i in range(0, len(images_u8), batch)
+    ]
     return torch.cat(out) if out else torch.empty(0, 2)
 
 
-def predict_scores(model: torch.nn.Module, images_u8: np.ndarray, positive: int, device=None, batch: int = 256) -> np.ndarray:
+def predict_scores(
+    model: torch.nn.Module, images_u8: np.ndarray, positive: int, device=None, batch: int = 256
+) -> np.ndarray:
     """Positive-class probabilities of uint8 NHWC images (no augmentation)."""
     logits = predict_logits(model, images_u8, device, batch)
     if not len(logits):
@@ -85,7 +107,16 @@ def predict_scores(model: torch.nn.Module, images_u8: np.ndarray, positive: int,
 
 def build_model(cfg: TrainConfig) -> PooledCNN:
     m = cfg.model
-    return PooledCNN(ModelConfig(widths=m.widths, blocks=m.blocks, downsample=m.downsample, num_classes=len(cfg.classes), dropout=m.dropout, global_pool=m.global_pool))
+    return PooledCNN(
+        ModelConfig(
+            widths=m.widths,
+            blocks=m.blocks,
+            downsample=m.downsample,
+            num_classes=len(cfg.classes),
+            dropout=m.dropout,
+            global_pool=m.global_pool,
+        )
+    )
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -95,10 +126,22 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
 
 def resumed_config(cfg: TrainConfig, ckpt: dict) -> TrainConfig:
     """The config of the run being resumed; caller-owned fields are kept from ``cfg``."""
-    saved = TrainConfig.model_validate({**ckpt["config"], **{k: getattr(cfg, k) for k in CALLER_KEYS}})
-    diff = [k for k in TrainConfig.model_fields if k not in CALLER_KEYS and getattr(saved, k) != getattr(cfg, k) and k in cfg.model_fields_set]
+    saved = TrainConfig.model_validate(
+        {**ckpt["config"], **{k: getattr(cfg, k) for k in CALLER_KEYS}}
+    )
+    diff = [
+        k
+        for k in TrainConfig.model_fields
+        if k not in CALLER_KEYS
+        and getattr(saved, k) != getattr(cfg, k)
+        and k in cfg.model_fields_set
+    ]
     if diff:
-        log.warning("resuming %s: ignoring %s given now (a resumed run keeps its own config)", cfg.resume, ", ".join(diff))
+        log.warning(
+            "resuming %s: ignoring %s given now (a resumed run keeps its own config)",
+            cfg.resume,
+            ", ".join(diff),
+        )
     return saved
 
 
@@ -113,7 +156,9 @@ class _State:
     history: list = field(default_factory=list)
 
     def update(self, acc: float, loss: float) -> bool:
-        improved = acc > self.best_acc or (acc == self.best_acc and loss < self.best_loss - LOSS_MIN_DELTA)
+        improved = acc > self.best_acc or (
+            acc == self.best_acc and loss < self.best_loss - LOSS_MIN_DELTA
+        )
         if improved:
             self.best_acc, self.best_loss, self.stale = acc, loss, 0
         else:
@@ -124,10 +169,19 @@ class _State:
         # Wall-clock figures stay in metrics.csv/json only: a checkpoint holds what the run computed,
         # so the same config and seed on the same machine give the same checkpoint bytes.
         history = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in self.history]
-        return {"best_val_accuracy": self.best_acc, "best_val_loss": self.best_loss, "stale": self.stale, "history": history}
+        return {
+            "best_val_accuracy": self.best_acc,
+            "best_val_loss": self.best_loss,
+            "stale": self.stale,
+            "history": history,
+        }
 
 
-def train(cfg: TrainConfig, stop_after_epochs: int | None = None, on_epoch: Callable[[dict, torch.nn.Module], bool] | None = None) -> dict:
+def train(
+    cfg: TrainConfig,
+    stop_after_epochs: int | None = None,
+    on_epoch: Callable[[dict, torch.nn.Module], bool] | None = None,
+) -> dict:
     """Train and return a summary (best val accuracy, held-out accuracy, threshold, paths, timings).
 
     ``stop_after_epochs`` ends this invocation after that many epochs (the run stays resumable
@@ -142,13 +196,17 @@ def train(cfg: TrainConfig, stop_after_epochs: int | None = None, on_epoch: Call
     if world > 1:
         import torch.distributed as dist
 
-        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
+        dist.init_process_group(
+            "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # Same config + seed + machine (CPU model, thread count, torch build) -> the same checkpoint:
     # every random stream is seeded per epoch, and torch refuses nondeterministic kernels.
     if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+        os.environ.setdefault(
+            "CUBLAS_WORKSPACE_CONFIG", ":4096:8"
+        )  # cuBLAS needs it for determinism
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=False)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg, local_rank)
@@ -156,7 +214,9 @@ def train(cfg: TrainConfig, stop_after_epochs: int | None = None, on_epoch: Call
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "train_config.yaml")
-    splits = load_splits(cfg.data, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    splits = load_splits(
+        cfg.data, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed
+    )
     run = _Run(cfg, splits, device, rank, world, ckpt)
     try:
         run.fit(stop_after_epochs, on_epoch)
@@ -173,7 +233,15 @@ def train(cfg: TrainConfig, stop_after_epochs: int | None = None, on_epoch: Call
 class _Run:
     """One training run's objects; ``fit`` runs the epochs, ``finish`` picks the threshold."""
 
-    def __init__(self, cfg: TrainConfig, splits: dict, device: torch.device, rank: int, world: int, ckpt: dict | None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        splits: dict,
+        device: torch.device,
+        rank: int,
+        world: int,
+        ckpt: dict | None,
+    ):
         self.cfg, self.splits, self.device, self.rank, self.world = cfg, splits, device, rank, world
         self.out = Path(cfg.out)
         self.pos = cfg.classes.index(cfg.positive_class)
@@ -183,10 +251,17 @@ class _Run:
         # of this small net run ~1.9x faster that way on 2 CPU cores (benchmarks/bench_train.py).
         self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = build_model(cfg).to(device, memory_format=self.fmt)
-        self.info = {"params": count_params(self.model), "macs": count_macs(self.model, cfg.input.height)}
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.info = {
+            "params": count_params(self.model),
+            "macs": count_macs(self.model, cfg.input.height),
+        }
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.steps = max(1, len(tr.images) // (cfg.batch_size * world))
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=cfg.epochs * self.steps, pct_start=0.2)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(
+            self.opt, max_lr=cfg.lr, total_steps=cfg.epochs * self.steps, pct_start=0.2
+        )
         self.use_amp = device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.state = _State()
@@ -194,15 +269,22 @@ class _Run:
             self._restore(ckpt)
         self.ddp_model = self.model
         if world > 1:
-            self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         counts = np.bincount(tr.labels, minlength=len(cfg.classes)).astype(np.float64)
-        self.weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), dtype=torch.float32, device=device)
+        self.weights = torch.tensor(
+            counts.sum() / np.maximum(counts, 1) / len(counts), dtype=torch.float32, device=device
+        )
         self.t_start = time.perf_counter()
 
     def _restore(self, ck: dict) -> None:
         self.model.load_state_dict(ck["state_dict"])
         if "optimizer" not in ck:
-            log.warning("checkpoint %s has no optimizer state (use last.pt to resume a run)", self.cfg.resume)
+            log.warning(
+                "checkpoint %s has no optimizer state (use last.pt to resume a run)",
+                self.cfg.resume,
+            )
         else:
             self.opt.load_state_dict(ck["optimizer"])
             self.sched.load_state_dict(ck["scheduler"])
@@ -210,10 +292,18 @@ class _Run:
                 self.scaler.load_state_dict(ck["scaler"])
         s = self.state
         s.start_epoch, s.best_acc = ck["epoch"] + 1, ck.get("best_val_accuracy", -1.0)
-        s.best_loss, s.stale, s.history = ck.get("best_val_loss", float("inf")), ck.get("stale", 0), list(ck.get("history", []))
+        s.best_loss, s.stale, s.history = (
+            ck.get("best_val_loss", float("inf")),
+            ck.get("stale", 0),
+            list(ck.get("history", [])),
+        )
         log.info("resuming %s after epoch %d", self.cfg.resume, ck["epoch"])
 
-    def fit(self, stop_after: int | None, on_epoch: Callable[[dict, torch.nn.Module], bool] | None = None) -> None:
+    def fit(
+        self,
+        stop_after: int | None,
+        on_epoch: Callable[[dict, torch.nn.Module], bool] | None = None,
+    ) -> None:
         cfg, s = self.cfg, self.state
         progress = _progress(cfg.epochs, s.start_epoch, self.rank)
         for n, epoch in enumerate(range(s.start_epoch, cfg.epochs)):
@@ -221,18 +311,29 @@ class _Run:
                 break
             loss = self._train_epoch(epoch)
             val_acc, val_loss = self._validate()
-            row = {"epoch": epoch, "loss": loss, "val_accuracy": val_acc, "val_loss": val_loss, "lr": self.sched.get_last_lr()[0], "elapsed_s": time.perf_counter() - self.t_start}
+            row = {
+                "epoch": epoch,
+                "loss": loss,
+                "val_accuracy": val_acc,
+                "val_loss": val_loss,
+                "lr": self.sched.get_last_lr()[0],
+                "elapsed_s": time.perf_counter() - self.t_start,
+            }
             s.history.append(row)
             improved = s.update(val_acc, val_loss)
             if self.rank == 0:
                 self._save(epoch, improved, val_acc)
                 progress.set_postfix(loss=f"{loss:.3f}", val_acc=f"{val_acc:.4f}")
                 progress.update(1)
-            log.debug("epoch %d loss %.4f val_acc %.4f val_loss %.4f", epoch, loss, val_acc, val_loss)
+            log.debug(
+                "epoch %d loss %.4f val_acc %.4f val_loss %.4f", epoch, loss, val_acc, val_loss
+            )
             if on_epoch is not None and on_epoch(row, self.model):
                 break
             if s.stale >= cfg.patience:
-                log.info("early stop at epoch %d (no val improvement for %d epochs)", epoch, s.stale)
+                log.info(
+                    "early stop at epoch %d (no val improvement for %d epochs)", epoch, s.stale
+                )
         progress.close()
 
     def _train_epoch(self, epoch: int) -> float:
@@ -240,13 +341,18 @@ class _Run:
         seed = epoch_seed(cfg.seed, epoch, 1 + self.rank)
         torch.manual_seed(seed)  # dropout
         gen = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0)))
+        perm = torch.randperm(
+            len(self.images),
+            generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0)),
+        )
         perm = perm[self.rank :: self.world][: self.steps * cfg.batch_size]
         self.ddp_model.train()
         total = 0.0
         for step in range(self.steps):
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x = augment(to_float(self.images[idx].to(self.device)), cfg.augment, gen).contiguous(memory_format=self.fmt)
+            x = augment(to_float(self.images[idx].to(self.device)), cfg.augment, gen).contiguous(
+                memory_format=self.fmt
+            )
             y = self.labels[idx].to(self.device)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
                 loss = F.cross_entropy(self.ddp_model(x), y, weight=self.weights)
@@ -277,14 +383,23 @@ class _Run:
     def _extra(self, epoch: int, val_acc: float) -> dict:
         cfg = self.cfg
         return {
-            "epoch": epoch, "val_accuracy": val_acc, **self.state.to_extra(), "classes": list(cfg.classes),
-            "positive_class": cfg.positive_class, "input": json.loads(cfg.input.model_dump_json()), "model_info": self.info,
+            "epoch": epoch,
+            "val_accuracy": val_acc,
+            **self.state.to_extra(),
+            "classes": list(cfg.classes),
+            "positive_class": cfg.positive_class,
+            "input": json.loads(cfg.input.model_dump_json()),
+            "model_info": self.info,
         }
 
     def _save(self, epoch: int, improved: bool, val_acc: float) -> None:
         extra = self._extra(epoch, val_acc)
         cfg_dict = json.loads(self.cfg.model_dump_json())
-        resume_state = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict() if self.use_amp else {}}
+        resume_state = {
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict() if self.use_amp else {},
+        }
         save_checkpoint(self.out / "last.pt", self.model, cfg_dict, {**extra, **resume_state})
         if improved:
             save_checkpoint(self.out / "best.pt", self.model, cfg_dict, extra)
@@ -295,7 +410,13 @@ class _Run:
         from .evaluate import binary_metrics, threshold_for_accuracy, threshold_for_recall
 
         best_path = self.out / "best.pt"
-        summary = {"best_val_accuracy": self.state.best_acc, "epochs_run": len(self.state.history), "train_s": time.perf_counter() - self.t_start, "checkpoint": str(best_path), **self.info}
+        summary = {
+            "best_val_accuracy": self.state.best_acc,
+            "epochs_run": len(self.state.history),
+            "train_s": time.perf_counter() - self.t_start,
+            "checkpoint": str(best_path),
+            **self.info,
+        }
         if not best_path.is_file():
             return summary
         ck = load_checkpoint(best_path)
@@ -306,21 +427,31 @@ class _Run:
             thr = threshold_for_recall(val_scores, val.labels == self.pos, self.cfg.target_recall)
             rule = f"val damaged recall >= {self.cfg.target_recall}"
         else:
-            thr, rule = threshold_for_accuracy(val_scores, val.labels == self.pos), "best val accuracy (one-SE rule, nearest 0.5)"
+            thr, rule = (
+                threshold_for_accuracy(val_scores, val.labels == self.pos),
+                "best val accuracy (one-SE rule, nearest 0.5)",
+            )
         ck["threshold"], ck["threshold_rule"] = thr["threshold"], rule
         test = self.splits["test"]
         if len(test.images):
             scores = predict_scores(self.model, test.images, self.pos, self.device)
             ck["test_metrics"] = binary_metrics(scores, test.labels == self.pos, thr["threshold"])
             summary["test_accuracy"] = ck["test_metrics"]["accuracy"]
-            summary["test_accuracy_at_0.5"] = binary_metrics(scores, test.labels == self.pos, 0.5)["accuracy"]
-        save_checkpoint(best_path, self.model, ck["config"], {k: v for k, v in ck.items() if k not in ("format", "state_dict", "config")})
+            summary["test_accuracy_at_0.5"] = binary_metrics(scores, test.labels == self.pos, 0.5)[
+                "accuracy"
+            ]
+        save_checkpoint(
+            best_path,
+            self.model,
+            ck["config"],
+            {k: v for k, v in ck.items() if k not in ("format", "state_dict", "config")},
+        )
         summary["threshold"] = thr["threshold"]
         return summary
 
 
 def _write_history(out: Path, history: list[dict]) -> None:
-    (out / "metrics.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
+    (out / "metrics.json").write_text(jsonio.dumps(history, indent=2), encoding="utf-8")
     with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
         # rows from before a resume have no timing (checkpoints don't store it): blank cells
         fields = list(dict.fromkeys(k for row in history for k in row))
