@@ -76,6 +76,21 @@ class ModelFile(StrictModel):
         )
 
 
+class SelfTestCrop(StrictModel):
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    label: str = ""
+
+
+class SelfTest(StrictModel):
+    """Known answers (device/selftest.py): held-out crops stored as model-input-sized uint8 PNGs and
+    every model file's positive-class score on each, as the exporting machine computed them."""
+
+    crops: list[SelfTestCrop] = Field(min_length=1)
+    scores: dict[str, list[float]]
+    tolerance: float = Field(gt=0.0, le=0.5)
+
+
 class Manifest(StrictModel):
     schema_version: int
     name: str
@@ -102,6 +117,7 @@ class Manifest(StrictModel):
         if dup:
             raise ValueError(f"class names must be distinct; {dup} repeat")
         return v
+    selftest: SelfTest | None = None
 
     @property
     def positive_index(self) -> int:

@@ -14,7 +14,10 @@ A fault mid-video (truncated or corrupt file) still writes everything processed 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import platform
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -62,6 +65,8 @@ class _Tap:
 
     def __init__(self, source: Iterable[tuple[np.ndarray, float]], realtime: RealtimeSource | None):
         self.source, self.realtime = source, realtime
+        # every decoded frame, hashed: a golden can tell a decoder change from a model change
+        self.digest = hashlib.sha256() if realtime is None else None
         self.n = 0
         self.frame: np.ndarray | None = None
         self.arrival = 0.0
@@ -69,6 +74,8 @@ class _Tap:
     def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
         for frame, ts in self.source:
             self.frame = frame
+            if self.digest is not None:
+                self.digest.update(memoryview(np.ascontiguousarray(frame)))
             self.arrival = self.realtime.arrival[-1] if self.realtime else time.perf_counter()
             self.n += 1
             yield frame, ts
@@ -123,6 +130,7 @@ def replay(
         "events.sqlite3",
         "events.sqlite3-wal",
         "events.sqlite3-shm",
+        "events.decode.json",
         "annotated.mp4",
     ):
         (out_dir / name).unlink(missing_ok=True)
@@ -269,16 +277,20 @@ def _finish(
         }
     if metrics is not None:
         report["metrics"] = metrics
-    if ctx["golden_events"] is not None:
-        from .compare import compare_events
+    from .compare import decode_record_path, golden_check
 
-        diffs = compare_events(ctx["golden_events"], events, ctx["tol"])
-        report["golden"] = {
-            "file": str(ctx["golden"]),
-            "score_tolerance": ctx["tol"],
-            "differences": diffs,
-            "passed": not diffs,
-        }
+    tap = ctx["tap"]
+    decode = None
+    if tap.digest is not None:
+        decode = {"frames": tap.n, "sha256": tap.digest.hexdigest(), "opencv": cv2.__version__}
+        decode["machine"] = platform.machine()
+        report["decode"] = decode
+        rec = decode_record_path(out_dir / "events.jsonl")
+        rec.write_text(jsonio.dumps(decode, indent=1) + "\n", encoding="utf-8")
+    if ctx["golden_events"] is not None:
+        report["golden"] = golden_check(
+            ctx["golden"], ctx["golden_events"], events, decode, ctx["tol"]
+        )
     if ctx["annot"] is not None:
         report["annotated_video"] = "annotated.mp4"
     scores = [(rt.source_index(i) if rt else i, s) for i, s in stats.frame_scores]

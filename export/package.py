@@ -30,6 +30,7 @@ from parcelguard.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 from .calibration import calibration_indices, calibration_summary
 from .parity import run_parity
+from .selftest import build_selftest
 from .settings import ExportConfig
 from .verify import record_gate, training_heldout
 
@@ -138,6 +139,7 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
         source_checkpoint_sha256=sha256_file(Path(cfg.checkpoint)),
         model={"config": tcfg["model"], **ckpt.get("model_info", {})},
     )
+    manifest.selftest = build_selftest(out, manifest, heldout.images, heldout.labels)
     write_manifest(out, manifest)
     report = run_parity(out, heldout, cfg.budget, model=model)
     record_gate(out, manifest, report)

@@ -74,11 +74,17 @@ def check_logits(logits: np.ndarray, package: Package) -> np.ndarray:
 
 
 def open_backend(
-    package: Package, name: str = "litert", threads: int = 1, providers: list | None = None
+    package: Package,
+    name: str = "litert",
+    threads: int = 1,
+    providers: list | None = None,
+    selftest: bool = True,
 ) -> Backend:
-    """Load ``package``'s file for backend ``name`` and warm it up.
+    """Load ``package``'s file for backend ``name``, warm it up and run the package's self-test.
 
     ``providers`` (ONNX Runtime only): names or one-key mappings ``{name: {option: value}}``.
+    ``selftest=False`` skips the known-answer check (device/selftest.py): only the exporter, which
+    computes those answers, needs that.
     """
     if name not in REGISTRY:
         raise ParcelguardError(f"unknown backend {name!r}; choose one of: {', '.join(REGISTRY)}")
@@ -86,6 +92,14 @@ def open_backend(
     mod = importlib.import_module(module)
     backend = getattr(mod, cls)(package, key=key, threads=threads, providers=providers)
     backend.warmup()
+    if selftest:
+        from ..selftest import run_selftest
+
+        try:
+            run_selftest(package, backend, name, key)
+        except ParcelguardError:
+            backend.close()
+            raise
     return backend
 
 
