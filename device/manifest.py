@@ -117,6 +117,7 @@ class Manifest(StrictModel):
         if dup:
             raise ValueError(f"class names must be distinct; {dup} repeat")
         return v
+
     selftest: SelfTest | None = None
 
     @property

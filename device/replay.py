@@ -15,7 +15,6 @@ A fault mid-video (truncated or corrupt file) still writes everything processed 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import platform
 import time
