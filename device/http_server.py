@@ -10,8 +10,9 @@ and ``limit_concurrency`` answers 503 to everyone once idle connections fill it.
   after the connection opened); otherwise 408 and close, however slowly the bytes drip in;
 - a **write deadline**: a peer that stops reading our responses for ``read_timeout_s`` is dropped;
 - a **connection cap**: above ``max_connections`` the oldest connection that is only waiting for
-  the rest of its request (or has been silent for 0.5 s) is closed to make room; when none is,
-  the new one gets 503 and is closed;
+  the rest of its request is closed to make room, one already read from before one that may have
+  unread bytes (the newest, likely a real client, goes last); when all are busy, the new one
+  gets 503;
 - malformed requests get h11's status (400, 431, 501), are counted, and are logged at debug:
   a hostile client cannot fill the journal or print tracebacks.
 
@@ -41,7 +42,6 @@ log = logging.getLogger("parcelguard.device.http")
 
 MAX_BODY = 64 * 1024
 MAX_HEADERS = 16 * 1024  # h11 checks this only while a head is incomplete; a whole one, here
-SILENT_GRACE_S = 0.5  # a new connection's first bytes get this long to be read before eviction
 READ_LIMIT_S = 5.0  # /metrics and /healthz must answer within this, or 503
 PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 TEXT_TYPE = b"text/plain; charset=utf-8"
@@ -130,21 +130,20 @@ class GuardedH11Protocol(H11Protocol):
             self._stall.cancel()
         super().connection_lost(exc)
 
-    def _evictable(self, now: float) -> bool:
-        """Only waiting for (the rest of) a request, nothing of ours in flight, and already read
-        from (or silent for ``SILENT_GRACE_S``): a new connection whose bytes are still unread in
-        the kernel is never the one evicted."""
-        if self.transport.is_closing() or not (self.cycle is None or self.cycle.response_complete):
-            return False
-        return self.heard or now - self.opened > SILENT_GRACE_S
+    def _waiting(self) -> bool:
+        """Only waiting for (the rest of) a request: nothing of ours is in flight."""
+        return not self.transport.is_closing() and (
+            self.cycle is None or self.cycle.response_complete
+        )
 
     def _make_room(self) -> None:
-        now = time.monotonic()
+        """Close one waiting connection: those already read from first (a new connection's first
+        bytes may still sit unread in the kernel), the oldest first; 503 when all are busy."""
         idle = [c for c in self.connections if c is not self and isinstance(c, GuardedH11Protocol)]
-        idle = [c for c in idle if c._evictable(now)]
+        idle = [c for c in idle if c._waiting()]
         self.stats.dropped += 1
         if idle:
-            min(idle, key=lambda c: c.opened)._close(None)
+            min(idle, key=lambda c: (not c.heard, c.opened))._close(None)
         else:
             self._close(RAW_503)
 
