@@ -1,8 +1,8 @@
 """x86 side of ``make test-arm64``: a tiny package, a short belt video (MP4 + lossless FFV1 copy)
 and the x86 replays of both, written to OUT for the emulated arm64 run to compare against.
 
-The package is cached under ~/.cache/parcelguard/ keyed by the sources that make it (train/,
-export/, device/): training, even tiny, is the slow part on a 2-core CI machine.
+The package is cached under ~/.cache/parcelguard/ keyed by the sources that make it
+(PACKAGE_SOURCES): training, even tiny, is the slow part on a 2-core CI machine.
 """
 
 from __future__ import annotations
@@ -20,10 +20,22 @@ import cv2
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# What makes the package: a change elsewhere (replay, daemon) does not need a new one.
+PACKAGE_SOURCES = (
+    "train",
+    "export",
+    "device/backends",
+    "device/manifest.py",
+    "device/preprocess.py",
+    "device/selftest.py",
+)
+
+
 def source_key() -> str:
     h = hashlib.sha256()
-    for folder in ("train", "export", "device"):
-        for p in sorted((ROOT / folder).rglob("*.py")):
+    for name in PACKAGE_SOURCES:
+        path = ROOT / name
+        for p in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             h.update(p.relative_to(ROOT).as_posix().encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
 
