@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # codec name -> (FourCC, file suffix). FFV1 is lossless: the clip decodes to the same pixels with any
 # OpenCV on any CPU, so its replay (and a --golden check on it) is bit-exact across machines;
-# mp4v is lossy and ~10x smaller, but aarch64 and x86 decode it differently (docs/replay.md).
+# mp4v is lossy and ~18x smaller, but aarch64 and x86 decode it differently (docs/replay.md).
 CODECS = {"mp4v": ("mp4v", ".mp4"), "ffv1": ("FFV1", ".avi")}
 
 
