@@ -117,9 +117,17 @@ def main() -> None:
     shutil.copytree(pkg, out / "package", dirs_exist_ok=True)
     v = synth.make_video(synth.SynthVideoConfig(n_packages=args.packages, seed=4242), out / "video")
     n = ffv1_copy(v["video"], out / "video" / "belt_ffv1.avi")
-    for name, video in (("mp4", v["video"]), ("ffv1", out / "video" / "belt_ffv1.avi")):
-        r = replay(video, out / "package", out / f"x86_{name}", DeviceConfig(), v["gt"], "litert")
-        print(f"x86 replay {name}: {r['packages']} packages")
+    for backend in ("litert", "onnx_int8"):
+        for name, video in (("mp4", v["video"]), ("ffv1", out / "video" / "belt_ffv1.avi")):
+            r = replay(
+                video,
+                out / "package",
+                out / f"x86_{backend}_{name}",
+                DeviceConfig(),
+                v["gt"],
+                backend,
+            )
+            print(f"x86 replay {backend} {name}: {r['packages']} packages")
     meta = {
         "frames": n,
         "gt": str(v["gt"].relative_to(out)),
