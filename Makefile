@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast test-deps lint format bench clean docker-train docker-pi docker-jetson
+.PHONY: demo test test-fast test-deps test-arm64 lint format bench clean docker-train docker-pi docker-jetson
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP) test-deps
 
 test-fast: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The device side on emulated arm64 (QEMU, Debian bookworm = Raspberry Pi OS), compared with x86.
+# Needs root and binfmt_misc (else it skips with one sentence); rootfs cached in ~/.cache/parcelguard.
+test-arm64: $(STAMP)
+	ARM64_PY=$(BIN)/python tools/arm64/run.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

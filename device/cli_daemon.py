@@ -39,7 +39,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from .record import record
 
     cfg = _load(args)
-    side = record(cfg, args.out, seconds=args.seconds, max_frames=args.frames)
+    side = record(cfg, args.out, seconds=args.seconds, max_frames=args.frames, codec=args.codec)
     print(
         f"recorded {side['n_frames']} frames to {args.out} (timestamps and triggers in {args.out.with_suffix('.json')})"
     )
@@ -58,7 +58,16 @@ def register(sub) -> None:
         "record", help="record a clip + sidecar JSON (frame timestamps, trigger edges)"
     )
     s.add_argument(
-        "--out", type=Path, required=True, help="clip path (.mp4); the sidecar is written beside it"
+        "--out",
+        type=Path,
+        required=True,
+        help="clip path (.mp4, or .avi with --codec ffv1); the sidecar is written beside it",
+    )
+    s.add_argument(
+        "--codec",
+        choices=["mp4v", "ffv1"],
+        default="mp4v",
+        help="ffv1: lossless, replays bit-exactly on any machine (regression clips); mp4v: small",
     )
     s.add_argument("--seconds", type=float, help="stop after this long")
     s.add_argument("--frames", type=int, help="stop after this many frames")

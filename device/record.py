@@ -1,6 +1,6 @@
 """``parcelguard record``: a clip from the configured source, with a sidecar for exact replay.
 
-Writes ``CLIP.mp4`` and ``CLIP.json``: every frame's capture timestamp (monotonic seconds and
+Writes ``CLIP.mp4`` (or a lossless ``CLIP.avi`` with ``codec="ffv1"``) and ``CLIP.json``: every frame's capture timestamp (monotonic seconds and
 relative to the first frame), the trigger edges seen while recording (photo-eye / external modes),
 and the capture counters (dropped frames, reconnects, camera-down seconds), so a replay can tell
 frame timing and trigger timing apart from what the model saw.
@@ -26,6 +26,11 @@ from .trigger import EdgeTrigger, make_trigger
 
 log = logging.getLogger(__name__)
 
+# codec name -> (FourCC, file suffix). FFV1 is lossless: the clip decodes to the same pixels with any
+# OpenCV on any CPU, so its replay (and a --golden check on it) is bit-exact across machines;
+# mp4v is lossy and ~18x smaller, but aarch64 and x86 decode it differently (docs/replay.md).
+CODECS = {"mp4v": ("mp4v", ".mp4"), "ffv1": ("FFV1", ".avi")}
+
 
 def record(
     cfg: DeviceConfig,
@@ -38,8 +43,13 @@ def record(
 ) -> dict:
     """Record until ``seconds`` or ``max_frames`` (or SIGINT/SIGTERM); returns the sidecar dict."""
     out = Path(out)
-    if out.suffix.lower() != ".mp4":
-        raise ParcelguardError(f"record output {out} must end in .mp4")
+    if codec not in CODECS:
+        raise ParcelguardError(
+            f"unknown record codec {codec!r}; choose one of: {', '.join(CODECS)}"
+        )
+    fourcc, suffix = CODECS[codec]
+    if out.suffix.lower() != suffix:
+        raise ParcelguardError(f"record output {out} must end in {suffix} for codec {codec}")
     out.parent.mkdir(parents=True, exist_ok=True)
     src = source if source is not None else make_source(cfg, opener)
     trig = make_trigger(cfg)
@@ -58,7 +68,7 @@ def record(
         for frame, ts in src:
             if writer is None:
                 h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*codec), fps, (w, h))
+                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
                 if not writer.isOpened():
                     raise ParcelguardError(f"cannot encode {codec!r} video to {out}")
                 t0 = ts

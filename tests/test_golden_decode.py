@@ -108,3 +108,26 @@ def test_replay_records_decoded_frames_and_tells_a_decoder_change(tmp_path):
     )
     assert moved["golden"]["decoded_frames"] == "differ"
     assert moved["golden"]["score_tolerance"] == DECODE_CHANGE_TOLERANCE
+
+
+def test_record_lossless_ffv1_replays_the_captured_pixels(tmp_path):
+    import cv2
+    from helpers_device import FakeCapture, make_config
+    from parcelguard.device.capture import LiveSource
+    from parcelguard.device.record import record
+
+    cfg = make_config(tmp_path)
+    frames = belt_frames(
+        3
+    )  # 92 frames at 20 fps: plenty for 5, however slowly this machine encodes
+    caps = iter([FakeCapture(frames, period_s=0.05)])
+    src = LiveSource(lambda: next(caps, None), cfg.capture, name="fake")
+    side = record(cfg, tmp_path / "clip.avi", max_frames=5, source=src, codec="ffv1")
+    assert side["codec"] == "ffv1" and (tmp_path / "clip.json").is_file()
+    cap = cv2.VideoCapture(str(tmp_path / "clip.avi"))
+    got = [cap.read()[1] for _ in range(5)]
+    cap.release()
+    # lossless: every decoded frame is exactly one of the captured ones (the live source may skip some)
+    assert all(any(np.array_equal(g, f) for f in frames) for g in got)
+    with pytest.raises(ParcelguardError, match=r"must end in \.avi for codec ffv1"):
+        record(cfg, tmp_path / "clip.mp4", max_frames=1, source=src, codec="ffv1")

@@ -1,8 +1,8 @@
 """x86 side of ``make test-arm64``: a tiny package, a short belt video (MP4 + lossless FFV1 copy)
 and the x86 replays of both, written to OUT for the emulated arm64 run to compare against.
 
-The package is cached under ~/.cache/parcelguard/ keyed by the sources that make it (train/,
-export/, device/): training, even tiny, is the slow part on a 2-core CI machine.
+The package is cached under ~/.cache/parcelguard/ keyed by the sources that make it
+(PACKAGE_SOURCES): training, even tiny, is the slow part on a 2-core CI machine.
 """
 
 from __future__ import annotations
@@ -20,10 +20,22 @@ import cv2
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# What makes the package: a change elsewhere (replay, daemon) does not need a new one.
+PACKAGE_SOURCES = (
+    "train",
+    "export",
+    "device/backends",
+    "device/manifest.py",
+    "device/preprocess.py",
+    "device/selftest.py",
+)
+
+
 def source_key() -> str:
     h = hashlib.sha256()
-    for folder in ("train", "export", "device"):
-        for p in sorted((ROOT / folder).rglob("*.py")):
+    for name in PACKAGE_SOURCES:
+        path = ROOT / name
+        for p in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             h.update(p.relative_to(ROOT).as_posix().encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
 
@@ -105,9 +117,17 @@ def main() -> None:
     shutil.copytree(pkg, out / "package", dirs_exist_ok=True)
     v = synth.make_video(synth.SynthVideoConfig(n_packages=args.packages, seed=4242), out / "video")
     n = ffv1_copy(v["video"], out / "video" / "belt_ffv1.avi")
-    for name, video in (("mp4", v["video"]), ("ffv1", out / "video" / "belt_ffv1.avi")):
-        r = replay(video, out / "package", out / f"x86_{name}", DeviceConfig(), v["gt"], "litert")
-        print(f"x86 replay {name}: {r['packages']} packages")
+    for backend in ("litert", "onnx_int8"):
+        for name, video in (("mp4", v["video"]), ("ffv1", out / "video" / "belt_ffv1.avi")):
+            r = replay(
+                video,
+                out / "package",
+                out / f"x86_{backend}_{name}",
+                DeviceConfig(),
+                v["gt"],
+                backend,
+            )
+            print(f"x86 replay {backend} {name}: {r['packages']} packages")
     meta = {
         "frames": n,
         "gt": str(v["gt"].relative_to(out)),
