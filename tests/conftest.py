@@ -23,25 +23,6 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, python
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
-def committed_tiny_checkpoint(crops: Path, out: Path) -> Path:
-    """The committed tiny model (tests/fixtures/make_tiny_model.py made it), pointed at ``crops``.
-
-    Quality assertions run on these fixed weights, not on a model trained here: training differs
-    from machine to machine, and int8-vs-float agreement with it."""
-    import hashlib
-
-    import torch
-
-    src = FIXTURES / "tiny_model.pt"
-    want = (FIXTURES / "tiny_model.sha256").read_text().split()[0]
-    assert hashlib.sha256(src.read_bytes()).hexdigest() == want, f"{src} does not match tiny_model.sha256"
-    ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    ckpt["config"] = {**ckpt["config"], "data": str(crops), "out": str(out)}
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, out / "best.pt")
-    return out / "best.pt"
-
-
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> dict:
     """A small but real model: crops, an unseen-seed video, the committed checkpoint and a package
@@ -53,12 +34,14 @@ def tiny_run(tmp_path_factory) -> dict:
     from parcelguard.train import synth
 
     sys.path.insert(0, str(FIXTURES))
-    from make_tiny_model import CROPS
+    from make_tiny_model import CROPS, place_checkpoint
 
     root = tmp_path_factory.mktemp("tiny")
     crops = synth.make_crops(synth.SynthCropsConfig(**CROPS), root / "crops")
     video = synth.make_video(synth.SynthVideoConfig(n_packages=10, seed=4242), root / "video")
-    checkpoint = committed_tiny_checkpoint(crops, root / "train")
+    # Quality assertions run on these committed weights, not on a model trained here: training
+    # differs from machine to machine, and int8-vs-float agreement with it.
+    checkpoint = place_checkpoint(crops, root / "train")
     summary = {"checkpoint": str(checkpoint)}
     # A tiny model scored on ~80 held-out crops: one flipped verdict is 1.2 %, so the default budgets
     # (99.5 % agreement = zero flips here) would make the fixture flaky. The default budgets are
