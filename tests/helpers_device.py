@@ -205,12 +205,12 @@ def edit_manifest(pkg: Path, fn, reseal: bool = False) -> None:
     only the loader's other checks can object). A NaN value cannot be sealed: a zero id is set."""
     import json
 
-    from parcelguard.device.manifest import manifest_id
-
     path = pkg / "manifest.json"
     data = json.loads(path.read_text())
     fn(data)
     if reseal:
+        from parcelguard.device.manifest import manifest_id
+
         try:
             data["package_id"] = manifest_id(data)
         except ValueError:
