@@ -163,8 +163,10 @@ def test_record_writes_clip_and_sidecar(tmp_path):
     from parcelguard.device.record import record
 
     cfg = make_config(tmp_path, trigger={"mode": "external", "external": "callable"})
-    frames = belt_frames(1)
-    caps = iter([FakeCapture(frames, period_s=0.002)])
+    # A live source keeps only the newest frame, so a loaded machine drops some: the camera offers
+    # far more than the 15 recorded (the same 28 frames, 20 times over) so 15 arrive regardless.
+    frames = belt_frames(1) * 20
+    caps = iter([FakeCapture(frames, period_s=0.005)])
     src = LiveSource(lambda: next(caps, None), cfg.capture, name="fake")
     side = record(cfg, tmp_path / "clip.mp4", max_frames=15, source=src)
     assert side["n_frames"] == 15 and (tmp_path / "clip.mp4").stat().st_size > 0
