@@ -54,13 +54,23 @@ def figures(pred: np.ndarray, truth: np.ndarray, types: np.ndarray) -> dict:
     }
 
 
+def paired_limits(bp: ParityBudget, per_type: bool) -> tuple[float, float]:
+    """(budget, hard cap) of accuracy or of a per-type recall; the cap is never tighter than
+    twice the budget the test guards (a loose budget must not turn into a point rule)."""
+    if per_type:
+        return bp.max_recall_drop_per_type, max(
+            bp.max_recall_drop_hard, 2 * bp.max_recall_drop_per_type
+        )
+    return bp.max_accuracy_drop, max(bp.max_accuracy_drop_hard, 2 * bp.max_accuracy_drop)
+
+
 def paired_check(
-    ok_ref: np.ndarray, ok_m: np.ndarray, budget: float, hard: float, noise: float, bp: ParityBudget
+    ok_ref: np.ndarray, ok_m: np.ndarray, per_type: bool, noise: float, bp: ParityBudget
 ) -> dict:
     """One paired figure: ``ok_*`` are bool per crop of the group (verdict correct)."""
+    budget, hard = paired_limits(bp, per_type)
     n = len(ok_ref)
     b, c = int((ok_ref & ~ok_m).sum()), int((~ok_ref & ok_m).sum())
-    hard = max(hard, budget)
     out = {
         "n": n,
         "b": b,
@@ -73,7 +83,7 @@ def paired_check(
     }
     if paired_fails(b, c, n, bp.alpha, budget, hard):
         out["verdict"] = "fail"
-    elif out["power"] < bp.detect_power:
+    elif budget < bp.detect_drop and out["power"] < bp.detect_power:
         out["verdict"] = "insufficient evidence"
         out["crops_needed"] = crops_needed(
             noise, bp.detect_drop, bp.alpha, budget, hard, bp.detect_power
@@ -87,7 +97,7 @@ def agreement_check(disagree: int, n: int, bp: ParityBudget) -> dict:
     """Agreement against ``min_agreement``: one-sided exact binomial test of the disagreement rate
     (H0: rate <= 1 - min_agreement), plus the hard floor."""
     agree = 1 - disagree / n if n else 1.0
-    floor = min(bp.min_agreement_hard, bp.min_agreement)
+    floor = min(bp.min_agreement_hard, 1 - 2 * (1 - bp.min_agreement))
     p = binom_sf(disagree, n, 1 - bp.min_agreement)
     bad = agree < floor - 1e-12 or (agree < bp.min_agreement - 1e-12 and p < bp.alpha)
     return {
@@ -138,14 +148,10 @@ def compare(
     noise = disagree / (2 * n) if n else 0.0  # symmetric discordance per side, for the power figure
     ok_ref, ok_m = pred_ref == truth, pred_m == truth
     checks = {"agreement": agreement_check(disagree, n, bp)}
-    checks["accuracy"] = paired_check(
-        ok_ref, ok_m, bp.max_accuracy_drop, bp.max_accuracy_drop_hard, noise, bp
-    )
+    checks["accuracy"] = paired_check(ok_ref, ok_m, False, noise, bp)
     for t in m["recall_per_damage_type"]:
         g = truth & (types == ("" if t == "unknown" else t))
-        checks[f"recall:{t}"] = paired_check(
-            pred_ref[g], pred_m[g], bp.max_recall_drop_per_type, bp.max_recall_drop_hard, noise, bp
-        )
+        checks[f"recall:{t}"] = paired_check(pred_ref[g], pred_m[g], True, noise, bp)
     m["checks"] = checks
     fails, warns = [], []
     ag = checks["agreement"]

@@ -13,10 +13,12 @@ class ParityBudget(StrictModel):
 
     A figure fails when its drop is both statistically significant (one-sided exact McNemar, or a
     binomial test for agreement, p < ``alpha``) and larger than its budget, or when its point drop
-    alone is beyond the hard cap (the larger of the ``*_hard`` field and the budget)."""
+    alone is beyond the hard cap (the larger of the ``*_hard`` field and twice the budget).
+    ``alpha`` = 0.02 (one-sided) is what ``benchmarks/sim_parity_gate.py`` favours: <= 1 % false
+    failures for an int8 model as good as fp32 at the demo's sizes (docs/export.md)."""
 
     alpha: float = Field(
-        0.05, gt=0, lt=1, description="one-sided significance level of the paired tests"
+        0.02, gt=0, lt=1, description="one-sided significance level of the paired tests"
     )
     min_agreement: float = Field(
         0.995, ge=0, le=1, description="int8 verdicts equal to the fp32 reference"

@@ -83,12 +83,14 @@ def test_demo_gate_failure_still_replays_with_fp32_and_exits_nonzero(tmp_path):
     r = run_cli("demo", "--quick", "--out", str(out), "--set", "budget.max_tflite_size_ratio=0.001")
     assert r.returncode == 2, r.stderr[-2000:]
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("parcelguard: error:")]
-    assert len(err) == 1 and "parity gate failed: tflite_int8 broke the size budget" in err[0], (
+    assert len(err) == 1 and "parity gate failed: " in err[0] and "_int8 broke the" in err[0], (
         r.stderr[-2000:]
     )
     assert "to fix:" in err[0] and "Traceback" not in r.stderr
     report = _strict_load((out / "demo_report.json").read_text())
     assert report["parity_passed"] is False and report["replay_model"].startswith("fp32 ONNX")
+    assert any(f.startswith("tflite_int8 broke the size budget") for f in report["parity_failures"])
+    assert err[0] == f"parcelguard: error: {report['parity_sentence']}"
     assert report["package_metrics"] is not None and report["package_metrics"]["packages_gt"] == 6
     assert (
         isinstance(report["int8_latency_ms_1thread"], float)

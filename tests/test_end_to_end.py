@@ -14,7 +14,10 @@ pytestmark = pytest.mark.slow
 def test_int8_agrees_with_float(tiny_run):
     parity = tiny_run["parity"]
     tfl = parity["models"]["tflite_int8"]
-    assert tfl["agreement"] >= 0.95, tfl
+    # the gate's rule (paired test + budget, export/gate.py), not a fixed 95 % on ~80 crops, where
+    # one flipped verdict is 1.2 pt
+    assert parity["passed"] and tfl["checks"]["agreement"]["verdict"] == "pass", tfl["checks"]
+    assert tfl["agreement"] >= tfl["checks"]["agreement"]["hard_cap"], tfl
     assert parity["models"]["onnx_fp32"]["max_score_diff"] < 1e-3
     man = json.loads((tiny_run["package"] / "manifest.json").read_text())
     q = man["files"]["tflite_int8"]["input"]

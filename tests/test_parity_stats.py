@@ -107,7 +107,7 @@ def test_a_real_three_point_drop_in_a_large_group_fails_with_figure_ci_and_test(
     lo, hi = wilson_ci(388, 400)
     assert fails[1] == (
         "tflite_int8 broke the damaged-recall budget for damage type 'torn_label': recall 97.00% "
-        f"(95 % CI {lo:.2%}-{hi:.2%}) is 3.00 pt below torch_fp32 (McNemar b=12, c=0, p=0.000244 < 0.05; "
+        f"(95 % CI {lo:.2%}-{hi:.2%}) is 3.00 pt below torch_fp32 (McNemar b=12, c=0, p=0.000244 < 0.02; "
         "budget 1.00 pt)"
     )
 
@@ -148,3 +148,17 @@ def test_power_grows_with_group_size_and_crops_needed_reaches_it():
     need = crops_needed(*args, bp.detect_power)
     assert 91 < need < 1000 and paired_power(need, *args) >= bp.detect_power
     assert math.isclose(paired_power(0, *args), 0.0)
+
+
+def test_a_loose_budget_keeps_its_hard_cap_above_it_and_raises_no_power_warning():
+    """The test fixture's budgets (25 pt per type, 5 pt accuracy): the caps are twice that."""
+    truth, types, ref = _crops({"torn_label": 7}, 76)
+    m_pred = ref.copy()
+    m_pred[:1] = False  # 1 of 7: 14 pt, below the 50 pt cap, p = 0.5
+    bp = ParityBudget(min_agreement=0.95, max_accuracy_drop=0.05, max_recall_drop_per_type=0.25)
+    m, fails, warns = compare("tflite_int8", "torch_fp32", ref, m_pred, truth, types, bp)
+    assert fails == [] and warns == []
+    ch = m["checks"]["recall:torn_label"]
+    assert (ch["hard_cap"], ch["verdict"]) == (0.5, "pass")
+    assert m["checks"]["accuracy"]["hard_cap"] == 0.1
+    assert m["checks"]["agreement"]["hard_cap"] == pytest.approx(0.9)
