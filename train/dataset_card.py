@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import html
 import logging
-import struct
 from collections import Counter
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import cv2
 import numpy as np
 from parcelguard.device import jsonio
 from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.imageheader import HEAD_BYTES, header_size
 
 from .data import split_of
 
@@ -34,45 +34,17 @@ SPLITS = ("train", "val", "test")
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file header (PNG, JPEG) or by decoding; None if unreadable."""
+    """(width, height) from the file header (PNG, JPEG, BMP, WebP, TIFF) or by decoding; None if
+    unreadable."""
     try:
         with open(path, "rb") as f:
-            head = f.read(26)
-            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-                return struct.unpack(">II", head[16:24])
-            if head[:2] == b"\xff\xd8":
-                f.seek(2)
-                size = _jpeg_size(f)
-                if size:
-                    return size
+            size = header_size(f.read(HEAD_BYTES), stream=f)
     except OSError:
         return None
+    if size:
+        return size
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     return None if img is None else (img.shape[1], img.shape[0])
-
-
-def _jpeg_size(f) -> tuple[int, int] | None:
-    while True:
-        b = f.read(1)
-        while b and b != b"\xff":
-            b = f.read(1)
-        while b == b"\xff":
-            b = f.read(1)
-        if not b:
-            return None
-        marker = b[0]
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
-            continue
-        if marker == 0xD9:
-            return None
-        seg = f.read(2)
-        if len(seg) < 2:
-            return None
-        length = int.from_bytes(seg, "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            d = f.read(5)
-            return (int.from_bytes(d[3:5], "big"), int.from_bytes(d[1:3], "big")) if len(d) == 5 else None
-        f.seek(length - 2, 1)
 
 
 def severity_bin(value: str) -> str:
