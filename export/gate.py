@@ -16,7 +16,15 @@ from __future__ import annotations
 import numpy as np
 
 from .settings import ParityBudget
-from .stats import binom_sf, crops_needed, mcnemar_p, paired_fails, paired_power, wilson_ci
+from .stats import (
+    MAX_PLANNING_NOISE,
+    binom_sf,
+    crops_needed,
+    mcnemar_p,
+    paired_fails,
+    paired_power,
+    wilson_ci,
+)
 
 
 def _ci(k: int, n: int) -> list[float]:
@@ -79,18 +87,29 @@ def paired_check(
         "p_value": mcnemar_p(b, c),
         "budget": budget,
         "hard_cap": hard,
-        "power": paired_power(n, noise, bp.detect_drop, bp.alpha, budget, hard),
+        "power": paired_power(n, noise, bp.detect_drop, bp.alpha, budget, hard)
+        if noise <= MAX_PLANNING_NOISE
+        else 0.0,
     }
     if paired_fails(b, c, n, bp.alpha, budget, hard):
         out["verdict"] = "fail"
     elif budget < bp.detect_drop and out["power"] < bp.detect_power:
         out["verdict"] = "insufficient evidence"
-        out["crops_needed"] = crops_needed(
-            noise, bp.detect_drop, bp.alpha, budget, hard, bp.detect_power
+        out["crops_needed"] = (
+            crops_needed(noise, bp.detect_drop, bp.alpha, budget, hard, bp.detect_power)
+            if noise <= MAX_PLANNING_NOISE
+            else None
         )
     else:
         out["verdict"] = "pass"
     return out
+
+
+def _needed(weak: list[tuple[str, dict]]) -> str:
+    need = [ch["crops_needed"] for _, ch in weak]
+    if None in need:
+        return f"int8 disagrees with fp32 on over {MAX_PLANNING_NOISE:.0%} of crops: more crops would not help"
+    return f"about {max(need)} crops per damage type needed"
 
 
 def agreement_check(disagree: int, n: int, bp: ParityBudget) -> dict:
@@ -183,7 +202,7 @@ def compare(
         groups = ", ".join(f"{t!r} ({ch['n']} crops, power {ch['power']:.0%})" for t, ch in weak)
         warns.append(
             f"{key}: insufficient evidence for recall of {groups}: a true {bp.detect_drop * 100:.0f} pt drop would be "
-            f"caught with probability below {bp.detect_power:.0%} (about {max(ch['crops_needed'] for _, ch in weak)} crops "
-            f"per damage type needed); there only the {max(ch['hard_cap'] for _, ch in weak) * 100:.0f} pt hard cap binds"
+            f"caught with probability below {bp.detect_power:.0%} ({_needed(weak)}); there only the "
+            f"{max(ch['hard_cap'] for _, ch in weak) * 100:.0f} pt hard cap binds"
         )
     return m, fails, warns
