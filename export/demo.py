@@ -25,14 +25,39 @@ from parcelguard.train import synth
 from parcelguard.train.settings import TrainConfig
 from parcelguard.train.train import train
 
+from .gate import parity_crops_per_type
 from .package import export_package
 from .parity import gate_sentence
 from .settings import ExportConfig, ParityBudget
 
 log = logging.getLogger(__name__)
 
-FULL = {"crops_per_class": 4000, "epochs": 10, "video_packages": 40, "calibration": 300}
-QUICK = {"crops_per_class": 80, "epochs": 2, "video_packages": 6, "calibration": 32}
+AUTO = -1  # parity_per_type: as many as the gate's power calculation asks for
+FULL = {
+    "crops_per_class": 4000,
+    "epochs": 10,
+    "video_packages": 40,
+    "calibration": 300,
+    "parity_per_type": AUTO,
+}
+QUICK = {
+    "crops_per_class": 80,
+    "epochs": 2,
+    "video_packages": 6,
+    "calibration": 32,
+    "parity_per_type": 20,
+}
+PARITY_SEED = 7331  # the parity set's crops: neither the training crops' seed (0) nor the video's
+
+
+def parity_set_config(per_type: int, budget: ParityBudget) -> synth.SynthCropsConfig:
+    """The demo's dedicated held-out parity set: ``per_type`` damaged crops of every damage type
+    (``AUTO``: :func:`parity_crops_per_type`, the size at which each per-type recall check has
+    ``detect_power``) and as many ok crops as damaged ones, the training crops' proportion.
+    ``make_crops`` deals damage types round-robin, so each type gets exactly ``per_type``."""
+    k = parity_crops_per_type(budget) if per_type == AUTO else per_type
+    n_damaged = k * len(synth.DAMAGE_TYPES)
+    return synth.SynthCropsConfig(n_ok=n_damaged, n_damaged=n_damaged, seed=PARITY_SEED)
 
 
 def int8_latency_ms(package: Path, runs: int = 200, threads: int = 1) -> float | None:
@@ -43,8 +68,9 @@ def int8_latency_ms(package: Path, runs: int = 200, threads: int = 1) -> float |
 
 
 def parse_sets(sets: list[str] | None, quick: bool) -> tuple[dict, dict]:
-    """``KEY=VALUE`` overrides: a size key (crops_per_class, epochs, video_packages, calibration),
-    ``seed`` (training seed) or ``budget.FIELD``. Returns (sizes with seed, budget fields)."""
+    """``KEY=VALUE`` overrides: a size key (crops_per_class, epochs, video_packages, calibration,
+    parity_per_type: ``auto``, 0 = gate on the training data's test split, or N damaged crops per
+    type), ``seed`` (training seed) or ``budget.FIELD``. Returns (sizes with seed, budget fields)."""
     size: dict = {**(QUICK if quick else FULL), "seed": 0}
     budget: dict = {}
     for item in sets or []:
@@ -53,11 +79,15 @@ def parse_sets(sets: list[str] | None, quick: bool) -> tuple[dict, dict]:
             raise ParcelguardError(f"--set {item!r}: expected KEY=VALUE")
         if key.startswith("budget."):
             budget[key.removeprefix("budget.")] = value
+        elif key == "parity_per_type" and value == "auto":
+            size[key] = AUTO
         elif key in size:
             try:
                 size[key] = int(value)
             except ValueError:
                 raise ParcelguardError(f"--set {key}: expected an integer, got {value!r}") from None
+            if key == "parity_per_type" and size[key] < 0:
+                raise ParcelguardError(f"--set {key}: expected auto, 0 or a positive integer")
         else:
             raise ParcelguardError(
                 f"--set {key}: unknown demo setting; choose from {sorted(size)} or budget.FIELD"
@@ -66,7 +96,13 @@ def parse_sets(sets: list[str] | None, quick: bool) -> tuple[dict, dict]:
 
 
 def _replay_stage(
-    parity: dict, out: Path, video: dict, ckpt: Path, calibration: int, budget: ParityBudget
+    parity: dict,
+    out: Path,
+    video: dict,
+    ckpt: Path,
+    calibration: int,
+    budget: ParityBudget,
+    parity_data: Path | None,
 ):
     """Replay with the int8 TFLite package, or - when its gate failed - with the fp32 ONNX model of a
     float-only package (exported and gated on its own). Returns (replay report, model label)."""
@@ -80,6 +116,7 @@ def _replay_stage(
         formats=["onnx_fp32"],
         calibration_size=calibration,
         budget=budget,
+        parity_data=parity_data,
     )
     fp = export_package(fcfg)
     if not fp["passed"]:
@@ -120,6 +157,16 @@ def run_demo(out: Path | None = None, quick: bool = False, sets: list[str] | Non
         synth.SynthVideoConfig(n_packages=size["video_packages"], seed=9001), out / "data" / "video"
     )
     lap("synth")
+    parity_data = None
+    if size["parity_per_type"]:
+        pcfg = parity_set_config(size["parity_per_type"], budget)
+        print(
+            f"      + a held-out parity set of {pcfg.n_ok + pcfg.n_damaged} crops "
+            f"({pcfg.n_damaged // len(synth.DAMAGE_TYPES)} per damage type, seed {PARITY_SEED}) ...",
+            flush=True,
+        )
+        parity_data = synth.make_crops(pcfg, out / "data" / "parity")
+        lap("parity_set")
     print(f"[2/5] training the pooled CNN (seed {size['seed']}) ...", flush=True)
     summary = train(
         TrainConfig(data=crops, out=out / "train", epochs=size["epochs"], seed=size["seed"])
@@ -130,7 +177,11 @@ def run_demo(out: Path | None = None, quick: bool = False, sets: list[str] | Non
     )
     ckpt = out / "train" / "best.pt"
     ecfg = ExportConfig(
-        checkpoint=ckpt, out=out / "package", calibration_size=size["calibration"], budget=budget
+        checkpoint=ckpt,
+        out=out / "package",
+        calibration_size=size["calibration"],
+        budget=budget,
+        parity_data=parity_data,
     )
     parity = export_package(ecfg)
     lap("export")
@@ -138,7 +189,9 @@ def run_demo(out: Path | None = None, quick: bool = False, sets: list[str] | Non
         print(f"      {gate_sentence(parity, out / 'package')}", flush=True)
     which = "int8 TFLite" if parity["passed"] else "fp32 ONNX, because the int8 gate failed"
     print(f"[4/5] replaying the video through the device loop ({which}) ...", flush=True)
-    rep, replay_model = _replay_stage(parity, out, video, ckpt, size["calibration"], budget)
+    rep, replay_model = _replay_stage(
+        parity, out, video, ckpt, size["calibration"], budget, parity_data
+    )
     lap("replay")
     print("[5/5] measuring int8 latency ...", flush=True)
     latency = int8_latency_ms(out / "package")
@@ -166,6 +219,8 @@ def _report(out, parity, summary, rep, replay_model, latency, timings, size) -> 
         "parity_passed": parity["passed"],
         "parity_failures": parity["failures"],
         "parity_warnings": parity.get("warnings", []),
+        "parity_heldout": parity.get("heldout"),
+        "int8_recall_checks": recall_checks(parity),
         "parity_sentence": None if parity["passed"] else gate_sentence(parity, out / "package"),
         "int8_latency_ms_1thread": latency,
         "params": summary["params"],
@@ -175,6 +230,40 @@ def _report(out, parity, summary, rep, replay_model, latency, timings, size) -> 
         "replay_fps": rep["replay_fps"] if rep else None,
         "timings_s": timings,
     }
+
+
+def recall_checks(parity: dict) -> dict:
+    """Per int8 model and damage type: the group size, the power to catch a ``detect_drop`` and the
+    verdict of its recall check - what says whether the held-out set was big enough."""
+    out = {}
+    for key, m in parity["models"].items():
+        checks = m.get("checks", {})
+        out[key] = {
+            name.removeprefix("recall:"): {f: ch[f] for f in ("n", "power", "verdict")}
+            for name, ch in checks.items()
+            if name.startswith("recall:")
+        }
+    return out
+
+
+def _power_lines(r: dict) -> list[str]:
+    held = r.get("parity_heldout") or {}
+    lines = []
+    if held:
+        lines.append(
+            f"  parity gate held-out set      {held.get('n')} crops ({held.get('source')}: {held.get('data')})"
+        )
+    for key, checks in (r.get("int8_recall_checks") or {}).items():
+        if not checks:
+            continue
+        verdicts = [c["verdict"] for c in checks.values()]
+        tally = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
+        lines.append(
+            f"    {key:<12} per-type recall: n {min(c['n'] for c in checks.values())}-"
+            f"{max(c['n'] for c in checks.values())}, power >= "
+            f"{min(c['power'] for c in checks.values()):.1%} to catch a 3 pt drop; {tally}"
+        )
+    return lines
 
 
 def _fmt_ci(v, ci) -> str:
@@ -200,6 +289,7 @@ def format_report(r: dict) -> str:
     if r["parity_sentence"]:
         lines.append(f"    {r['parity_sentence']}")
     lines += [f"    note: {w}" for w in r["parity_warnings"]]
+    lines += _power_lines(r)
     lines.append(f"  replayed with                 {r['replay_model']}")
     if m:
         lines += [

@@ -72,6 +72,18 @@ def paired_limits(bp: ParityBudget, per_type: bool) -> tuple[float, float]:
     return bp.max_accuracy_drop, max(bp.max_accuracy_drop_hard, 2 * bp.max_accuracy_drop)
 
 
+def parity_crops_per_type(bp: ParityBudget, disagreement: float | None = None) -> int:
+    """Held-out crops each damage type needs for its recall check to catch a ``detect_drop`` with
+    probability ``detect_power`` (the group size below which it says "insufficient evidence").
+
+    ``disagreement`` is the int8/fp32 verdict disagreement rate to plan for; by default
+    ``1 - min_agreement``, the worst a model that meets the agreement budget shows (the gate's power
+    figure assumes half of it per side, as :func:`compare` does with the observed rate)."""
+    q = 1 - bp.min_agreement if disagreement is None else disagreement
+    budget, hard = paired_limits(bp, True)
+    return crops_needed(q / 2, bp.detect_drop, bp.alpha, budget, hard, bp.detect_power)
+
+
 def paired_check(
     ok_ref: np.ndarray, ok_m: np.ndarray, per_type: bool, noise: float, bp: ParityBudget
 ) -> dict:

@@ -32,7 +32,7 @@ from .calibration import calibration_indices, calibration_summary
 from .parity import run_parity
 from .selftest import build_selftest
 from .settings import ExportConfig
-from .verify import record_gate, training_heldout
+from .verify import parity_set, record_gate, training_heldout
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
     data = cfg.data or Path(tcfg["data"])
     splits, heldout_info = training_heldout(data, classes, spec, tcfg)
     heldout = splits[heldout_info["split"]]
+    if cfg.parity_data is not None:
+        heldout, heldout_info = parity_set(Path(cfg.parity_data), classes, spec)
     if calib_override is not None:
         calib_u8 = np.asarray(calib_override, dtype=np.uint8)
         calib_info = {"size": int(len(calib_u8)), "override": True}
@@ -142,5 +144,6 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
     manifest.selftest = build_selftest(out, manifest, heldout.images, heldout.labels)
     write_manifest(out, manifest)
     report = run_parity(out, heldout, cfg.budget, model=model)
+    report["heldout"] = heldout_info
     record_gate(out, manifest, report)
     return report

@@ -45,11 +45,16 @@ def verdict_metrics(scores: np.ndarray, split: Split, positive: str, threshold: 
     return figures(np.asarray(scores) >= threshold, truth, types)
 
 
-def backend_scores(pkg: Package, key: str, images: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Positive scores of one package file through the device backend that serves it."""
+def backend_scores(
+    pkg: Package, key: str, images: np.ndarray, threads: int = 1, chunk: int = 256
+) -> np.ndarray:
+    """Positive scores of one package file through the device backend that serves it, ``chunk``
+    images at a time (a parity set of thousands of crops would otherwise be one float batch of
+    gigabytes)."""
     be = open_backend(pkg, BACKEND_FOR[key], threads)
     try:
-        return be.infer(images)
+        parts = [be.infer(images[i : i + chunk]) for i in range(0, len(images), chunk)]
+        return np.concatenate(parts) if parts else np.empty(0, np.float32)
     finally:
         be.close()
 

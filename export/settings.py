@@ -65,6 +65,11 @@ class ExportConfig(StrictModel):
         None,
         description="dataset manifest for calibration and parity; None = the one the checkpoint was trained on",
     )
+    parity_data: Path | None = Field(
+        None,
+        description="dataset manifest of a dedicated held-out parity set (every row held out, never "
+        "trained on nor used for the threshold); None = the held-out split of `data`",
+    )
     out: Path = Path("runs/package")
     name: str = "parcelguard-model"
     formats: list[str] = Field(default_factory=lambda: ["onnx_fp32", "onnx_int8", "tflite_int8"])

@@ -29,7 +29,7 @@ def training_heldout(data: Path, classes: list[str], spec: InputSpec, tcfg: dict
     splits = load_splits(data, classes, spec, tcfg["val_fraction"], tcfg["test_fraction"], tcfg["seed"])
     name = "test" if len(splits["test"].images) else "val"
     info = {
-        "data": str(Path(data).resolve()), "split": name, "n": len(splits[name].images),
+        "source": "training split", "data": str(Path(data).resolve()), "split": name, "n": len(splits[name].images),
         "val_fraction": tcfg["val_fraction"], "test_fraction": tcfg["test_fraction"], "seed": tcfg["seed"],
     }
     return splits, info
@@ -45,6 +45,13 @@ def dataset_heldout(data: Path, classes: list[str], spec: InputSpec) -> Split:
     return Split(samples, load_images(samples, spec), labels)
 
 
+def parity_set(data: Path, classes: list[str], spec: InputSpec) -> tuple[Split, dict]:
+    """A dedicated held-out parity set (every row of ``data``) and its record for the manifest."""
+    split = dataset_heldout(data, classes, spec)
+    info = {"source": "parity set", "data": str(Path(data).resolve()), "split": "all", "n": len(split.images)}
+    return split, info
+
+
 def _recorded_heldout(man: Manifest, root: Path) -> Split:
     info = man.metrics.get("heldout")
     if not info:
@@ -52,6 +59,8 @@ def _recorded_heldout(man: Manifest, root: Path) -> Split:
     data = Path(info["data"])
     if not data.is_file():
         raise ParcelguardError(f"the held-out dataset {data} recorded in {root} is not here; pass --data DATASET.csv")
+    if info["split"] == "all":  # a dedicated parity set: every row is held out
+        return dataset_heldout(data, man.classes, man.input)
     splits = load_splits(data, man.classes, man.input, info["val_fraction"], info["test_fraction"], info["seed"])
     return splits[info["split"]]
 
@@ -95,6 +104,11 @@ def verify_package(
     heldout = dataset_heldout(Path(data), man.classes, man.input) if data is not None else _recorded_heldout(man, root)
     report = run_parity(root, heldout, budget or ParityBudget(), model=model, threads=threads)
     report["heldout_source"] = str(data) if data is not None else "recorded"
+    report["heldout"] = (
+        {"source": "--data", "data": str(Path(data).resolve()), "split": "all", "n": len(heldout.images)}
+        if data is not None
+        else {**man.metrics.get("heldout", {}), "n": len(heldout.images)}
+    )
     if write:
         record_gate(root, man, report)
     return report
