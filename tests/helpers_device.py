@@ -216,3 +216,13 @@ def edit_manifest(pkg: Path, fn, reseal: bool = False) -> None:
         except ValueError:
             data["package_id"] = "0" * 64
     path.write_text(json.dumps(data, indent=2))
+
+
+def one_sentence(r, *needles: str) -> str:
+    """The CLI failed with exactly one `parcelguard: error:` line (no traceback) holding ``needles``."""
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert len(err) == 1 and err[0].startswith("parcelguard: error: "), r.stderr
+    for n in needles:
+        assert n in err[0], err[0]
+    return err[0]

@@ -7,18 +7,10 @@ import os
 
 import pytest
 from conftest import run_cli
+from helpers_device import one_sentence
 from parcelguard.device.config import MAX_CONFIG_BYTES, load_config
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.settings import DeviceConfig
-
-
-def one_sentence(r, *needles: str) -> str:
-    err = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
-    assert len(err) == 1 and err[0].startswith("parcelguard: error: "), r.stderr
-    for n in needles:
-        assert n in err[0], err[0]
-    return err[0]
 
 
 def validate(tmp_path, text: str, name: str = "device.yaml"):

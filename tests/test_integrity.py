@@ -8,22 +8,12 @@ import shutil
 import numpy as np
 import pytest
 from conftest import run_cli
-from helpers_device import edit_manifest, tiny_onnx_package
+from helpers_device import edit_manifest, one_sentence, tiny_onnx_package
 from parcelguard.device.backends import open_backend
 from parcelguard.device.config import load_config
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.manifest import load_package, write_manifest
 from parcelguard.device.settings import DeviceConfig
-
-
-def one_sentence(r, *needles: str) -> str:
-    err = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
-    assert len(err) == 1 and err[0].startswith("parcelguard: error: "), r.stderr
-    for n in needles:
-        assert n in err[0], err[0]
-    return err[0]
-
 
 hand_edit = edit_manifest
 

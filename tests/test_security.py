@@ -16,7 +16,7 @@ import shutil
 
 import pytest
 from conftest import ROOT, run_cli
-from helpers_device import belt_frames, tiny_onnx_package, write_avi
+from helpers_device import belt_frames, one_sentence, tiny_onnx_package, write_avi
 from parcelguard.device.config import load_config
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.manifest import load_package
@@ -25,14 +25,6 @@ from parcelguard.device.settings import DeviceConfig
 
 pytest.importorskip("cryptography")
 
-
-def _one_sentence(r, *needles: str) -> str:
-    err = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
-    assert len(err) == 1 and err[0].startswith("parcelguard: error: "), r.stderr
-    for n in needles:
-        assert n in err[0], err[0]
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +41,7 @@ def keys(tmp_path_factory) -> dict:
 def test_keygen_private_key_is_owner_only_and_never_overwritten(keys):
     assert keys["priv"].stat().st_mode & 0o077 == 0
     assert "PUBLIC KEY" in keys["pub"].read_text()
-    _one_sentence(run_cli("keygen", "--out", str(keys["priv"].parent)), "already exists")
+    one_sentence(run_cli("keygen", "--out", str(keys["priv"].parent)), "already exists")
 
 
 def test_signed_package_loads_and_tampering_is_refused(keys, tmp_path):
@@ -85,14 +77,14 @@ def test_require_signature_from_device_config_through_the_cli(keys, tmp_path):
     cfg = tmp_path / "device.yaml"
     cfg.write_text(f"model:\n  public_key: {keys['pub']}\n  require_signature: true\n")
     args = ("replay", str(video), "--model", str(pkg), "--backend", "onnx", "--config", str(cfg), "--out", str(tmp_path / "o"))
-    _one_sentence(run_cli(*args), "is not signed", "model.public_key is set")
+    one_sentence(run_cli(*args), "is not signed", "model.public_key is set")
     assert run_cli("sign", str(pkg), "--key", str(keys["priv"])).returncode == 0
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     # require_signature without a key is a config error naming the field
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  require_signature: true\n")
-    _one_sentence(run_cli("validate-config", str(bad)), "bad.yaml", "model", "needs model.public_key")
+    one_sentence(run_cli("validate-config", str(bad)), "bad.yaml", "model", "needs model.public_key")
     with pytest.raises(ParcelguardError, match="needs model.public_key"):
         load_config(DeviceConfig, bad)
 
@@ -100,7 +92,7 @@ def test_require_signature_from_device_config_through_the_cli(keys, tmp_path):
 def test_sign_refuses_a_package_that_does_not_verify(keys, tmp_path):
     pkg = tiny_onnx_package(tmp_path / "pkg")
     (pkg / "model.onnx").write_bytes((pkg / "model.onnx").read_bytes() + b"\0")
-    _one_sentence(run_cli("sign", str(pkg), "--key", str(keys["pub"])), "does not match its sha256")
+    one_sentence(run_cli("sign", str(pkg), "--key", str(keys["pub"])), "does not match its sha256")
     assert not (pkg / "manifest.sig").exists()
 
 
