@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers_device import FakeBackend, belt_frame, manifest  # noqa: E402
-from parcelguard.device.capture import Paced  # noqa: E402
-from parcelguard.device.daemon import Daemon  # noqa: E402
-from parcelguard.device.settings import DeviceConfig  # noqa: E402
+from parcelguard.device.config.device import DeviceConfig  # noqa: E402
+from parcelguard.device.live.capture import Paced  # noqa: E402
+from parcelguard.device.live.daemon import Daemon  # noqa: E402
 
 
 def stream(n: int, fps: float):
@@ -55,7 +55,7 @@ def main() -> None:
     data = {"events": {"dir": str(tmp / "events")}, "health": {"enabled": True, "port": 0}, "actuator": {"output": "none"}}
     if args.model:
         from parcelguard.device.backends import open_backend
-        from parcelguard.device.manifest import load_package
+        from parcelguard.device.contract.package import load_package
 
         pkg = load_package(args.model)
         backend, man = open_backend(pkg, args.backend, 1), pkg.manifest

@@ -33,11 +33,11 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from parcelguard.device.capture import Paced
-from parcelguard.device.daemon import Daemon
-from parcelguard.device.manifest import SCHEMA_VERSION, Manifest, ModelFile
-from parcelguard.device.preprocess import InputSpec
-from parcelguard.device.settings import DeviceConfig
+from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.contract.package import SCHEMA_VERSION, Manifest, ModelFile
+from parcelguard.device.contract.preprocess import InputSpec
+from parcelguard.device.live.capture import Paced
+from parcelguard.device.live.daemon import Daemon
 
 SLOW_HEAD = b"GET /metrics HTTP/1.1\r\nHost: bench\r\nX-Slow: "
 

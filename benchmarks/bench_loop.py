@@ -1,6 +1,6 @@
 """Loop throughput: replay fps vs decode-only fps on the same 640x480 H.264 video, stage shares.
 
-The video is the synthetic conveyor (:func:`parcelguard.train.synth.make_video`, written as mp4v
+The video is the synthetic conveyor (:func:`parcelguard.train.synth.world.make_video`, written as mp4v
 by OpenCV, whose pip build has no H.264 encoder) re-encoded to H.264 (libx264, yuv420p) with PyAV
 in ``.venv-bench`` (a benchmark-only dependency). Without ``.venv-bench`` it falls back to the mp4v
 file and says so. The package is the default pooled CNN exported to full-int8 TFLite (random
@@ -44,7 +44,7 @@ def transcode_h264(src: Path, dst: Path, crf: int = 23) -> None:
 
 
 def make_video(out: Path, n_packages: int, h264: bool = True) -> tuple[Path, str]:
-    from parcelguard.train.synth import SynthVideoConfig, make_video
+    from parcelguard.train.synth.world import SynthVideoConfig, make_video
 
     paths = make_video(SynthVideoConfig(n_packages=n_packages, seed=9001), out / "synth")
     dst = out / "conveyor_h264.mp4"
@@ -62,13 +62,13 @@ def make_package(out: Path) -> Path:
     """The default pooled CNN (random weights) as a full-int8 TFLite model package."""
     import numpy as np
     import torch
-    from parcelguard.device.manifest import (
+    from parcelguard.device.contract.package import (
         SCHEMA_VERSION,
         Manifest,
         ModelFile,
         write_manifest,
     )
-    from parcelguard.device.preprocess import InputSpec
+    from parcelguard.device.contract.preprocess import InputSpec
     from parcelguard.export.tflite_export import export_tflite_int8
     from parcelguard.train.model import ModelConfig, PooledCNN
 
@@ -103,8 +103,8 @@ def main() -> None:
         transcode_h264(*args.transcode)
         return
     import cv2
-    from parcelguard.device.bench import loop_fps
-    from parcelguard.device.settings import DeviceConfig
+    from parcelguard.device.config.device import DeviceConfig
+    from parcelguard.device.replay.bench import loop_fps
 
     n_pkg, repeat = (2, 1) if args.quick else (args.packages, args.repeat)
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,7 @@
 Every model is exported through the same litert-torch PT2E full-int8 path
 (:func:`parcelguard.export.tflite_export.export_tflite_int8`, random weights, random calibration
 images in [0, 1]) and then timed *in one process* with ai_edge_litert, models and thread counts
-interleaved (:func:`parcelguard.device.bench.time_tflite`), batch 1, median and p99.
+interleaved (:func:`parcelguard.device.replay.bench.time_tflite`), batch 1, median and p99.
 
 The MobileNet baselines (torchvision ``mobilenet_v3_small`` / ``mobilenet_v2``, 224², 2 classes)
 are exported in ``.venv-bench`` (torch 2.14.1 + torchvision 0.29.1: torchvision does not import
@@ -89,7 +89,7 @@ def train_baselines(data: Path, out: Path, epochs: int, names: list[str]) -> Non
     budget (same data, split, seed, epochs, optimizer; early stopping off); writes accuracy.csv."""
     import torchvision
     from parcelguard.train import train as trainer
-    from parcelguard.train.settings import TrainConfig
+    from parcelguard.train.config import TrainConfig
 
     rows = []
     for name in names:
@@ -160,7 +160,7 @@ def main() -> None:
     if args.export_baselines:
         export_baselines(args.export_baselines, args.calib)
         return
-    from parcelguard.device.bench import time_tflite
+    from parcelguard.device.replay.bench import time_tflite
     from parcelguard.train.model import DOWNSAMPLE_CHOICES, ModelConfig
 
     variants = args.variants or ([ModelConfig().stage_downsample()[0]] if args.quick else list(DOWNSAMPLE_CHOICES))

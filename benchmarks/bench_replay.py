@@ -16,12 +16,12 @@ import logging
 import time
 from pathlib import Path
 
-from parcelguard.device.replay import replay
-from parcelguard.device.settings import DeviceConfig
+from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.replay.run import replay
 
 
 def render(n_packages: int, seed: int, work: Path) -> dict[str, Path]:
-    from parcelguard.train import synth
+    from parcelguard.train.synth import world as synth
 
     out = work / f"video_{n_packages}_{seed}"
     paths = {"video": out / "video.mp4", "gt": out / "gt.csv", "geometry": out / "geometry.json"}

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger("bench_soak")
-HISTORY = 4096  # the daemon's LoopHooks(history=...) (device/daemon.py)
+HISTORY = 4096  # the daemon's LoopHooks(history=...) (device/live/daemon.py)
 
 
 def rss_mb() -> float:
@@ -61,13 +61,13 @@ def make_video(path: Path, n_packages: int = 6, seed: int = 0) -> Path:
 def make_package(root: Path) -> Path:
     """The tiny real ONNX package of tests/helpers_device.py, built the same way."""
     from onnx import TensorProto, helper, save
-    from parcelguard.device.manifest import (
+    from parcelguard.device.contract.package import (
         SCHEMA_VERSION,
         Manifest,
         ModelFile,
         write_manifest,
     )
-    from parcelguard.device.preprocess import InputSpec
+    from parcelguard.device.contract.preprocess import InputSpec
 
     root.mkdir(parents=True, exist_ok=True)
     inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])
@@ -102,7 +102,7 @@ class _Endless:
         log.info("t=%6.1f s  frames=%8d  RSS %.2f MB", t, frames, self.samples[-1]["rss_mb"])
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
-        from parcelguard.device.sources import FileSource
+        from parcelguard.device.inspection.sources import FileSource
 
         t0 = time.perf_counter()
         clock = 0.0
@@ -132,10 +132,10 @@ def soak(seconds: float, work: Path, long_run: bool = True, warmup_s: float | No
          sample_s: float | None = None, limit_mb: float = 5.0) -> dict:
     """Run the loop for ``seconds``; returns RSS samples, growth after warm-up and PASS/FAIL."""
     from parcelguard.device.backends import open_backend
-    from parcelguard.device.events import EventStore
-    from parcelguard.device.loop import InspectionLoop, LoopHooks
-    from parcelguard.device.manifest import load_package
-    from parcelguard.device.settings import DeviceConfig
+    from parcelguard.device.config.device import DeviceConfig
+    from parcelguard.device.contract.package import load_package
+    from parcelguard.device.inspection.events import EventStore
+    from parcelguard.device.inspection.loop import InspectionLoop, LoopHooks
 
     warmup_s = warmup_s if warmup_s is not None else min(30.0, max(3.0, seconds * 0.1))
     sample_s = sample_s if sample_s is not None else max(1.0, seconds / 20)

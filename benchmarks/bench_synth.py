@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import cv2
-from parcelguard.train.synth import (
+from parcelguard.train.synth.world import (
     DAMAGE_TYPES,
     SynthCropsConfig,
     SynthVideoConfig,

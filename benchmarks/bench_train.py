@@ -19,12 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from parcelguard.device.config import load_config
-from parcelguard.export.demo import FULL
-from parcelguard.train import synth
+from parcelguard.device.config.base import load_config
+from parcelguard.train.config import TrainConfig
 from parcelguard.train.data import Split, load_splits
-from parcelguard.train.settings import TrainConfig
-from parcelguard.train.train import predict_scores, train
+from parcelguard.train.predict import predict_scores
+from parcelguard.train.synth import world as synth
+from parcelguard.train.train import train
+from parcelguard.workflows.demo import FULL
 
 _HELDOUT: dict[tuple, Split] = {}
 

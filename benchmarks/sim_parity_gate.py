@@ -25,8 +25,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from parcelguard.export.config import ParityBudget
 from parcelguard.export.gate import agreement_check, paired_limits
-from parcelguard.export.settings import ParityBudget
 from parcelguard.export.stats import paired_fails
 
 DEMO = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import ParcelguardError
+from parcelguard.device.errors import ParcelguardError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 

@@ -14,9 +14,8 @@ where the reference was right), ``c`` (the reverse), the one-sided exact p-value
 from __future__ import annotations
 
 import numpy as np
-
-from .settings import ParityBudget
-from .stats import (
+from parcelguard.export.config import ParityBudget
+from parcelguard.export.stats import (
     MAX_PLANNING_NOISE,
     binom_sf,
     crops_needed,

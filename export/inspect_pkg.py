@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from parcelguard.device.backends import REGISTRY, available_backends, open_backend
+from parcelguard.device.contract.package import load_package
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.manifest import load_package
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def _check_magic(pkg, key: str) -> None:
 
 
 def op_histograms(pkg) -> dict[str, dict[str, int] | str]:
-    from .graph_lint import op_histogram_onnx, op_histogram_tflite
+    from parcelguard.export.graph_lint import op_histogram_onnx, op_histogram_tflite
 
     out: dict[str, dict[str, int] | str] = {}
     for key, mf in pkg.manifest.files.items():

@@ -16,23 +16,22 @@ from pathlib import Path
 
 import numpy as np
 from parcelguard.device import jsonio
-from parcelguard.device.config import save_config
-from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.manifest import (
+from parcelguard.device.config.base import save_config
+from parcelguard.device.contract.package import (
     SCHEMA_VERSION,
     Manifest,
     ModelFile,
     sha256_file,
     write_manifest,
 )
-from parcelguard.device.preprocess import InputSpec, to_float_nchw
+from parcelguard.device.contract.preprocess import InputSpec, to_float_nchw
+from parcelguard.device.errors import ParcelguardError
+from parcelguard.export.calibration import calibration_indices, calibration_summary
+from parcelguard.export.config import ExportConfig
+from parcelguard.export.parity import run_parity
+from parcelguard.export.selftest import build_selftest
+from parcelguard.export.verify import parity_set, record_gate, training_heldout
 from parcelguard.train.checkpoint import load_checkpoint, model_from_checkpoint
-
-from .calibration import calibration_indices, calibration_summary
-from .parity import run_parity
-from .selftest import build_selftest
-from .settings import ExportConfig
-from .verify import parity_set, record_gate, training_heldout
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +77,8 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
     calibration set - a test hook for proving the gate catches a broken calibration.
     """
     import torch
-
-    from .onnx_export import export_onnx, quantize_onnx_int8
-    from .tflite_export import export_tflite_int8
+    from parcelguard.export.onnx_export import export_onnx, quantize_onnx_int8
+    from parcelguard.export.tflite_export import export_tflite_int8
 
     unknown = [f for f in cfg.formats if f not in FILES]
     if unknown:

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 from parcelguard.device.backends import open_backend
-from parcelguard.device.manifest import Package, load_package
+from parcelguard.device.contract.package import Package, load_package
+from parcelguard.export.config import ParityBudget
+from parcelguard.export.gate import compare, figures
 from parcelguard.train.data import Split
-
-from .gate import compare, figures
-from .settings import ParityBudget
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def backend_scores(
 
 def lint_package(pkg: Package) -> dict[str, list[str]]:
     """Graph-lint problems per int8 file of the package (empty lists: clean)."""
-    from .graph_lint import lint_onnx_int8, lint_tflite
+    from parcelguard.export.graph_lint import lint_onnx_int8, lint_tflite
 
     out: dict[str, list[str]] = {}
     if "tflite_int8" in pkg.manifest.files:
@@ -90,7 +89,7 @@ def run_parity(
     if len(heldout.images) == 0:
         raise ValueError("the held-out set is empty; the parity gate needs images")
     if model is not None:
-        from parcelguard.train.train import predict_scores
+        from parcelguard.train.predict import predict_scores
 
         ref_name, ref_scores = (
             "torch_fp32",

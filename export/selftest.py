@@ -1,4 +1,4 @@
-"""Write a package's known-answer self-test (checked by parcelguard.device.selftest at every load).
+"""Write a package's known-answer self-test (checked by parcelguard.device.contract.selftest at every load).
 
 Picks a few held-out crops from every class (so a runtime stuck at one answer is caught on half of
 them), stores them losslessly as PNGs under ``selftest/`` and records each model file's scores on
@@ -13,13 +13,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 from parcelguard.device.backends import REGISTRY, open_backend
+from parcelguard.device.contract.package import (
+    Manifest,
+    Package,
+    SelfTest,
+    SelfTestCrop,
+    sha256_file,
+)
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.manifest import Manifest, Package, SelfTest, SelfTestCrop, sha256_file
 
 log = logging.getLogger(__name__)
 
 N_CROPS = 8
-TOLERANCE = 0.02  # why this value: device/selftest.py
+TOLERANCE = 0.02  # why this value: device/contract/selftest.py
 FOLDER = "selftest"
 
 

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 from parcelguard.device import jsonio
+from parcelguard.device.contract.package import Manifest, load_package, sha256_file, write_manifest
+from parcelguard.device.contract.preprocess import InputSpec
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.manifest import Manifest, load_package, sha256_file, write_manifest
-from parcelguard.device.preprocess import InputSpec
+from parcelguard.export.config import ParityBudget
+from parcelguard.export.parity import gate_sentence, parity_table, run_parity
 from parcelguard.train.data import Split, load_images, load_splits, read_manifest
-
-from .parity import gate_sentence, parity_table, run_parity
-from .settings import ParityBudget
 
 log = logging.getLogger(__name__)
 

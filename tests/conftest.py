@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, python: str | None = None) -> subprocess.CompletedProcess:
     """Run ``parcelguard ARGS`` in a subprocess; returns the completed process (never raises)."""
     return subprocess.run(
-        [python or sys.executable, "-m", "parcelguard.device.cli", *args],
+        [python or sys.executable, "-m", "parcelguard.cli.main", *args],
         capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=900,
     )
 
@@ -29,9 +29,9 @@ def tiny_run(tmp_path_factory) -> dict:
     exported from it here."""
     pytest.importorskip("torch")
     pytest.importorskip("litert_torch")
+    from parcelguard.export.config import ExportConfig, ParityBudget
     from parcelguard.export.package import export_package
-    from parcelguard.export.settings import ExportConfig, ParityBudget
-    from parcelguard.train import synth
+    from parcelguard.train.synth import world as synth
 
     sys.path.insert(0, str(FIXTURES))
     from make_tiny_model import CROPS, place_checkpoint

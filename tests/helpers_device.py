@@ -8,14 +8,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from parcelguard.device.manifest import (
-    SCHEMA_VERSION,
-    Manifest,
-    ModelFile,
-    write_manifest,
-)
-from parcelguard.device.preprocess import InputSpec
-from parcelguard.device.settings import DeviceConfig
+from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.contract.package import SCHEMA_VERSION, Manifest, ModelFile, write_manifest
+from parcelguard.device.contract.preprocess import InputSpec
 
 W, H = 640, 480
 
@@ -209,7 +204,7 @@ def edit_manifest(pkg: Path, fn, reseal: bool = False) -> None:
     data = json.loads(path.read_text())
     fn(data)
     if reseal:
-        from parcelguard.device.manifest import manifest_id
+        from parcelguard.device.contract.package import manifest_id
 
         try:
             data["package_id"] = manifest_id(data)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from parcelguard.device.actuator import Actuator, RecordingOutput, make_output
+from parcelguard.device.config.daemon import ActuatorConfig, FailsafeConfig
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.settings_daemon import ActuatorConfig, FailsafeConfig
+from parcelguard.device.live.actuator import Actuator, RecordingOutput, make_output
 
 
 class Clock:

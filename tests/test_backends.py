@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from helpers_device import edit_manifest
 from parcelguard.device.backends import REGISTRY, available_backends, open_backend
+from parcelguard.device.contract.package import load_package, sha256_file
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.manifest import load_package, sha256_file
 
 BACKENDS = available_backends()
 # fp32 files must match the torch reference to float rounding; int8 files within quantization noise.
@@ -22,7 +22,7 @@ def reference(tiny_run):
     """Held-out crops (the package's recorded test split) and torch fp32 scores for them."""
     from parcelguard.export.verify import _recorded_heldout
     from parcelguard.train.checkpoint import load_checkpoint, model_from_checkpoint
-    from parcelguard.train.train import predict_scores
+    from parcelguard.train.predict import predict_scores
 
     pkg = load_package(tiny_run["package"])
     heldout = _recorded_heldout(pkg.manifest, pkg.root)
@@ -107,8 +107,8 @@ def test_provider_resolution(tmp_path, monkeypatch, caplog):
 
 
 def test_provider_options_in_device_config(tmp_path):
-    from parcelguard.device.config import load_config
-    from parcelguard.device.settings import DeviceConfig
+    from parcelguard.device.config.base import load_config
+    from parcelguard.device.config.device import DeviceConfig
 
     cfg = tmp_path / "d.yaml"
     cfg.write_text("model:\n  backend: onnx_int8\n  providers:\n    - TensorrtExecutionProvider: {trt_engine_cache_path: /var/cache/pg, trt_fp16_enable: false}\n    - CUDAExecutionProvider\n")

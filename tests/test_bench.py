@@ -49,7 +49,7 @@ def test_run_all_quick_writes_numbers(quick_run: dict) -> None:
 
 
 def test_parcelguard_bench_cli(quick_run: dict) -> None:
-    from parcelguard.device.cli import main
+    from parcelguard.cli.main import main
 
     work, tmp = quick_run["work"], quick_run["tmp"]
     out = tmp / "bench.json"

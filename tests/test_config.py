@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from parcelguard.device.config import load_config, save_config
+from parcelguard.device.config.base import load_config, save_config
+from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.settings import DeviceConfig
 
 
 def write(tmp_path, text: str):
@@ -58,13 +58,13 @@ def test_overrides_and_round_trip(tmp_path):
 def test_shipped_configs_validate():
     from pathlib import Path
 
-    from parcelguard.device.config import load_config as lc
+    from parcelguard.device.config.base import load_config as lc
 
     root = Path(__file__).resolve().parents[1] / "configs"
     files = sorted(root.glob("*.yaml"))
     assert files, "configs/ must ship example configs"
-    from parcelguard.export.settings import ExportConfig
-    from parcelguard.train.settings import TrainConfig
+    from parcelguard.export.config import ExportConfig
+    from parcelguard.train.config import TrainConfig
 
     kinds = {"train": TrainConfig, "export": ExportConfig}
     for f in files:

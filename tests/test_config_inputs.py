@@ -8,9 +8,9 @@ import os
 import pytest
 from conftest import run_cli
 from helpers_device import one_sentence
-from parcelguard.device.config import MAX_CONFIG_BYTES, load_config
+from parcelguard.device.config.base import MAX_CONFIG_BYTES, load_config
+from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.settings import DeviceConfig
 
 
 def validate(tmp_path, text: str, name: str = "device.yaml"):

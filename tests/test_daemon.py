@@ -26,10 +26,10 @@ from helpers_device import (
     tiny_onnx_package,
     write_avi,
 )
-from parcelguard.device.actuator import RecordingOutput
-from parcelguard.device.capture import LiveSource, Paced
-from parcelguard.device.daemon import Daemon
-from parcelguard.device.events import read_events
+from parcelguard.device.inspection.events import read_events
+from parcelguard.device.live.actuator import RecordingOutput
+from parcelguard.device.live.capture import LiveSource, Paced
+from parcelguard.device.live.daemon import Daemon
 
 NEAR_GATE = {"camera_to_gate_m": 0.05, "speed_mps": 0.5}  # 0.1 s travel: pulses fall due quickly
 
@@ -125,7 +125,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path, onnx_package):
     notify.settimeout(0.2)
     env = {**os.environ, "NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "400000"}
     env.pop("WATCHDOG_PID", None)
-    p = subprocess.Popen([sys.executable, "-m", "parcelguard.device.cli", "run", "--config", str(tmp_path / "device.yaml")],
+    p = subprocess.Popen([sys.executable, "-m", "parcelguard.cli.main", "run", "--config", str(tmp_path / "device.yaml")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     msgs: list[str] = []
     try:
@@ -160,7 +160,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path, onnx_package):
 
 def test_record_writes_clip_and_sidecar(tmp_path):
     import cv2
-    from parcelguard.device.record import record
+    from parcelguard.device.live.record import record
 
     cfg = make_config(tmp_path, trigger={"mode": "external", "external": "callable"})
     # A live source keeps only the newest frame, so a loaded machine drops some: the camera offers

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 from helpers_device import FakeBackend, belt_frames, make_config, manifest, tiny_onnx_package
-from parcelguard.device.actuator import Actuator, RecordingOutput
-from parcelguard.device.capture import Paced
-from parcelguard.device.daemon import Daemon
-from parcelguard.device.events import read_events
-from parcelguard.device.manifest import ModelFile
-from parcelguard.device.service import ServiceSpec, render_unit, stop_timeout_for
-from parcelguard.device.settings_daemon import ActuatorConfig, FailsafeConfig
+from parcelguard.device.config.daemon import ActuatorConfig, FailsafeConfig
+from parcelguard.device.contract.package import ModelFile
+from parcelguard.device.inspection.events import read_events
+from parcelguard.device.live.actuator import Actuator, RecordingOutput
+from parcelguard.device.live.capture import Paced
+from parcelguard.device.live.daemon import Daemon
+from parcelguard.device.live.service import ServiceSpec, render_unit, stop_timeout_for
 
 DEFAULT_TRAVEL = {"camera_to_gate_m": 1.5, "speed_mps": 0.5}  # 3 s: longer than drain_s (2 s)
 
@@ -82,7 +82,7 @@ def test_a_pulse_that_cannot_fire_is_an_alarm_not_a_log_line():
 
 
 def test_unit_stop_timeout_covers_the_drain():
-    from parcelguard.device.settings import DeviceConfig
+    from parcelguard.device.config.device import DeviceConfig
 
     long_line = DeviceConfig(belt={"camera_to_gate_m": 12.0, "speed_mps": 0.5})  # 24 s travel
     t = stop_timeout_for(long_line)
@@ -139,8 +139,8 @@ def test_reload_is_one_transaction_between_two_packages(tmp_path):
 
 
 def test_reload_refuses_another_input_spec_and_keeps_running_model(tmp_path):
+    from parcelguard.device.contract.preprocess import InputSpec
     from parcelguard.device.errors import ParcelguardError
-    from parcelguard.device.preprocess import InputSpec
 
     cfg = make_config(tmp_path)
     bad = manifest()

@@ -12,8 +12,8 @@ import yaml
 
 torch = pytest.importorskip("torch")
 
-from parcelguard.train import synth  # noqa: E402
 from parcelguard.train.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from parcelguard.train.synth import world as synth  # noqa: E402
 
 
 @pytest.mark.slow
@@ -25,7 +25,7 @@ def test_two_process_gloo_epoch(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "parcelguard.device.cli", "train", "--config", str(tmp_path / "train.yaml")],
+         "-m", "parcelguard.cli.main", "train", "--config", str(tmp_path / "train.yaml")],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,7 +36,7 @@ def test_two_process_gloo_epoch(tmp_path):
     assert 0.0 <= ck["threshold"] <= 1.0 and ck["epoch"] == 0
     last = load_checkpoint(tmp_path / "ddp" / "last.pt")
     # 2 ranks x batch 8: the scheduler stepped len(train) // 16 times, once per global step
-    from parcelguard.device.preprocess import InputSpec
+    from parcelguard.device.contract.preprocess import InputSpec
     from parcelguard.train.data import load_splits
 
     n_train = len(load_splits(crops, ["ok", "damaged"], InputSpec(height=64, width=64), 0.15, 0.15, 0)["train"].labels)

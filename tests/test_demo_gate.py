@@ -68,7 +68,7 @@ def test_parity_and_demo_writers_use_jsonio(monkeypatch, tmp_path):
     assert seen and _strict_load((tmp_path / "parity.json").read_text())["x"] is None
     import inspect
 
-    from parcelguard.export import demo
+    from parcelguard.workflows import demo
 
     src = inspect.getsource(demo.run_demo)
     assert 'jsonio.write(out / "demo_report.json"' in src and "json.dumps" not in inspect.getsource(

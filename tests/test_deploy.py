@@ -22,16 +22,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from parcelguard.device.config import load_config
+from parcelguard.device.config.base import load_config
+from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.service import (
+from parcelguard.device.live.service import (
     ServiceSpec,
     example_config,
     render_unit,
     size_line,
     write_files,
 )
-from parcelguard.device.settings import DeviceConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -116,7 +116,7 @@ def test_device_image_healthcheck_and_volumes(dockerfile):
     health = re.search(r"^HEALTHCHECK .*\n\s+CMD (.+)$", text, re.M)
     assert health, "device images need a HEALTHCHECK"
     try:
-        from parcelguard.device.settings_daemon import HealthConfig
+        from parcelguard.device.config.daemon import HealthConfig
 
         port = HealthConfig().port
     except ImportError:

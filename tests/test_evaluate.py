@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 import pytest
-from parcelguard.device.preprocess import InputSpec, preprocess
+from parcelguard.device.contract.preprocess import InputSpec, preprocess
 from parcelguard.train import shift
-from parcelguard.train.evaluate import (
+from parcelguard.train.metrics import (
     binary_metrics,
     curves,
     roc_auc,
@@ -129,9 +129,9 @@ def test_evaluate_checkpoint_writes_reports(tmp_path):
     torch = pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
     torch.set_num_threads(1)
-    from parcelguard.train import synth
+    from parcelguard.train.config import TrainConfig
     from parcelguard.train.evaluate import evaluate
-    from parcelguard.train.settings import TrainConfig
+    from parcelguard.train.synth import world as synth
     from parcelguard.train.train import train
 
     crops = synth.make_crops(synth.SynthCropsConfig(n_ok=40, n_damaged=40, seed=6), tmp_path / "crops")

@@ -9,17 +9,17 @@ from contextlib import closing
 
 import numpy as np
 import pytest
+from parcelguard.device.config.device import DeviceConfig, SnapshotConfig
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.events import (
+from parcelguard.device.inspection.events import (
     STORE_SCHEMA_VERSION,
     Event,
     EventStore,
     new_run_token,
-    open_event_outputs,
     read_events,
 )
-from parcelguard.device.settings import DeviceConfig, SnapshotConfig
-from parcelguard.device.snapshots import SnapshotWriter
+from parcelguard.device.live.outputs import open_event_outputs
+from parcelguard.device.live.snapshots import SnapshotWriter
 
 ROI = (40, 30, 96, 96)
 
@@ -254,7 +254,7 @@ def test_uncertain_ring_never_exceeds_its_cap_and_drops_oldest(tmp_path, cap):
 
 def test_loop_sinks_get_the_best_frame(tmp_path):
     """The loop hands each event and the frame of its highest score to the sinks."""
-    from parcelguard.device.loop import InspectionLoop
+    from parcelguard.device.inspection.loop import InspectionLoop
 
     got = []
     loop = InspectionLoop.__new__(InspectionLoop)  # only the sink plumbing, no backend needed
@@ -273,7 +273,7 @@ def test_loop_sinks_get_the_best_frame(tmp_path):
 def test_loop_with_snapshot_sink_writes_evidence_and_same_events(tmp_path):
     """A real loop run: snapshots for flagged packages; the event stream is identical without sinks."""
     from helpers_device import FakeBackend, belt_frames, make_config, manifest
-    from parcelguard.device.loop import InspectionLoop
+    from parcelguard.device.inspection.loop import InspectionLoop
 
     frames = belt_frames(3)
     outs = []

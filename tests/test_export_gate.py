@@ -89,7 +89,7 @@ def test_calibration_warns_below_300(caplog):
 @pytest.mark.slow
 def test_manifest_is_complete(tiny_run):
     import onnx
-    from parcelguard.device.manifest import Manifest, sha256_file
+    from parcelguard.device.contract.package import Manifest, sha256_file
 
     pkg = tiny_run["package"]
     data = json.loads((pkg / "manifest.json").read_text())
@@ -138,7 +138,7 @@ def test_package_passes_the_budgets_it_was_exported_with(tiny_run):
 @pytest.mark.slow
 def test_verify_cli_round_trip_then_device_loads(tiny_run, tmp_path):
     from parcelguard.device.backends import open_backend
-    from parcelguard.device.manifest import load_package
+    from parcelguard.device.contract.package import load_package
 
     pkg = tmp_path / "pkg"
     shutil.copytree(tiny_run["package"], pkg)
@@ -155,10 +155,10 @@ def test_verify_cli_round_trip_then_device_loads(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_broken_calibration_fails_the_gate(tiny_run, tmp_path):
+    from parcelguard.device.contract.package import load_package
     from parcelguard.device.errors import ParcelguardError
-    from parcelguard.device.manifest import load_package
+    from parcelguard.export.config import ExportConfig
     from parcelguard.export.package import export_package
-    from parcelguard.export.settings import ExportConfig
 
     out = tmp_path / "broken"
     cfg = ExportConfig(checkpoint=tiny_run["checkpoint"], out=out, formats=["onnx_fp32", "tflite_int8"])
@@ -176,10 +176,10 @@ def test_broken_calibration_fails_the_gate(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_gate_fails_on_lint_problem_naming_the_op(tiny_run, monkeypatch):
-    from parcelguard.device.manifest import load_package
+    from parcelguard.device.contract.package import load_package
     from parcelguard.export import graph_lint
+    from parcelguard.export.config import ParityBudget
     from parcelguard.export.parity import run_parity
-    from parcelguard.export.settings import ParityBudget
     from parcelguard.export.verify import _recorded_heldout
 
     pkg = load_package(tiny_run["package"])
@@ -194,8 +194,8 @@ def test_gate_fails_on_lint_problem_naming_the_op(tiny_run, monkeypatch):
 
 @pytest.mark.slow
 def test_tampered_or_incomplete_package_is_refused(tiny_run, tmp_path):
+    from parcelguard.device.contract.package import load_package
     from parcelguard.device.errors import ParcelguardError
-    from parcelguard.device.manifest import load_package
     from parcelguard.export.verify import verify_package
 
     pkg = tmp_path / "pkg"

@@ -14,7 +14,7 @@ pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
 from parcelguard.export import tflite_export  # noqa: E402
-from parcelguard.export.graph_lint import (  # noqa: E402
+from parcelguard.export.graph_lint import (
     lint_onnx_int8,
     lint_tflite,
     op_histogram_onnx,

@@ -19,11 +19,11 @@ import pytest
 from helpers_device import FakeBackend, make_config, manifest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from parcelguard.device.capture import LiveSource
-from parcelguard.device.daemon import Daemon
+from parcelguard.device.config.daemon import CaptureConfig, HealthConfig
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.health import HealthServer, Metrics
-from parcelguard.device.settings_daemon import CaptureConfig, HealthConfig
+from parcelguard.device.live.capture import LiveSource
+from parcelguard.device.live.daemon import Daemon
+from parcelguard.device.live.health import HealthServer, Metrics
 
 TOKEN = "s3cret-token-0123456789"
 LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'  # escapes: \\ \" \n only
@@ -356,8 +356,8 @@ def test_200_half_sent_requests_do_not_stop_metrics(monkeypatch):
 SERVE_WITH_FEW_FDS = textwrap.dedent("""
     import resource, sys, time
     resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
-    from parcelguard.device.health import HealthServer, Metrics
-    from parcelguard.device.settings_daemon import HealthConfig
+    from parcelguard.device.live.health import HealthServer, Metrics
+    from parcelguard.device.config.daemon import HealthConfig
     srv = HealthServer(HealthConfig(port=0, max_connections=48), Metrics(), lambda: (True, "ok"))
     srv.start()
     print(srv.port, flush=True)

@@ -10,15 +10,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from parcelguard.device.cli import main
+from parcelguard.cli.main import main
+from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.contract.preprocess import InputSpec
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.preprocess import InputSpec
-from parcelguard.device.settings import DeviceConfig
-from parcelguard.train import synth
 from parcelguard.train.data import load_splits, split_of
-from parcelguard.train.dataset_card import build_card, image_size
-from parcelguard.train.ingest import OUT_COLUMNS, IngestOptions, ingest_csv, ingest_folder
-from parcelguard.train.ingest_video import ingest_video
+from parcelguard.train.ingest.card import build_card, image_size
+from parcelguard.train.ingest.folders import OUT_COLUMNS, IngestOptions, ingest_csv, ingest_folder
+from parcelguard.train.ingest.video import ingest_video
+from parcelguard.train.synth import world as synth
 
 
 def _read(path: Path) -> list[dict]:
@@ -284,9 +284,9 @@ def test_ingest_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    probe = ("import sys, parcelguard.train.ingest, parcelguard.train.ingest_video, "
-             "parcelguard.train.dataset_card, parcelguard.train.cli_data, parcelguard.device.cli; "
-             "parcelguard.device.cli.build_parser(); print('torch' in sys.modules)")
+    probe = ("import sys, parcelguard.train.ingest.folders, parcelguard.train.ingest.video, "
+             "parcelguard.train.ingest.card, parcelguard.cli.data, parcelguard.cli.main; "
+             "parcelguard.cli.main.build_parser(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 from parcelguard.device.imageheader import MAX_PIXELS, check_image, header_size
-from parcelguard.device.sources import ImageFolderSource
-from parcelguard.train.ingest import IngestOptions, ingest_csv, ingest_folder
-from parcelguard.train.ingest_guard import neutralise
+from parcelguard.device.inspection.sources import ImageFolderSource
+from parcelguard.train.ingest.folders import IngestOptions, ingest_csv, ingest_folder
+from parcelguard.train.ingest.guard import neutralise
 
 OPTS = IngestOptions(min_class_size=0)
 
@@ -137,9 +137,9 @@ def test_neutralise_rules():
 
 
 def test_video_ingest_refuses_a_5000_character_package_id(tmp_path):
-    from parcelguard.device.settings import DeviceConfig
-    from parcelguard.train import synth
-    from parcelguard.train.ingest_video import ingest_video
+    from parcelguard.device.config.device import DeviceConfig
+    from parcelguard.train.ingest.video import ingest_video
+    from parcelguard.train.synth import world as synth
 
     v = synth.make_video(synth.SynthVideoConfig(n_packages=2, seed=5), tmp_path / "v")
     with open(v["gt"], newline="") as f:

@@ -10,10 +10,10 @@ import pytest
 from conftest import run_cli
 from helpers_device import edit_manifest, one_sentence, tiny_onnx_package
 from parcelguard.device.backends import open_backend
-from parcelguard.device.config import load_config
+from parcelguard.device.config.base import load_config
+from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.contract.package import load_package, write_manifest
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.manifest import load_package, write_manifest
-from parcelguard.device.settings import DeviceConfig
 
 hand_edit = edit_manifest
 
@@ -65,7 +65,7 @@ def test_manifest_without_package_id_is_refused_but_verify_may_seal_it(pkg):
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> dict:
     pytest.importorskip("cryptography")
-    from parcelguard.device.signing import keygen
+    from parcelguard.device.contract.signing import keygen
 
     priv, pub = keygen(tmp_path_factory.mktemp("keys") / "a")
     return {"priv": priv, "pub": pub}
@@ -155,7 +155,7 @@ def test_inspect_of_an_unreadable_model_file_is_one_sentence(tmp_path, fmt, cont
         model.unlink()
         model = pkg / "model_int8.tflite"
     model.write_bytes(body)
-    from parcelguard.device.manifest import ModelFile
+    from parcelguard.device.contract.package import ModelFile
 
     key = "onnx_fp32" if fmt == "onnx" else "tflite_int8"
     p.manifest.files = {key: ModelFile.of(model, fmt, "fp32" if fmt == "onnx" else "int8")}

@@ -6,15 +6,15 @@ import json
 
 import pytest
 from helpers_device import edit_manifest
-from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.manifest import (
+from parcelguard.device.contract.package import (
     SCHEMA_VERSION,
     Manifest,
     ModelFile,
     load_package,
     write_manifest,
 )
-from parcelguard.device.preprocess import InputSpec
+from parcelguard.device.contract.preprocess import InputSpec
+from parcelguard.device.errors import ParcelguardError
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from parcelguard.train.model import (  # noqa: E402
+from parcelguard.train.model import (
     DOWNSAMPLE_CHOICES,
     BlurPool,
     ModelConfig,

@@ -24,9 +24,9 @@ from test_events import make_event
 pytest.importorskip("paho.mqtt.client")
 require_mosquitto()
 
-from parcelguard.device.events import EventStore, new_run_token  # noqa: E402
-from parcelguard.device.mqtt import MqttPublisher, topics  # noqa: E402
-from parcelguard.device.settings import MqttConfig  # noqa: E402
+from parcelguard.device.config.device import MqttConfig  # noqa: E402
+from parcelguard.device.inspection.events import EventStore, new_run_token  # noqa: E402
+from parcelguard.device.live.mqtt import MqttPublisher, topics  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 
@@ -142,8 +142,9 @@ CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     from test_events import make_event
-    from parcelguard.device.events import new_run_token, open_event_outputs
-    from parcelguard.device.settings import DeviceConfig
+    from parcelguard.device.inspection.events import new_run_token
+    from parcelguard.device.live.outputs import open_event_outputs
+    from parcelguard.device.config.device import DeviceConfig
     folder, port, n, pause, drain = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "drain"
     mqtt = dict(enabled=True, port=port, reconnect_min_s=1, reconnect_max_s=1, keepalive=5)
     cfg = DeviceConfig(device_id="pg-k", events=dict(dir=folder), mqtt=mqtt)

@@ -19,7 +19,7 @@ def test_wheel_contents(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops <= {"parcelguard", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, tops
-    for mod in ("device/__init__.py", "device/preprocess.py", "device/backends/litert.py", "train/model.py", "export/package.py"):
+    for mod in ("device/__init__.py", "device/contract/preprocess.py", "device/backends/litert.py", "train/model.py", "export/package.py"):
         assert f"parcelguard/{mod}" in names
     assert not any(n.startswith(("train/", "export/", "device/", "tests/")) for n in names)
 

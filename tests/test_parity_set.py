@@ -11,11 +11,11 @@ import pytest
 
 
 def test_demo_parity_set_gives_every_damage_type_the_power_the_gate_asks_for():
-    from parcelguard.export.demo import AUTO, FULL, PARITY_SEED, parity_set_config
+    from parcelguard.export.config import ParityBudget
     from parcelguard.export.gate import paired_limits, parity_crops_per_type
-    from parcelguard.export.settings import ParityBudget
     from parcelguard.export.stats import crops_needed, paired_power
-    from parcelguard.train import synth
+    from parcelguard.train.synth import world as synth
+    from parcelguard.workflows.demo import AUTO, FULL, PARITY_SEED, parity_set_config
 
     bp = ParityBudget()
     cfg = parity_set_config(AUTO, bp)
@@ -41,7 +41,7 @@ def test_demo_parity_set_gives_every_damage_type_the_power_the_gate_asks_for():
 
 def test_demo_parity_per_type_setting():
     from parcelguard.device.errors import ParcelguardError
-    from parcelguard.export.demo import AUTO, parse_sets
+    from parcelguard.workflows.demo import AUTO, parse_sets
 
     assert parse_sets(None, quick=False)[0]["parity_per_type"] == AUTO
     assert parse_sets(["parity_per_type=auto"], quick=True)[0]["parity_per_type"] == AUTO
@@ -52,7 +52,7 @@ def test_demo_parity_per_type_setting():
 
 
 def test_demo_report_shows_per_type_power_and_verdicts():
-    from parcelguard.export.demo import format_report, recall_checks
+    from parcelguard.workflows.demo import format_report, recall_checks
 
     ch = {"n": 460, "b": 0, "c": 0, "power": 0.9512, "verdict": "pass"}
     weak = {**ch, "n": 91, "power": 0.154, "verdict": "insufficient evidence"}
@@ -110,13 +110,13 @@ def test_demo_report_shows_per_type_power_and_verdicts():
 
 @pytest.mark.slow
 def test_export_gates_on_a_dedicated_parity_set_and_verify_reuses_it(tiny_run, tmp_path):
-    from parcelguard.device.manifest import load_package
-    from parcelguard.export.demo import parity_set_config
+    from parcelguard.device.contract.package import load_package
+    from parcelguard.export.config import ExportConfig, ParityBudget
     from parcelguard.export.package import export_package
     from parcelguard.export.parity import backend_scores
-    from parcelguard.export.settings import ExportConfig, ParityBudget
     from parcelguard.export.verify import verify_package
-    from parcelguard.train import synth
+    from parcelguard.train.synth import world as synth
+    from parcelguard.workflows.demo import parity_set_config
 
     assert tiny_run["parity"]["heldout"]["source"] == "training split"  # the default is unchanged
     budget = ParityBudget.model_validate(tiny_run["parity"]["budget"])

@@ -6,15 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from parcelguard.export.config import ParityBudget
 from parcelguard.export.gate import compare
-from parcelguard.export.settings import ParityBudget
-from parcelguard.export.stats import (
-    binom_sf,
-    crops_needed,
-    mcnemar_p,
-    paired_power,
-    wilson_ci,
-)
+from parcelguard.export.stats import binom_sf, crops_needed, mcnemar_p, paired_power, wilson_ci
 
 # Wilson 95 % intervals worked out by hand from the closed form (z = 1.959964):
 # k = 0 -> upper z^2 / (n + z^2); k = n -> lower n / (n + z^2).

@@ -5,8 +5,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from parcelguard.device.contract.preprocess import (
+    InputSpec,
+    crop_roi,
+    preprocess,
+    to_float_nchw,
+    to_int8,
+)
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.preprocess import InputSpec, crop_roi, preprocess, to_float_nchw, to_int8
 
 
 def frame(seed=0, h=480, w=640):

@@ -13,9 +13,9 @@ import cv2
 import pytest
 from conftest import run_cli
 from helpers_device import belt_frames, edit_manifest, tiny_onnx_package, write_avi
+from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.replay import replay
-from parcelguard.device.settings import DeviceConfig
+from parcelguard.device.replay.run import replay
 
 N_PKG, BLOCK = 4, 28  # belt_frames(4): 20 frames of travel + 8 empty frames per package
 
@@ -69,7 +69,7 @@ def test_virtual_replay_is_deterministic_and_reports(clip, tmp_path):
 def test_realtime_drops_frames_the_loop_cannot_keep_up_with(clip, tmp_path, monkeypatch):
     import time
 
-    from parcelguard.device import replay as replay_mod
+    from parcelguard.device.replay import run as replay_mod
 
     real_open = replay_mod.open_backend
 
@@ -129,7 +129,7 @@ def test_golden_regression_and_ab(clip, tmp_path):
     pkg_b = tmp_path / "pkg_b"
     shutil.copytree(clip["pkg"], pkg_b)
     edit_manifest(pkg_b, lambda m: m.__setitem__("threshold", 0.999), reseal=True)
-    from parcelguard.device.compare import replay_ab
+    from parcelguard.device.replay.ab import replay_ab
 
     ab = replay_ab(clip["video"], clip["pkg"], pkg_b, tmp_path / "ab", DeviceConfig(), clip["gt"], "onnx", "onnx")
     assert ab["verdict_changes"] == N_PKG and ab["score_deltas"]["max_abs"] < 1e-6

@@ -8,9 +8,9 @@ import json
 import pytest
 from conftest import run_cli
 from helpers_device import belt_frames, tiny_onnx_package, write_avi
-from parcelguard.device.compare import load_golden
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.labels import load_labels
+from parcelguard.device.replay.diff import load_golden
+from parcelguard.device.replay.labels import load_labels
 
 
 @pytest.mark.parametrize(

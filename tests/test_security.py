@@ -17,11 +17,11 @@ import shutil
 import pytest
 from conftest import ROOT, run_cli
 from helpers_device import belt_frames, one_sentence, tiny_onnx_package, write_avi
-from parcelguard.device.config import load_config
+from parcelguard.device.config.base import load_config
+from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.contract.package import load_package
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.manifest import load_package
 from parcelguard.device.paths import safe_join, safe_name
-from parcelguard.device.settings import DeviceConfig
 
 pytest.importorskip("cryptography")
 
@@ -32,7 +32,7 @@ def keys(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("keys")
     r = run_cli("keygen", "--out", str(root / "a"))
     assert r.returncode == 0, r.stderr
-    from parcelguard.device.signing import keygen
+    from parcelguard.device.contract.signing import keygen
 
     keygen(root / "b")  # a second, unrelated key pair
     return {"priv": root / "a" / "private.pem", "pub": root / "a" / "public.pem", "other_pub": root / "b" / "public.pem"}
@@ -172,7 +172,7 @@ def test_safe_join_refuses_a_symlink_out(tmp_path):
 
 def test_label_package_ids_cannot_place_snapshots_outside_the_replay_folder(tmp_path):
     """Replay names snapshot JPEGs after the label CSV's package_id; hostile ids stay inside."""
-    from parcelguard.device.replay import replay
+    from parcelguard.device.replay.run import replay
 
     video = write_avi(tmp_path / "belt.avi", belt_frames(2, seed=1))
     pkg = tiny_onnx_package(tmp_path / "pkg")

@@ -1,4 +1,4 @@
-"""The known-answer self-test a package runs on the backend that opens it (device/selftest.py).
+"""The known-answer self-test a package runs on the backend that opens it (device/contract/selftest.py).
 
 Runs on a torch-free device too (tools/arm64/run.sh): set PARCELGUARD_TEST_PACKAGE to an exported
 package and the tests use it instead of building the tiny_run fixture.
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from helpers_device import edit_manifest
 from parcelguard.device.backends import REGISTRY, available_backends, open_backend
+from parcelguard.device.contract.package import load_package
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.manifest import load_package
 
 # These tests export the tiny model (minutes) unless PARCELGUARD_TEST_PACKAGE names a package
 # (make test-arm64 does): slow, except then.
@@ -54,7 +54,7 @@ def test_package_carries_crops_of_both_classes_and_every_files_scores(package_di
 
 @pytest.mark.parametrize("name", [n for n in REGISTRY if n in available_backends()])
 def test_correct_package_loads_and_matches_its_answers(package_dir, name):
-    from parcelguard.device.selftest import run_selftest
+    from parcelguard.device.contract.selftest import run_selftest
 
     pkg = load_package(package_dir)
     be = open_backend(pkg, name)
@@ -93,7 +93,7 @@ def test_tampered_crop_is_refused_by_hash(pkg_copy):
 def test_package_without_selftest_loads_with_a_warning(pkg_copy, caplog):
     # an older exporter's package: sealed, no self-test data
     edit_manifest(pkg_copy, lambda d: d.pop("selftest"), reseal=True)
-    with caplog.at_level(logging.WARNING, logger="parcelguard.device.selftest"):
+    with caplog.at_level(logging.WARNING, logger="parcelguard.device.contract.selftest"):
         be = open_backend(load_package(pkg_copy), "litert")
     assert len(be.infer(np.zeros((1, *be._in_shape[1:]), np.uint8))) == 1
     be.close()

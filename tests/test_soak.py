@@ -42,8 +42,8 @@ def test_live_loop_keeps_only_bounded_state():
     from collections import deque
 
     from helpers_device import FakeBackend, belt_frames, manifest
-    from parcelguard.device.loop import LIVE_EVENTS_KEPT, InspectionLoop, LoopHooks
-    from parcelguard.device.settings import DeviceConfig
+    from parcelguard.device.config.device import DeviceConfig
+    from parcelguard.device.inspection.loop import LIVE_EVENTS_KEPT, InspectionLoop, LoopHooks
 
     frames = belt_frames(3)
     loop = InspectionLoop(DeviceConfig(), FakeBackend(), manifest(), None, "t", hooks=LoopHooks(history=16))

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 from helpers_device import FakeBackend, belt_frames, make_config, manifest
-from parcelguard.device.actuator import RecordingOutput
-from parcelguard.device.capture import Paced
-from parcelguard.device.daemon import Daemon
-from parcelguard.device.events import Event, EventStore, read_events
-from parcelguard.device.store_guard import GuardedStore
+from parcelguard.device.inspection.events import Event, EventStore, read_events
+from parcelguard.device.live.actuator import RecordingOutput
+from parcelguard.device.live.capture import Paced
+from parcelguard.device.live.daemon import Daemon
+from parcelguard.device.live.store_guard import GuardedStore
 from test_events import make_event
 
 TRAVEL = {"camera_to_gate_m": 1.0, "speed_mps": 0.5}  # 2 s to the gate: no decision is late

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from parcelguard.train.synth import (
+from parcelguard.train.synth.world import (
     DAMAGE_TYPES,
     MANIFEST_COLUMNS,
     SynthCropsConfig,

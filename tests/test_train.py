@@ -11,12 +11,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from parcelguard.train import synth  # noqa: E402
 from parcelguard.train.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from parcelguard.train.config import TrainConfig  # noqa: E402
 from parcelguard.train.data import load_splits  # noqa: E402
-from parcelguard.train.evaluate import threshold_for_accuracy, threshold_for_recall  # noqa: E402
-from parcelguard.train.settings import TrainConfig  # noqa: E402
-from parcelguard.train.train import predict_scores, train  # noqa: E402
+from parcelguard.train.metrics import threshold_for_accuracy, threshold_for_recall  # noqa: E402
+from parcelguard.train.predict import predict_scores  # noqa: E402
+from parcelguard.train.synth import world as synth  # noqa: E402
+from parcelguard.train.train import train  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -8,8 +8,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from .settings import AugmentSettings
+from parcelguard.train.config import AugmentSettings
 
 # The same float32 constant as InputSpec.scale, so torch and the device compute identical floats.
 INPUT_SCALE = float(np.float32(1.0 / 255.0))

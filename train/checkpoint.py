@@ -10,8 +10,7 @@ from pathlib import Path
 
 import torch
 from parcelguard.device.errors import ParcelguardError
-
-from .model import ModelConfig, PooledCNN
+from parcelguard.train.model import ModelConfig, PooledCNN
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, cfg_dict: dict, extra: dict) -> Path:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from parcelguard.device.contract.preprocess import InputSpec, preprocess
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.preprocess import InputSpec, preprocess
 
 log = logging.getLogger(__name__)
 

@@ -95,7 +95,7 @@ def make_downsample(kind: str, channels: int) -> nn.Module:
 class PooledCNN(nn.Module):
     """conv blocks -> downsample, per stage; then a global pool (max by default, or average) and a linear head.
 
-    Input: float NCHW RGB in [0, 1] (what :func:`parcelguard.device.preprocess.to_float_nchw`
+    Input: float NCHW RGB in [0, 1] (what :func:`parcelguard.device.contract.preprocess.to_float_nchw`
     gives). Output: class logits.
     """
 

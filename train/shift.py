@@ -1,7 +1,7 @@
 """Shift robustness of a classifier under real crop shifts (Zhang 2019's consistency, and more).
 
 What is shifted: the crop window in the *source* image, not the model input. Dataset crops are
-ROI views (e.g. 224 px) that :func:`parcelguard.device.preprocess.preprocess` resizes to the
+ROI views (e.g. 224 px) that :func:`parcelguard.device.contract.preprocess.preprocess` resizes to the
 model input (e.g. 128 px). A shift of ``d`` model-input pixels moves the window by
 ``round(d * source_size / input_size)`` source pixels, then the view is preprocessed exactly as
 on the device. Where the moved window leaves the source image, the missing border strip is
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from parcelguard.device.contract.preprocess import InputSpec, preprocess
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.preprocess import InputSpec, preprocess
 
 log = logging.getLogger(__name__)
 

@@ -33,13 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from parcelguard.device import jsonio
-from parcelguard.device.config import save_config
-
-from .augment import augment, to_float
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import load_splits
-from .model import ModelConfig, PooledCNN, count_macs, count_params
-from .settings import TrainConfig
+from parcelguard.device.config.base import save_config
+from parcelguard.train.augment import augment, to_float
+from parcelguard.train.checkpoint import load_checkpoint, save_checkpoint
+from parcelguard.train.config import TrainConfig
+from parcelguard.train.data import load_splits
+from parcelguard.train.metrics import binary_metrics, threshold_for_accuracy, threshold_for_recall
+from parcelguard.train.model import ModelConfig, PooledCNN, count_macs, count_params
+from parcelguard.train.predict import predict_logits, predict_scores
 
 log = logging.getLogger(__name__)
 
@@ -62,47 +63,10 @@ def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def memory_format_of(model: torch.nn.Module) -> torch.memory_format:
-    """channels_last when the model's first 4-D weight is stored that way, else contiguous."""
-    for p in model.parameters():
-        if p.dim() == 4:
-            return (
-                torch.channels_last
-                if p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-                else torch.contiguous_format
-            )
-    return torch.contiguous_format
 
 
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module, images_u8: np.ndarray, device=None, batch: int = 256
-) -> torch.Tensor:
-    """Float logits (CPU) of uint8 NHWC images, eval mode, no augmentation."""
-    device = device or next(model.parameters()).device
-    fmt = memory_format_of(model)
-    model.eval()
-    out = [
-        model(
-            to_float(torch.from_numpy(images_u8[i : i + batch]).to(device)).contiguous(
-                memory_format=fmt
-            )
-        )
-        .float()
-        .cpu()
-        for i in range(0, len(images_u8), batch)
-    ]
-    return torch.cat(out) if out else torch.empty(0, 2)
 
 
-def predict_scores(
-    model: torch.nn.Module, images_u8: np.ndarray, positive: int, device=None, batch: int = 256
-) -> np.ndarray:
-    """Positive-class probabilities of uint8 NHWC images (no augmentation)."""
-    logits = predict_logits(model, images_u8, device, batch)
-    if not len(logits):
-        return np.empty(0, np.float32)
-    return torch.softmax(logits, 1)[:, positive].numpy()
 
 
 def build_model(cfg: TrainConfig) -> PooledCNN:
@@ -407,7 +371,6 @@ class _Run:
 
     def finish(self) -> dict:
         """Choose the threshold on val with the best weights, store it in best.pt, score test."""
-        from .evaluate import binary_metrics, threshold_for_accuracy, threshold_for_recall
 
         best_path = self.out / "best.pt"
         summary = {

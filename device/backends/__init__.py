@@ -12,9 +12,8 @@ import importlib
 from typing import Protocol
 
 import numpy as np
-
-from ..errors import ParcelguardError
-from ..manifest import Package
+from parcelguard.device.contract.package import Package
+from parcelguard.device.errors import ParcelguardError
 
 # backend name -> (module, class, package file key)
 REGISTRY: dict[str, tuple[str, str, str]] = {
@@ -83,7 +82,7 @@ def open_backend(
     """Load ``package``'s file for backend ``name``, warm it up and run the package's self-test.
 
     ``providers`` (ONNX Runtime only): names or one-key mappings ``{name: {option: value}}``.
-    ``selftest=False`` skips the known-answer check (device/selftest.py): only the exporter, which
+    ``selftest=False`` skips the known-answer check (device/contract/selftest.py): only the exporter, which
     computes those answers, needs that.
     """
     if name not in REGISTRY:
@@ -93,7 +92,7 @@ def open_backend(
     backend = getattr(mod, cls)(package, key=key, threads=threads, providers=providers)
     backend.warmup()
     if selftest:
-        from ..selftest import run_selftest
+        from parcelguard.device.contract.selftest import run_selftest
 
         try:
             run_selftest(package, backend, name, key)

@@ -25,9 +25,9 @@ PACKAGE_SOURCES = (
     "train",
     "export",
     "device/backends",
-    "device/manifest.py",
-    "device/preprocess.py",
-    "device/selftest.py",
+    "device/contract/package.py",
+    "device/contract/preprocess.py",
+    "device/contract/selftest.py",
     "tests/fixtures/tiny_model.pt",
 )
 
@@ -43,10 +43,10 @@ def source_key() -> str:
 
 def build_package(cache: Path) -> Path:
     """A tiny trained package (cached): the cross-architecture check needs any real int8 model."""
-    from parcelguard.device.manifest import load_package
+    from parcelguard.device.contract.package import load_package
+    from parcelguard.export.config import ExportConfig, ParityBudget
     from parcelguard.export.package import export_package
-    from parcelguard.export.settings import ExportConfig, ParityBudget
-    from parcelguard.train import synth
+    from parcelguard.train.synth import world as synth
 
     sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
     from make_tiny_model import CROPS, place_checkpoint  # the suite's committed tiny model
@@ -106,9 +106,9 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--packages", type=int, default=12, help="packages on the belt video")
     args = ap.parse_args()
-    from parcelguard.device.replay import replay
-    from parcelguard.device.settings import DeviceConfig
-    from parcelguard.train import synth
+    from parcelguard.device.config.device import DeviceConfig
+    from parcelguard.device.replay.run import replay
+    from parcelguard.train.synth import world as synth
 
     t0 = time.monotonic()
     out = args.out

@@ -1,0 +1,76 @@
+"""``parcelguard run`` (the device daemon) and ``parcelguard record`` (a clip + timing sidecar)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from parcelguard.cli.common import add_config_args
+from parcelguard.device import jsonio
+from parcelguard.device.config.base import load_config
+
+
+def _load(args: argparse.Namespace):
+    from parcelguard.device.config.device import DeviceConfig
+
+    overrides = list(args.overrides)
+    if getattr(args, "model", None):
+        overrides.append(f"model.package={args.model}")
+    if args.source:
+        overrides.append(f"source.uri={args.source}")
+    return load_config(DeviceConfig, args.config, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from parcelguard.device.live.daemon import Daemon, JsonLogFormatter
+
+    if args.log_json:
+        for h in logging.getLogger().handlers:
+            h.setFormatter(JsonLogFormatter())
+    cfg = _load(args)
+    summary = Daemon(cfg).run()
+    summary.pop("stages", None)
+    print(jsonio.dumps(summary))
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from parcelguard.device.live.record import record
+
+    cfg = _load(args)
+    side = record(cfg, args.out, seconds=args.seconds, max_frames=args.frames, codec=args.codec)
+    print(
+        f"recorded {side['n_frames']} frames to {args.out} (timestamps and triggers in {args.out.with_suffix('.json')})"
+    )
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser("run", help="the device daemon: camera -> model -> events -> reject gate")
+    s.add_argument("--model", type=Path, help="model package folder (overrides model.package)")
+    s.add_argument("--source", help="source URI (overrides source.uri)")
+    s.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    add_config_args(s)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser(
+        "record", help="record a clip + sidecar JSON (frame timestamps, trigger edges)"
+    )
+    s.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="clip path (.mp4, or .avi with --codec ffv1); the sidecar is written beside it",
+    )
+    s.add_argument(
+        "--codec",
+        choices=["mp4v", "ffv1"],
+        default="mp4v",
+        help="ffv1: lossless, replays bit-exactly on any machine (regression clips); mp4v: small",
+    )
+    s.add_argument("--seconds", type=float, help="stop after this long")
+    s.add_argument("--frames", type=int, help="stop after this many frames")
+    s.add_argument("--source", help="source URI (overrides source.uri)")
+    add_config_args(s)
+    s.set_defaults(func=cmd_record)

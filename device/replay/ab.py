@@ -1,0 +1,74 @@
+"""A/B replay: one video through two models (another package and/or backend), one table of the
+differences (``ab.json``, ``ab.html``) in the row format of :mod:`diff`.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from parcelguard.device import jsonio
+from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.inspection.events import read_events
+from parcelguard.device.replay.diff import DIFF_COLUMNS, compare_events, score_deltas
+from parcelguard.device.replay.run import replay
+
+AB_METRICS = ("precision", "recall", "f1", "tp", "fp", "fn")
+AB_RUN = ("backend", "model", "packages", "replay_fps", "decode_only_fps")
+
+
+def replay_ab(
+    video: Path,
+    package_a: Path,
+    package_b: Path | None,
+    out_dir: Path,
+    cfg: DeviceConfig | None = None,
+    labels: Path | None = None,
+    backend_a: str | None = None,
+    backend_b: str | None = None,
+    tolerance: float = 0.02,
+) -> dict:
+    """Replay ``video`` with A and with B (another package and/or backend); one table of differences."""
+    cfg = cfg or DeviceConfig()
+    ra = replay(video, package_a, out_dir / "a", cfg, labels, backend_a)
+    rb = replay(video, package_b or package_a, out_dir / "b", cfg, labels, backend_b)
+    ea = read_events(out_dir / "a" / "events.jsonl")
+    eb = read_events(out_dir / "b" / "events.jsonl")
+    diffs = compare_events(ea, eb, tolerance)
+    side = {}
+    for name, r in (("a", ra), ("b", rb)):
+        side[name] = {k: r.get(k) for k in AB_RUN} | {"package": r["package"]}
+        if "metrics" in r:
+            side[name] |= {k: r["metrics"][k] for k in AB_METRICS}
+    result = {
+        "video": str(video),
+        "score_tolerance": tolerance,
+        "a": side["a"],
+        "b": side["b"],
+        "score_deltas": score_deltas(ea, eb),
+        "verdict_changes": sum(1 for d in diffs if d["kind"] == "verdict"),
+        "differences": diffs,
+    }
+    (out_dir / "ab.json").write_text(jsonio.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "ab.html").write_text(ab_html(result), encoding="utf-8")
+    return result
+
+
+def ab_html(r: dict) -> str:
+    keys = sorted(set(r["a"]) | set(r["b"]), key=lambda k: (k not in AB_METRICS, k))
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{html.escape(str(r['a'].get(k)))}</td><td>{html.escape(str(r['b'].get(k)))}</td></tr>"
+        for k in keys
+    )
+    cols = DIFF_COLUMNS
+    head = "".join(f"<th>{'A ' + c[7:] if c.startswith('golden_') else c}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(d.get(c)))}</td>" for c in cols) + "</tr>"
+        for d in r["differences"]
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>parcelguard A/B</title><style>td,th{border:1px solid #ccc;"
+        "padding:2px 6px}table{border-collapse:collapse}</style></head><body><h1>A/B replay</h1>"
+        f"<table><tr><th></th><th>A</th><th>B</th></tr>{rows}</table><p>score deltas: {html.escape(jsonio.dumps(r['score_deltas']))}</p>"
+        f"<h2>Differences ({len(r['differences'])}, verdict changes {r['verdict_changes']})</h2><table><tr>{head}</tr>{body}</table></body></html>"
+    )

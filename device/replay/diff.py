@@ -1,0 +1,190 @@
+"""Comparing replays: events against a golden events file (regression), and two event lists
+(the A/B table of ``ab.py`` uses the same pairing and difference rows).
+
+Packages are paired by frame overlap (the same video and presence settings segment identically,
+so this is normally one-to-one by sequence number). A difference is a verdict change, a score
+change beyond the tolerance, or a package only one side saw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.replay.labels import event_span, pair_spans
+
+log = logging.getLogger(__name__)
+
+
+# Columns of a golden/A-B difference row (also the HTML report's table).
+DIFF_COLUMNS = (
+    "kind",
+    "seq",
+    "t",
+    "frame",
+    "golden_verdict",
+    "verdict",
+    "golden_score",
+    "score",
+    "delta",
+)
+
+
+MAX_GOLDEN_BYTES = 64 << 20
+# field -> accepted types of a package event the comparison reads
+_GOLDEN_FIELDS = {
+    "verdict": (str,),
+    "package_seq": (int,),
+    "t_center": (int, float),
+    "frame_enter": (int,),
+    "frame_exit": (int,),
+}
+
+
+def _golden_event(obj, path: Path, line_no: int) -> dict | None:
+    """A package event of a golden file (None for other kinds); anything malformed is one sentence."""
+    where = f"golden events file {path}, line {line_no}"
+    if not isinstance(obj, dict):
+        raise ParcelguardError(f"{where} is a JSON {type(obj).__name__}, not an event object")
+    if obj.get("kind", "package") != "package":
+        return None
+    for name, types in _GOLDEN_FIELDS.items():
+        v = obj.get(name)
+        if isinstance(v, bool) or not isinstance(v, types):
+            raise ParcelguardError(f"{where}: {name} is missing or not a {types[0].__name__}")
+    score = obj.get("score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        raise ParcelguardError(f"{where}: score is not a number or null")
+    if not math.isfinite(obj["t_center"]) or (score is not None and not math.isfinite(score)):
+        raise ParcelguardError(f"{where}: t_center and score must be finite numbers")
+    return obj
+
+
+def load_golden(path: Path) -> list[dict]:
+    """The package events of a golden ``events.jsonl``; a malformed file is one sentence."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParcelguardError(f"golden events file {path} does not exist")
+    if path.stat().st_size > MAX_GOLDEN_BYTES:
+        raise ParcelguardError(
+            f"golden events file {path} is larger than {MAX_GOLDEN_BYTES >> 20} MB"
+        )
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except (ValueError, RecursionError) as exc:
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                raise ParcelguardError(
+                    f"golden events file {path}, line {line_no} is not JSON ({why})"
+                ) from None
+            ev = _golden_event(obj, path, line_no)
+            if ev is not None:
+                out.append(ev)
+    return out
+
+
+def _pair(a: list[dict], b: list[dict]) -> tuple[list[tuple[dict, dict]], list[dict], list[dict]]:
+    return pair_spans(a, b, event_span, event_span)
+
+
+def _row(kind: str, g: dict | None, e: dict | None) -> dict:
+    ref = e or g
+    gs, s = (g or {}).get("score"), (e or {}).get("score")
+    return {
+        "kind": kind,
+        "seq": ref["package_seq"],
+        "t": round(ref["t_center"], 4),
+        "frame": ref["frame_enter"],
+        "golden_verdict": g["verdict"] if g else None,
+        "verdict": e["verdict"] if e else None,
+        "golden_score": gs,
+        "score": s,
+        "delta": round(s - gs, 6) if gs is not None and s is not None else None,
+    }
+
+
+def compare_events(golden: list[dict], events: list[dict], tolerance: float = 0.02) -> list[dict]:
+    """Differences between a reference (golden / model A) and new events (model B), in time order."""
+    golden = [e for e in golden if e.get("kind", "package") == "package"]
+    events = [e for e in events if e.get("kind", "package") == "package"]
+    pairs, only_g, only_e = _pair(golden, events)
+    diffs = []
+    for g, e in pairs:
+        if g["verdict"] != e["verdict"]:
+            diffs.append(_row("verdict", g, e))
+        elif (g["score"] is None) != (e["score"] is None) or (
+            g["score"] is not None and abs(e["score"] - g["score"]) > tolerance
+        ):
+            diffs.append(_row("score", g, e))
+    diffs += [_row("missing", g, None) for g in only_g] + [_row("extra", None, e) for e in only_e]
+    return sorted(diffs, key=lambda d: (d["t"], d["seq"]))
+
+
+# A golden replayed through another decoder (another OpenCV build, another CPU architecture: an MP4
+# decoded on aarch64 differs from x86 on every frame by up to 3 levels) moved scores by up to 0.02
+# on a 40-package video (../shared/RESEARCH.md); 0.05 is that with a margin. Verdicts stay exact.
+DECODE_CHANGE_TOLERANCE = 0.05
+
+
+def decode_record_path(events_path: Path) -> Path:
+    """Where the decoded-frame record of an events file lives: ``X.jsonl`` -> ``X.decode.json``."""
+    return Path(events_path).with_name(Path(events_path).stem + ".decode.json")
+
+
+def golden_check(
+    golden: Path,
+    golden_events: list[dict],
+    events: list[dict],
+    decode: dict | None,
+    tolerance: float,
+) -> dict:
+    """Compare with a golden; the score tolerance widens only when the decoded frames differ.
+
+    The golden's replay recorded a hash of every decoded frame beside it (``decode_record_path``).
+    Same hash: the model saw the same pixels, so scores must agree within ``tolerance``. Another
+    hash: the decoder changed, so verdicts must still agree exactly but scores may move by
+    :data:`DECODE_CHANGE_TOLERANCE`. No record (an older golden): ``tolerance``, as before.
+    """
+    rec_path = decode_record_path(golden)
+    rec = None
+    if rec_path.is_file():
+        try:
+            rec = json.loads(rec_path.read_text(encoding="utf-8"))
+            rec = {"frames": int(rec["frames"]), "sha256": str(rec["sha256"])}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ParcelguardError(f"{rec_path} is not a decode record ({exc})") from None
+    if rec is None or decode is None:
+        frames = "unknown"
+    else:
+        same = rec["sha256"] == decode["sha256"] and rec["frames"] == decode["frames"]
+        frames = "same" if same else "differ"
+    tol = max(tolerance, DECODE_CHANGE_TOLERANCE) if frames == "differ" else tolerance
+    diffs = compare_events(golden_events, events, tol)
+    return {
+        "file": str(golden),
+        "decoded_frames": frames,
+        "score_tolerance": tol,
+        "differences": diffs,
+        "passed": not diffs,
+    }
+
+
+def score_deltas(a: list[dict], b: list[dict]) -> dict:
+    pairs, _, _ = _pair(a, b)
+    d = [
+        abs(eb["score"] - ea["score"])
+        for ea, eb in pairs
+        if ea["score"] is not None and eb["score"] is not None
+    ]
+    return {
+        "paired": len(pairs),
+        "mean_abs": sum(d) / len(d) if d else 0.0,
+        "max_abs": max(d, default=0.0),
+    }
