@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers_device import FakeBackend, belt_frame, manifest  # noqa: E402
 from parcelguard.device.config.device import DeviceConfig  # noqa: E402
 from parcelguard.device.live.capture import Paced  # noqa: E402
 from parcelguard.device.live.daemon import Daemon  # noqa: E402
+from parcelguard.device.testing import FakeBackend, belt_frame, manifest  # noqa: E402
 
 
 def stream(n: int, fps: float):

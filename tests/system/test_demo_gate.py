@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from parcelguard.device.testing import run_cli
 
 
 def _strict_load(text: str):

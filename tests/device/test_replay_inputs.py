@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
-from helpers_device import belt_frames, tiny_onnx_package, write_avi
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.replay.diff import load_golden
 from parcelguard.device.replay.labels import load_labels
+from parcelguard.device.testing import belt_frames, run_cli, tiny_onnx_package, write_avi
 
 
 @pytest.mark.parametrize(

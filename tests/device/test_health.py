@@ -16,7 +16,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-from helpers_device import FakeBackend, make_config, manifest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from parcelguard.device.config.daemon import CaptureConfig, HealthConfig
@@ -24,6 +23,7 @@ from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.live.capture import LiveSource
 from parcelguard.device.live.daemon import Daemon
 from parcelguard.device.live.health import HealthServer, Metrics
+from parcelguard.device.testing import FakeBackend, make_config, manifest
 
 TOKEN = "s3cret-token-0123456789"
 LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'  # escapes: \\ \" \n only
@@ -393,7 +393,7 @@ def test_out_of_file_handles_metrics_still_answer(tmp_path):
 def test_healthz_reports_an_unreachable_broker_after_the_grace(tmp_path, monkeypatch):
     """Before: /healthz stayed 200 through a broker outage; the MQTT/snapshot counters were missing."""
     pytest.importorskip("paho.mqtt")
-    from mosquitto import free_port
+    from parcelguard.device.testing import free_port
 
     monkeypatch.delenv("PARCELGUARD_API_TOKEN", raising=False)
     cfg = make_config(tmp_path, health={"enabled": True, "port": 0, "broker_grace_s": 0.2},

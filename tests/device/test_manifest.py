@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers_device import edit_manifest
 from parcelguard.device.contract.package import (
     SCHEMA_VERSION,
     Manifest,
@@ -15,6 +14,7 @@ from parcelguard.device.contract.package import (
 )
 from parcelguard.device.contract.preprocess import InputSpec
 from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.testing import edit_manifest
 
 
 @pytest.fixture()

@@ -13,8 +13,13 @@ import json
 import time
 
 import pytest
-from conftest import run_cli
-from helpers_device import belt_frames, edit_manifest, tiny_onnx_package, write_avi
+from parcelguard.device.testing import (
+    belt_frames,
+    edit_manifest,
+    run_cli,
+    tiny_onnx_package,
+    write_avi,
+)
 
 
 @pytest.fixture(scope="module")

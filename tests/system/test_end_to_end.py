@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import run_cli
+from parcelguard.device.testing import run_cli
 
 pytestmark = pytest.mark.slow
 

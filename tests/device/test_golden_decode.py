@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_device import belt_frames, tiny_onnx_package
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.replay.diff import DECODE_CHANGE_TOLERANCE, decode_record_path, golden_check
 from parcelguard.device.replay.run import replay
+from parcelguard.device.testing import belt_frames, tiny_onnx_package
 
 pytest.importorskip("onnxruntime")
 
@@ -112,9 +112,9 @@ def test_replay_records_decoded_frames_and_tells_a_decoder_change(tmp_path):
 
 def test_record_lossless_ffv1_replays_the_captured_pixels(tmp_path):
     import cv2
-    from helpers_device import FakeCapture, make_config
     from parcelguard.device.live.capture import LiveSource
     from parcelguard.device.live.record import record
+    from parcelguard.device.testing import FakeCapture, make_config
 
     cfg = make_config(tmp_path)
     frames = belt_frames(

@@ -15,11 +15,10 @@ import sys
 import textwrap
 import time
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 from mosquitto import Broker, Subscriber, make_ca_and_server_cert, require_mosquitto
-from test_events import make_event
+from parcelguard.device.testing import make_event
 
 pytest.importorskip("paho.mqtt.client")
 require_mosquitto()
@@ -27,8 +26,6 @@ require_mosquitto()
 from parcelguard.device.config.device import MqttConfig  # noqa: E402
 from parcelguard.device.inspection.events import EventStore, new_run_token  # noqa: E402
 from parcelguard.device.live.mqtt import MqttPublisher, topics  # noqa: E402
-
-TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture
@@ -140,8 +137,7 @@ def test_broker_outage_30s(tmp_path, broker):
 
 CHILD = textwrap.dedent("""
     import sys, time
-    sys.path.insert(0, {tests!r})
-    from test_events import make_event
+    from parcelguard.device.testing import make_event
     from parcelguard.device.inspection.events import new_run_token
     from parcelguard.device.live.outputs import open_event_outputs
     from parcelguard.device.config.device import DeviceConfig
@@ -164,7 +160,7 @@ CHILD = textwrap.dedent("""
 
 def _child(tmp_path, port: int, n: int, pause: float, drain: bool) -> subprocess.Popen:
     script = tmp_path / "producer.py"
-    script.write_text(CHILD.format(tests=str(TESTS)))
+    script.write_text(CHILD)
     args = [
         sys.executable,
         str(script),

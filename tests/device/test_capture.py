@@ -12,12 +12,18 @@ import time
 import cv2
 import numpy as np
 import pytest
-from helpers_device import MJPEG_SERVER, FakeCapture, FlakyCamera, make_config, write_avi
 from parcelguard.device.config.daemon import CaptureConfig
 from parcelguard.device.config.device import SourceConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.sources import FileSource
 from parcelguard.device.live.capture import LiveSource, Paced, live_open_fn, make_source
+from parcelguard.device.testing import (
+    MJPEG_SERVER,
+    FakeCapture,
+    FlakyCamera,
+    make_config,
+    write_avi,
+)
 
 
 def numbered(n: int, h: int = 48, w: int = 64) -> list[np.ndarray]:

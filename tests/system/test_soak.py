@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench():
@@ -41,9 +41,9 @@ def test_live_loop_keeps_only_bounded_state():
     """What the soak relies on: with hooks.history every per-frame/per-event list is capped."""
     from collections import deque
 
-    from helpers_device import FakeBackend, belt_frames, manifest
     from parcelguard.device.config.device import DeviceConfig
     from parcelguard.device.inspection.loop import LIVE_EVENTS_KEPT, InspectionLoop, LoopHooks
+    from parcelguard.device.testing import FakeBackend, belt_frames, manifest
 
     frames = belt_frames(3)
     loop = InspectionLoop(DeviceConfig(), FakeBackend(), manifest(), None, "t", hooks=LoopHooks(history=16))

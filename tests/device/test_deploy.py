@@ -33,7 +33,7 @@ from parcelguard.device.live.service import (
     write_files,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.glob("Dockerfile.*[!e]"), key=lambda p: p.name)  # not *.dockerignore
 DEVICE_IMAGES = [p for p in DOCKERFILES if p.name != "Dockerfile.train"]
@@ -296,7 +296,7 @@ def test_write_files_refuses_to_overwrite(tmp_path):
 
 
 def test_install_service_cli_prints_by_default_and_writes_only_to_out(tmp_path):
-    from conftest import run_cli
+    from parcelguard.device.testing import run_cli
 
     r = run_cli("install-service", "--user", "pg", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -332,7 +332,7 @@ def test_sizing_known_numbers():
 
 
 def test_size_cli_reads_the_belt_from_the_config(tmp_path):
-    from conftest import run_cli
+    from parcelguard.device.testing import run_cli
 
     cfg = tmp_path / "d.yaml"
     cfg.write_text("belt:\n  speed_mps: 2.0\n  camera_to_gate_m: 1.5\n")

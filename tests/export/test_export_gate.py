@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
-from helpers_device import edit_manifest
+from parcelguard.device.testing import edit_manifest, run_cli
 
 # --- calibration (fast, no model) -------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAME = "opencv-python-headless"
 
 

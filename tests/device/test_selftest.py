@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers_device import edit_manifest
 from parcelguard.device.backends import REGISTRY, available_backends, open_backend
 from parcelguard.device.contract.package import load_package
 from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.testing import edit_manifest
 
 # These tests export the tiny model (minutes) unless PARCELGUARD_TEST_PACKAGE names a package
 # (make test-arm64 does): slow, except then.

@@ -16,7 +16,11 @@ from contextlib import closing
 
 import pytest
 import yaml
-from helpers_device import (
+from parcelguard.device.inspection.events import read_events
+from parcelguard.device.live.actuator import RecordingOutput
+from parcelguard.device.live.capture import LiveSource, Paced
+from parcelguard.device.live.daemon import Daemon
+from parcelguard.device.testing import (
     FakeBackend,
     FakeCapture,
     FlakyCamera,
@@ -26,10 +30,6 @@ from helpers_device import (
     tiny_onnx_package,
     write_avi,
 )
-from parcelguard.device.inspection.events import read_events
-from parcelguard.device.live.actuator import RecordingOutput
-from parcelguard.device.live.capture import LiveSource, Paced
-from parcelguard.device.live.daemon import Daemon
 
 NEAR_GATE = {"camera_to_gate_m": 0.05, "speed_mps": 0.5}  # 0.1 s travel: pulses fall due quickly
 

@@ -7,10 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers_device import edit_manifest
 from parcelguard.device.backends import REGISTRY, available_backends, open_backend
 from parcelguard.device.contract.package import load_package, sha256_file
 from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.testing import edit_manifest
 
 BACKENDS = available_backends()
 # fp32 files must match the torch reference to float rounding; int8 files within quantization noise.

@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import run_cli
-from helpers_device import one_sentence
 from parcelguard.device.config.base import MAX_CONFIG_BYTES, load_config
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.testing import one_sentence, run_cli
 
 
 def validate(tmp_path, text: str, name: str = "device.yaml"):

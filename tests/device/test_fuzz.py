@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers_device import tiny_onnx_package
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from parcelguard.device.config.base import load_config
@@ -23,6 +22,7 @@ from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.contract.package import Package, load_package, manifest_id
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.replay.labels import load_labels
+from parcelguard.device.testing import tiny_onnx_package
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], derandomize=True)
 

@@ -11,11 +11,16 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import run_cli
-from helpers_device import belt_frames, edit_manifest, tiny_onnx_package, write_avi
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.replay.run import replay
+from parcelguard.device.testing import (
+    belt_frames,
+    edit_manifest,
+    run_cli,
+    tiny_onnx_package,
+    write_avi,
+)
 
 N_PKG, BLOCK = 4, 28  # belt_frames(4): 20 frames of travel + 8 empty frames per package
 
@@ -61,7 +66,7 @@ def test_virtual_replay_is_deterministic_and_reports(clip, tmp_path):
     page = (tmp_path / "a" / "report.html").read_text()
     assert page.count("<svg") >= 2 and "Confusion" in page
     # the report needs no plotting library (a device install has none)
-    src = (Path(__file__).resolve().parents[1] / "device" / "replay_report.py").read_text()
+    src = (Path(__file__).resolve().parents[2] / "device" / "replay" / "report.py").read_text()
     assert "import matplotlib" not in src and "from matplotlib" not in src
     assert r2["metrics"]["tp"] == m["tp"]
 

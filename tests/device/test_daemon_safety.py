@@ -14,7 +14,6 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from helpers_device import FakeBackend, belt_frames, make_config, manifest, tiny_onnx_package
 from parcelguard.device.config.daemon import ActuatorConfig, FailsafeConfig
 from parcelguard.device.contract.package import ModelFile
 from parcelguard.device.inspection.events import read_events
@@ -22,6 +21,13 @@ from parcelguard.device.live.actuator import Actuator, RecordingOutput
 from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.daemon import Daemon
 from parcelguard.device.live.service import ServiceSpec, render_unit, stop_timeout_for
+from parcelguard.device.testing import (
+    FakeBackend,
+    belt_frames,
+    make_config,
+    manifest,
+    tiny_onnx_package,
+)
 
 DEFAULT_TRAVEL = {"camera_to_gate_m": 1.5, "speed_mps": 0.5}  # 3 s: longer than drain_s (2 s)
 

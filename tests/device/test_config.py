@@ -60,7 +60,7 @@ def test_shipped_configs_validate():
 
     from parcelguard.device.config.base import load_config as lc
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[2] / "configs"
     files = sorted(root.glob("*.yaml"))
     assert files, "configs/ must ship example configs"
     from parcelguard.export.config import ExportConfig

@@ -13,15 +13,18 @@ import csv
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
-from helpers_device import belt_frames, one_sentence, tiny_onnx_package, write_avi
+from parcelguard.device.testing import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
 from parcelguard.device.config.base import load_config
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.contract.package import load_package
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.paths import safe_join, safe_name
+from parcelguard.device.testing import belt_frames, one_sentence, tiny_onnx_package, write_avi
 
 pytest.importorskip("cryptography")
 

@@ -7,13 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import run_cli
-from helpers_device import edit_manifest, one_sentence, tiny_onnx_package
 from parcelguard.device.backends import open_backend
 from parcelguard.device.config.base import load_config
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.contract.package import load_package, write_manifest
 from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.testing import edit_manifest, one_sentence, run_cli, tiny_onnx_package
 
 hand_edit = edit_manifest
 

@@ -18,13 +18,12 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
-from helpers_device import FakeBackend, belt_frames, make_config, manifest
 from parcelguard.device.inspection.events import Event, EventStore, read_events
 from parcelguard.device.live.actuator import RecordingOutput
 from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.daemon import Daemon
 from parcelguard.device.live.store_guard import GuardedStore
-from test_events import make_event
+from parcelguard.device.testing import FakeBackend, belt_frames, make_config, make_event, manifest
 
 TRAVEL = {"camera_to_gate_m": 1.0, "speed_mps": 0.5}  # 2 s to the gate: no decision is late
 RETRY = {"retry_initial_s": 0.05, "retry_max_s": 0.2}

@@ -13,50 +13,17 @@ from parcelguard.device.config.device import DeviceConfig, SnapshotConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import (
     STORE_SCHEMA_VERSION,
-    Event,
     EventStore,
     new_run_token,
     read_events,
 )
 from parcelguard.device.live.outputs import open_event_outputs
 from parcelguard.device.live.snapshots import SnapshotWriter
+from parcelguard.device.testing import make_event
 
 ROI = (40, 30, 96, 96)
 
 
-def make_event(
-    seq: int,
-    run_token: str = "run1",
-    device_id: str = "pg-t",
-    score: float | None = 0.9,
-    threshold: float = 0.5,
-    verdict: str | None = None,
-) -> Event:
-    """A package event as the loop would emit it, without running the loop."""
-    if verdict is None:
-        verdict = (
-            "reject_uninspected" if score is None else ("damaged" if score >= threshold else "ok")
-        )
-    t = seq * 0.5
-    return Event(
-        event_id=f"{device_id}-{run_token}-{seq:06d}",
-        device_id=device_id,
-        package_seq=seq,
-        kind="package",
-        verdict=verdict,
-        score=score,
-        threshold=threshold,
-        t_enter=t,
-        t_exit=t + 0.3,
-        t_center=t + 0.15,
-        t_decision=t + 0.3,
-        reject_deadline=t + 3.15,
-        frame_enter=seq * 15,
-        frame_exit=seq * 15 + 9,
-        n_frames=10,
-        frames_used=[seq * 15 + 4, seq * 15 + 5],
-        model="tiny@0123456789ab",
-    )
 
 
 def frame(seed: int = 0) -> np.ndarray:
@@ -272,8 +239,8 @@ def test_loop_sinks_get_the_best_frame(tmp_path):
 
 def test_loop_with_snapshot_sink_writes_evidence_and_same_events(tmp_path):
     """A real loop run: snapshots for flagged packages; the event stream is identical without sinks."""
-    from helpers_device import FakeBackend, belt_frames, make_config, manifest
     from parcelguard.device.inspection.loop import InspectionLoop
+    from parcelguard.device.testing import FakeBackend, belt_frames, make_config, manifest
 
     frames = belt_frames(3)
     outs = []

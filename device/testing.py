@@ -1,8 +1,16 @@
-"""Test doubles for the device daemon: fake cameras, a fake backend, synthetic belt frames,
-a hand-built manifest, a tiny real ONNX model package, and an MJPEG-over-HTTP server script."""
+"""Test doubles shipped with the device layer, for the project's tests, its benchmarks and a
+user's own integration tests: synthetic belt frames, a fake backend, fake and flaky cameras, a
+tiny real ONNX package, an MJPEG server script, manifest editing, and running the CLI in a
+subprocess. Torch-free and onnx-free, like the rest of ``parcelguard.device``.
+"""
 
 from __future__ import annotations
 
+import base64
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +19,7 @@ import numpy as np
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.contract.package import SCHEMA_VERSION, Manifest, ModelFile, write_manifest
 from parcelguard.device.contract.preprocess import InputSpec
+from parcelguard.device.inspection.events import Event
 
 W, H = 640, 480
 
@@ -139,25 +148,22 @@ def write_avi(path: Path, frames: list[np.ndarray], fps: float = 30.0) -> Path:
     return path
 
 
-def tiny_onnx_package(root: Path) -> Path:
-    """A real ONNX model package (mean brightness -> 2 logits) built with onnx.helper in ms."""
-    from onnx import TensorProto, helper, save
+# A real ONNX model (mean brightness -> 2 logits: GlobalAveragePool, Flatten, Gemm; opset 17,
+# IR 8), 199 bytes. Kept as bytes so this module (and a device-only install) needs no ``onnx``
+# package; tests/export/test_testing_doubles.py rebuilds it with onnx.helper and compares.
+TINY_ONNX_B64 = (
+    "CAg6vAEKGQoBeBIBcCIRR2xvYmFsQXZlcmFnZVBvb2wKDwoBcBIBZiIHRmxhdHRlbgoXCgFmCgF3CgFiEgZsb2dp"
+    "dHMiBEdlbW0SBHRpbnkqIwgDCAIQASIYAACAwAAAgEAAAIDAAACAQAAAgMAAAIBAQgF3KhEIAhABIggAAABAAAAA"
+    "wEIBYlocCgF4EhcKFQgBEhEKAxIBTgoCCAMKAgggCgIIIGIZCgZsb2dpdHMSDwoNCAESCQoDEgFOCgIIAkIECgAQ"
+    "EQ=="
+)
 
+
+def tiny_onnx_package(root: Path) -> Path:
+    """A real ONNX model package (mean brightness -> 2 logits) written in ms."""
     root.mkdir(parents=True, exist_ok=True)
-    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])
-    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])
-    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [-4.0, 4.0] * 3)
-    b = helper.make_tensor("b", TensorProto.FLOAT, [2], [2.0, -2.0])
-    nodes = [
-        helper.make_node("GlobalAveragePool", ["x"], ["p"]),
-        helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("Gemm", ["f", "w", "b"], ["logits"]),
-    ]
-    graph = helper.make_graph(nodes, "tiny", [inp], [out], [w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
     path = root / "model.onnx"
-    save(model, str(path))
+    path.write_bytes(base64.b64decode("".join(TINY_ONNX_B64)))
     m = manifest()
     m.files = {"onnx_fp32": ModelFile.of(path, "onnx", "fp32")}
     write_manifest(root, m)
@@ -221,3 +227,59 @@ def one_sentence(r, *needles: str) -> str:
     for n in needles:
         assert n in err[0], err[0]
     return err[0]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_cli(
+    *args: str, env: dict | None = None, cwd: Path | None = None, python: str | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``parcelguard ARGS`` in a subprocess; returns the completed process (never raises)."""
+    return subprocess.run(
+        [python or sys.executable, "-m", "parcelguard.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=900,
+    )
+
+
+def make_event(
+    seq: int,
+    run_token: str = "run1",
+    device_id: str = "pg-t",
+    score: float | None = 0.9,
+    threshold: float = 0.5,
+    verdict: str | None = None,
+) -> Event:
+    """A package event as the loop would emit it, without running the loop."""
+    if verdict is None:
+        verdict = (
+            "reject_uninspected" if score is None else ("damaged" if score >= threshold else "ok")
+        )
+    t = seq * 0.5
+    return Event(
+        event_id=f"{device_id}-{run_token}-{seq:06d}",
+        device_id=device_id,
+        package_seq=seq,
+        kind="package",
+        verdict=verdict,
+        score=score,
+        threshold=threshold,
+        t_enter=t,
+        t_exit=t + 0.3,
+        t_center=t + 0.15,
+        t_decision=t + 0.3,
+        reject_deadline=t + 3.15,
+        frame_enter=seq * 15,
+        frame_exit=seq * 15 + 9,
+        n_frames=10,
+        frames_used=[seq * 15 + 4, seq * 15 + 5],
+        model="tiny@0123456789ab",
+    )
