@@ -25,7 +25,7 @@ from parcelguard.export.tflite_export import export_tflite_int8, run_tflite_int8
 from parcelguard.train.model import DOWNSAMPLE_CHOICES, ModelConfig, PooledCNN  # noqa: E402
 from torch import nn  # noqa: E402
 
-pytestmark = pytest.mark.export
+pytestmark = [pytest.mark.export, pytest.mark.slow]  # real TFLite exports
 
 SIZE = 64
 

@@ -90,6 +90,8 @@ def test_no_import_cycles(graph):
 
 
 def test_layers_import_only_downwards(graph):
+    # the check can see a chain: the top layer does reach the bottom one
+    assert graph.chain_exists("parcelguard.cli", "parcelguard.device", as_packages=True)
     bad = []
     for i, upper in enumerate(LAYERS):
         for lower in LAYERS[i + 1 :]:
@@ -99,10 +101,9 @@ def test_layers_import_only_downwards(graph):
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize("heavy", ["torch", "onnx", "litert_torch", "onnxscript"])
+@pytest.mark.parametrize("heavy", ["torch", "onnx", "litert_torch"])
 def test_device_never_imports_workstation_packages(graph, heavy):
-    if heavy not in graph.modules:
-        pytest.skip(f"{heavy} is not imported anywhere in the project")
+    assert heavy in graph.modules, f"the workstation layers import {heavy}: the graph must see it"
     importers = sorted(
         m for m in graph.find_modules_that_directly_import(heavy) if m.startswith("parcelguard.device")
     )

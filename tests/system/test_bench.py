@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the benchmark scripts in their short form
 pytest.importorskip("torch")
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
