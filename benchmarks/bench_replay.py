@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from parcelguard.device.config.device import DeviceConfig
-from parcelguard.device.replay.run import replay
+from parcelguard.device.replay.run import ReplayOptions, replay
 
 
 def render(n_packages: int, seed: int, work: Path) -> dict[str, Path]:
@@ -47,7 +47,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     v = render(args.n_packages, args.seed, args.work)
     cfg = DeviceConfig.model_validate({"model": {"threads": args.threads}})
-    r = replay(v["video"], args.package, args.work / "replay", cfg, v["gt"], args.backend, prefetch=args.prefetch)
+    r = replay(v["video"], args.package, args.work / "replay", cfg, ReplayOptions(labels=v["gt"], backend=args.backend, prefetch=args.prefetch))
     m = r["metrics"]
     st = r["stages"]
     row = {
@@ -60,7 +60,7 @@ def main() -> None:
         "late_decisions": len(r["timing"]["late"]), "margin_ms_min": r["timing"]["margin_ms"].get("min"),
     }
     if args.realtime:
-        rr = replay(v["video"], args.package, args.work / "replay_rt", cfg, v["gt"], args.backend, realtime=True)
+        rr = replay(v["video"], args.package, args.work / "replay_rt", cfg, ReplayOptions(labels=v["gt"], backend=args.backend, realtime=True))
         row.update({"realtime_dropped": rr["realtime"]["dropped"], "realtime_processed": rr["realtime"]["processed"],
                     "realtime_recall": round(rr["metrics"]["recall"], 4), "realtime_precision": round(rr["metrics"]["precision"], 4)})
     print(json.dumps(row, indent=1))

@@ -83,21 +83,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / "replay"
     if args.ab is not None or args.backend_b is not None:
         return _run_ab(args, cfg, out, args.ab)
-    from parcelguard.device.replay.run import replay
+    from parcelguard.device.replay.run import ReplayOptions, replay
 
-    report = replay(
-        args.video,
-        args.model,
-        out,
-        cfg,
-        args.labels,
-        args.backend,
-        realtime=args.realtime,
-        speed=args.speed,
-        annotate=args.annotate,
-        golden=args.golden,
-        score_tolerance=args.score_tolerance,
-    )
+    report = replay(args.video, args.model, out, cfg, ReplayOptions(labels=args.labels, backend=args.backend, realtime=args.realtime, speed=args.speed, annotate=args.annotate, golden=args.golden, score_tolerance=args.score_tolerance))
     print(jsonio.dumps(_summary(report), indent=2))
     print(f"events and report in {out} (report.html)")
     g = report.get("golden")

@@ -20,7 +20,7 @@ from parcelguard.device import jsonio
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.replay.bench import model_latency
-from parcelguard.device.replay.run import replay
+from parcelguard.device.replay.run import ReplayOptions, replay
 from parcelguard.export.config import ExportConfig, ParityBudget
 from parcelguard.export.gate import parity_crops_per_type
 from parcelguard.export.package import export_package
@@ -106,9 +106,7 @@ def _replay_stage(
     """Replay with the int8 TFLite package, or - when its gate failed - with the fp32 ONNX model of a
     float-only package (exported and gated on its own). Returns (replay report, model label)."""
     if parity["passed"]:
-        return replay(
-            video["video"], out / "package", out / "replay", DeviceConfig(), labels=video["gt"]
-        ), "int8 TFLite"
+        return replay(video["video"], out / "package", out / "replay", DeviceConfig(), ReplayOptions(labels=video["gt"])), "int8 TFLite"
     fcfg = ExportConfig(
         checkpoint=ckpt,
         out=out / "package_fp32",
@@ -122,14 +120,7 @@ def _replay_stage(
         log.error("the fp32 ONNX model failed its own parity check too: %s", fp["failures"][0])
         return None, "none (the fp32 ONNX model failed its own parity check)"
     cfg = DeviceConfig()
-    rep = replay(
-        video["video"],
-        out / "package_fp32",
-        out / "replay_fp32",
-        cfg,
-        labels=video["gt"],
-        backend="onnx",
-    )
+    rep = replay(video["video"], out / "package_fp32", out / "replay_fp32", cfg, ReplayOptions(labels=video["gt"], backend="onnx"))
     return rep, "fp32 ONNX (int8 failed its parity gate)"
 
 

@@ -11,7 +11,7 @@ from parcelguard.device import jsonio
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.inspection.events import read_events
 from parcelguard.device.replay.diff import DIFF_COLUMNS, compare_events, score_deltas
-from parcelguard.device.replay.run import replay
+from parcelguard.device.replay.run import ReplayOptions, replay
 
 AB_METRICS = ("precision", "recall", "f1", "tp", "fp", "fn")
 AB_RUN = ("backend", "model", "packages", "replay_fps", "decode_only_fps")
@@ -30,8 +30,8 @@ def replay_ab(
 ) -> dict:
     """Replay ``video`` with A and with B (another package and/or backend); one table of differences."""
     cfg = cfg or DeviceConfig()
-    ra = replay(video, package_a, out_dir / "a", cfg, labels, backend_a)
-    rb = replay(video, package_b or package_a, out_dir / "b", cfg, labels, backend_b)
+    ra = replay(video, package_a, out_dir / "a", cfg, ReplayOptions(labels=labels, backend=backend_a))
+    rb = replay(video, package_b or package_a, out_dir / "b", cfg, ReplayOptions(labels=labels, backend=backend_b))
     ea = read_events(out_dir / "a" / "events.jsonl")
     eb = read_events(out_dir / "b" / "events.jsonl")
     diffs = compare_events(ea, eb, tolerance)

@@ -13,7 +13,7 @@ import cv2
 import pytest
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.replay.run import replay
+from parcelguard.device.replay.run import ReplayOptions, replay
 from parcelguard.device.testing import (
     belt_frames,
     edit_manifest,
@@ -47,7 +47,7 @@ def _write_gt(path: Path, labels: list[str], extra: list[tuple[int, int]] = ()) 
 
 
 def _run(clip, out: Path, **kw) -> dict:
-    return replay(clip["video"], clip["pkg"], out, DeviceConfig(), kw.pop("labels", clip["gt"]), "onnx", **kw)
+    return replay(clip["video"], clip["pkg"], out, DeviceConfig(), ReplayOptions(labels=kw.pop("labels", clip["gt"]), backend="onnx", **kw))
 
 
 def test_virtual_replay_is_deterministic_and_reports(clip, tmp_path):
@@ -151,7 +151,7 @@ def test_record_clip_replays_on_its_sidecar_clock_and_triggers(clip, tmp_path):
             "triggers": [{"t": 0, "t_rel": t_rel[3], "state": True}, {"t": 0, "t_rel": t_rel[10], "state": False},
                          {"t": 0, "t_rel": t_rel[31], "state": True}, {"t": 0, "t_rel": t_rel[38], "state": False}]}
     (tmp_path / "clip.json").write_text(json.dumps(side))
-    r = replay(video, clip["pkg"], tmp_path / "o", DeviceConfig(), None, "onnx")
+    r = replay(video, clip["pkg"], tmp_path / "o", DeviceConfig(), ReplayOptions(labels=None, backend="onnx"))
     evs = [json.loads(x) for x in (tmp_path / "o" / "events.jsonl").read_text().splitlines()]
     assert r["clock"] == "sidecar" and [(e["frame_enter"], e["frame_exit"]) for e in evs] == [(3, 9), (31, 37)]
     assert evs[1]["t_enter"] == pytest.approx(t_rel[31], abs=1e-5)  # the stall is on the replay clock
@@ -188,7 +188,7 @@ def test_bad_inputs_give_one_sentence_and_keep_partial_results(clip, tmp_path):
 @pytest.mark.slow
 def test_trained_model_on_unseen_video_matches_packages_one_to_one(tiny_run, tmp_path):
     v = tiny_run["video"]
-    r = replay(v["video"], tiny_run["package"], tmp_path / "o", DeviceConfig(), v["gt"])
+    r = replay(v["video"], tiny_run["package"], tmp_path / "o", DeviceConfig(), ReplayOptions(labels=v["gt"]))
     m = r["metrics"]
     n_pos = sum(1 for row in csv.DictReader(open(v["gt"])) if row["label"] == "damaged")
     # segmentation is model-independent: every package seen exactly once, nothing spurious

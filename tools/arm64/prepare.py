@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--packages", type=int, default=12, help="packages on the belt video")
     args = ap.parse_args()
     from parcelguard.device.config.device import DeviceConfig
-    from parcelguard.device.replay.run import replay
+    from parcelguard.device.replay.run import ReplayOptions, replay
     from parcelguard.train.synth import world as synth
 
     t0 = time.monotonic()
@@ -119,14 +119,7 @@ def main() -> None:
     n = ffv1_copy(v["video"], out / "video" / "belt_ffv1.avi")
     for backend in ("litert", "onnx_int8"):
         for name, video in (("mp4", v["video"]), ("ffv1", out / "video" / "belt_ffv1.avi")):
-            r = replay(
-                video,
-                out / "package",
-                out / f"x86_{backend}_{name}",
-                DeviceConfig(),
-                v["gt"],
-                backend,
-            )
+            r = replay(video, out / "package", out / f"x86_{backend}_{name}", DeviceConfig(), ReplayOptions(labels=v["gt"], backend=backend))
             print(f"x86 replay {backend} {name}: {r['packages']} packages")
     meta = {
         "frames": n,
