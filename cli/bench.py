@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import get_args
 
 from parcelguard.cli.common import add_config_args
 from parcelguard.device import jsonio
 from parcelguard.device.config.base import load_config
+from parcelguard.device.config.device import BackendName
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -19,7 +21,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from parcelguard.device.replay.bench import loop_fps, model_latency
 
     backends = args.backend or [
-        b for b in available_backends() if b in ("litert", "onnx_int8", "onnx")
+        b for b in available_backends() if b in get_args(BackendName)
     ]
     result: dict = {
         "package": str(args.model),
@@ -59,7 +61,7 @@ def register(sub) -> None:
     s.add_argument(
         "--backend",
         action="append",
-        choices=["litert", "onnx", "onnx_int8"],
+        choices=list(get_args(BackendName)),
         help="repeatable; default: every installed one",
     )
     s.add_argument(

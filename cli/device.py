@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import get_args
 
 from parcelguard.cli.common import add_config_args
 from parcelguard.device import jsonio
 from parcelguard.device.config.base import load_config
+from parcelguard.device.config.device import BackendName
 from parcelguard.device.errors import ParcelguardError
 
 CONFIG_KINDS = ("device", "train", "export")
@@ -30,7 +32,7 @@ def _config_model(kind: str) -> type:
     from parcelguard.device.config.device import DeviceConfig
 
     return DeviceConfig
-BACKENDS = ["litert", "onnx", "onnx_int8"]
+BACKENDS = list(get_args(BackendName))
 
 
 def _finite(text: str, positive: bool) -> float:

@@ -1,75 +1,36 @@
 """Inference backends: load a model package, ``infer(batch) -> scores``, ``close()``.
 
-Each backend is its own module, imported only when chosen, so a device without ONNX Runtime never
-imports it. ``infer`` takes the preprocessed uint8 NHWC batch (what :func:`preprocess` returns) and
+Each backend is its own module that imports its runtime only when a backend is opened, so a
+device without ONNX Runtime never imports it. ``infer`` takes the preprocessed uint8 NHWC batch (what :func:`preprocess` returns) and
 gives the positive-class probability per item; the backend owns its input conversion and refuses
 a batch of another shape or dtype with one sentence (:func:`check_batch`).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-import numpy as np
+from parcelguard.device.backends import litert, onnxrt
+from parcelguard.device.backends.base import Backend, scores_from_logits
 from parcelguard.device.contract.package import Package
 from parcelguard.device.errors import ParcelguardError
 
-# backend name -> (module, class, package file key)
-REGISTRY: dict[str, tuple[str, str, str]] = {
-    "litert": ("parcelguard.device.backends.litert", "LiteRTBackend", "tflite_int8"),
-    "onnx": ("parcelguard.device.backends.onnxrt", "OnnxBackend", "onnx_fp32"),
-    "onnx_int8": ("parcelguard.device.backends.onnxrt", "OnnxBackend", "onnx_int8"),
+__all__ = ["REGISTRY", "Backend", "available_backends", "open_backend", "scores_from_logits"]
+
+
+class BackendEntry(NamedTuple):
+    cls: Callable[..., Any]  # (package, key=, threads=, providers=) -> Backend
+    runtime_available: Callable[[], bool]
+    file_key: str  # which model file of the package it runs
+
+
+# The one table of backends; their names are the config's ``BackendName`` (test_backend_registry).
+REGISTRY: dict[str, BackendEntry] = {
+    "litert": BackendEntry(litert.LiteRTBackend, litert.runtime_available, "tflite_int8"),
+    "onnx": BackendEntry(onnxrt.OnnxBackend, onnxrt.runtime_available, "onnx_fp32"),
+    "onnx_int8": BackendEntry(onnxrt.OnnxBackend, onnxrt.runtime_available, "onnx_int8"),
 }
-
-
-class Backend(Protocol):
-    name: str
-
-    def infer(self, batch_u8: np.ndarray) -> np.ndarray: ...
-
-    def close(self) -> None: ...
-
-
-def scores_from_logits(logits: np.ndarray, positive: int) -> np.ndarray:
-    """Softmax probability of the positive class, computed stably in float64."""
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e[:, positive] / e.sum(axis=1)).astype(np.float32)
-
-
-def check_batch(batch_u8: np.ndarray, height: int, width: int, who: str) -> np.ndarray:
-    """The batch as uint8 (N, H, W, 3); anything else is one ParcelguardError sentence."""
-    arr = np.asarray(batch_u8)
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (height, width, 3):
-        raise ParcelguardError(
-            f"{who} takes uint8 batches of shape (N, {height}, {width}, 3), got {arr.dtype} {tuple(arr.shape)}"
-        )
-    return arr
-
-
-def check_outputs(shape, package: Package, path) -> None:
-    """The model's output must be one logit per manifest class (a static last dimension)."""
-    n = len(package.manifest.classes)
-    dims = list(shape) if shape is not None else []
-    last = dims[-1] if dims else None
-    if isinstance(last, (int, np.integer)) and int(last) > 0 and int(last) != n:
-        raise ParcelguardError(
-            f"model package {package.root}: {path.name} gives {int(last)} outputs but the "
-            f"manifest lists {n} classes {package.manifest.classes}"
-        )
-
-
-def check_logits(logits: np.ndarray, package: Package) -> np.ndarray:
-    """Logits of shape (N, classes); a model with a dynamic output of another width is refused."""
-    n = len(package.manifest.classes)
-    if logits.ndim != 2 or logits.shape[1] != n:
-        raise ParcelguardError(
-            f"model package {package.root}: the model gives logits of shape {list(logits.shape)} "
-            f"but the manifest lists {n} classes"
-        )
-    return logits
 
 
 def open_backend(
@@ -87,9 +48,9 @@ def open_backend(
     """
     if name not in REGISTRY:
         raise ParcelguardError(f"unknown backend {name!r}; choose one of: {', '.join(REGISTRY)}")
-    module, cls, key = REGISTRY[name]
-    mod = importlib.import_module(module)
-    backend = getattr(mod, cls)(package, key=key, threads=threads, providers=providers)
+    entry = REGISTRY[name]
+    key = entry.file_key
+    backend = entry.cls(package, key=key, threads=threads, providers=providers)
     backend.warmup()
     if selftest:
         from parcelguard.device.contract.selftest import run_selftest
@@ -104,12 +65,4 @@ def open_backend(
 
 def available_backends() -> list[str]:
     """Names of the backends whose runtime imports here."""
-    names = []
-    for name, (module, _, _) in REGISTRY.items():
-        try:
-            mod = importlib.import_module(module)
-            if mod.runtime_available():
-                names.append(name)
-        except ImportError:
-            continue
-    return names
+    return [name for name, entry in REGISTRY.items() if entry.runtime_available()]

@@ -8,7 +8,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from parcelguard.device.backends import check_batch, check_logits, check_outputs, scores_from_logits
+from parcelguard.device.backends.base import (
+    check_batch,
+    check_logits,
+    check_outputs,
+    scores_from_logits,
+)
 from parcelguard.device.contract.package import Package
 from parcelguard.device.contract.preprocess import to_int8
 from parcelguard.device.errors import ParcelguardError, missing_extra

@@ -13,7 +13,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-from parcelguard.device.backends import check_batch, check_logits, check_outputs, scores_from_logits
+from parcelguard.device.backends.base import (
+    check_batch,
+    check_logits,
+    check_outputs,
+    scores_from_logits,
+)
 from parcelguard.device.contract.package import Package
 from parcelguard.device.contract.preprocess import to_float_nchw
 from parcelguard.device.errors import ParcelguardError, missing_extra

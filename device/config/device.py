@@ -23,9 +23,13 @@ class SourceConfig(StrictModel):
     fps: float | None = Field(None, gt=0)
 
 
+# The backend names (device/backends/ REGISTRY has one entry per name; the CLI offers these).
+BackendName = Literal["litert", "onnx", "onnx_int8"]
+
+
 class ModelSettings(StrictModel):
     package: Path | None = None
-    backend: Literal["litert", "onnx", "onnx_int8"] = "litert"
+    backend: BackendName = "litert"
     threads: int = Field(1, ge=1, le=64)
     # ONNX Runtime execution providers in order of preference: a name, or a one-key mapping of a
     # name to its provider options, e.g. {TensorrtExecutionProvider: {trt_engine_cache_enable: true}}

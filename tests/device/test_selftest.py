@@ -65,10 +65,7 @@ def test_correct_package_loads_and_matches_its_answers(package_dir, name):
 
 @pytest.mark.parametrize("name", [n for n in REGISTRY if n in available_backends()])
 def test_backend_answering_wrongly_is_refused_with_one_sentence(package_dir, monkeypatch, name):
-    import importlib
-
-    module, cls, _ = REGISTRY[name]
-    klass = getattr(importlib.import_module(module), cls)
+    klass = REGISTRY[name].cls
     monkeypatch.setattr(klass, "infer", lambda self, batch: np.ones(len(batch), np.float32))
     with pytest.raises(ParcelguardError) as err:
         open_backend(load_package(package_dir), name)
