@@ -25,16 +25,17 @@ from . import jsonio
 from .actuator import Actuator, Output, make_output
 from .backends import Backend, open_backend
 from .capture import LiveSource, make_source
+from .daemon_gauges import register_daemon_gauges
 from .errors import ParcelguardError
 from .events import Event, new_run_token, open_event_outputs
 from .health import HealthServer, Metrics, broker_problem
 from .loop import InspectionLoop, LoopHooks, model_id_for
 from .manifest import Manifest, load_package
-from .metrics import OUTPUT_METRICS
 from .settings import DeviceConfig
 from .systemd import JsonLogFormatter as JsonLogFormatter  # cli_daemon imports it from here
 from .systemd import sd_notify, watchdog_interval_s
 from .trigger import EdgeTrigger, make_trigger
+from .watch import attach_watch
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class Daemon:
         stop_output: Output | None = None,
         run_token: str | None = None,
         model_loader: Any = None,
+        watch_loaders: dict | None = None,
     ):
         self.cfg = cfg
         self._model_loader = model_loader  # () -> (backend, manifest); tests inject fakes
@@ -90,6 +92,11 @@ class Daemon:
             hooks=hooks,
             sinks=self.outputs.sinks,  # snapshots get each event's best frame
         )
+        try:  # shadow candidate, live parity, camera health, drift (device/watch.py)
+            self.watch = attach_watch(self, watch_loaders)
+        except BaseException:
+            self.outputs.close()
+            raise
         self.consecutive_errors = 0
         self.model_failed = False
         self.camera_was_down = False
@@ -105,7 +112,7 @@ class Daemon:
         self.health: HealthServer | None = None
         if cfg.health.enabled:
             self.health = HealthServer(cfg.health, self.metrics, self.healthy, self._actions())
-        self._register_gauges()
+        register_daemon_gauges(self)
 
     # -- hooks from the loop and the actuator ------------------------------------------------
     def _on_frame(self, idx: int, ts: float, inference_s: float | None) -> None:
@@ -119,6 +126,7 @@ class Daemon:
                 self.actuator.set_failsafe("model", False)
 
     def _on_backend_error(self, exc: Exception) -> None:
+        self.watch.on_backend_error(exc)
         self.consecutive_errors += 1
         with self.metrics.lock:
             self.metrics.backend_errors += 1
@@ -142,6 +150,12 @@ class Daemon:
     def _on_event(self, ev: Event) -> None:
         self.metrics.verdict(ev.verdict)
         self.actuator.decide(ev.verdict, ev.reject_deadline, ev.package_seq)
+        self.watch.on_event(ev)
+
+    def watch_alarm(self, name: str, detail: str, active: bool) -> None:
+        if active:
+            self.metrics.alarm(name)
+        self.outputs.alarm(name, detail, active)
 
     def _on_storage(self, failed: bool, reason: str) -> None:
         """The event store failed (or came back): fail-safe and /healthz follow it."""
@@ -181,60 +195,6 @@ class Daemon:
             return False, broker
         return True, "ok"
 
-    def _register_gauges(self) -> None:
-        src, act, g = self.source, self.actuator, self.metrics.gauges
-        st = src.stats
-        g["frame_age_seconds"] = ("gauge", "Age of the newest frame.", lambda: src.frame_age())
-        g["frames_dropped_total"] = (
-            "counter",
-            "Camera frames overwritten before inspection.",
-            lambda: st.dropped,
-        )
-        g["frames_invalid_total"] = (
-            "counter",
-            "Black or repeated camera frames discarded.",
-            lambda: st.invalid,
-        )
-        g["camera_reconnects_total"] = (
-            "counter",
-            "Successful camera reopens after an outage.",
-            lambda: st.reconnects,
-        )
-        g["camera_down_seconds_total"] = (
-            "counter",
-            "Seconds without a camera.",
-            lambda: src.down_seconds(),
-        )
-        g["camera_up"] = (
-            "gauge",
-            "1 while frames arrive.",
-            lambda: 0.0 if src.camera_down() else 1.0,
-        )
-        g["model_ok"] = (
-            "gauge",
-            "0 while inference keeps failing.",
-            lambda: 0.0 if self.model_failed else 1.0,
-        )
-        g["failsafe_active"] = (
-            "gauge",
-            "1 while the fail-safe policy holds the line.",
-            lambda: float(act.failsafe_active),
-        )
-        g["reject_pulses_total"] = ("counter", "Reject pulses fired.", lambda: act.pulses)
-        g["late_decisions_total"] = (
-            "counter",
-            "Rejects decided after their deadline (not fired).",
-            lambda: act.late,
-        )
-        g["events_storage_ok"] = (
-            "gauge",
-            "0 while the event store fails (events wait in memory and the fallback folder).",
-            lambda: 0.0 if self.storage_failed else 1.0,
-        )
-        g["packages_total"] = ("counter", "Packages decided.", lambda: self.loop.stats.packages)
-        # events, outbox, MQTT and snapshot counters (docs/events.md), read once per scrape
-        self.metrics.collect(self.outputs.metrics, OUTPUT_METRICS)
-
     def _actions(self) -> dict:
         def reset(_: dict) -> dict:
             self.metrics.reset()
@@ -250,7 +210,13 @@ class Daemon:
             self.trigger.set(state)
             return {"state": state}
 
-        return {"reset-counters": reset, "reload-model": reload, "trigger": trigger}
+        return {
+            "reset-counters": reset,
+            "reload-model": reload,
+            "trigger": trigger,
+            "promote": lambda _: self.watch.promote(),
+            "shadow": lambda _: self.watch.shadow_status(),
+        }
 
     @property
     def backend(self) -> Backend:
@@ -280,14 +246,20 @@ class Daemon:
                 raise ParcelguardError(
                     "the new package's input spec or classes differ; restart the daemon to switch to it"
                 )
-            done = self.loop.request_swap(backend, manifest, self.cfg.fusion)
-            loop_thread = self._loop_thread
-            if loop_thread is None or not loop_thread.is_alive():
-                self.loop.apply_swap()  # not inspecting: nothing can be mid-package
-            elif threading.current_thread() is not loop_thread and not done.wait(wait_s):
-                log.warning("model switch pending: a package has been open for %.0f s", wait_s)
+            self.switch_model(backend, manifest, True, wait_s)
             log.info("model reload of %s requested", manifest.name)
             return model_id_for(manifest)
+
+    def switch_model(
+        self, backend: Backend, manifest: Manifest, close_old: bool = True, wait_s: float = 10.0
+    ) -> None:
+        """The reload transaction: switch at the next frame with no open package and wait for it."""
+        done = self.loop.request_swap(backend, manifest, self.cfg.fusion, close_old)
+        loop_thread = self._loop_thread
+        if loop_thread is None or not loop_thread.is_alive():
+            self.loop.apply_swap()  # not inspecting: nothing can be mid-package
+        elif threading.current_thread() is not loop_thread and not done.wait(wait_s):
+            log.warning("model switch pending: a package has been open for %.0f s", wait_s)
 
     # -- supervision --------------------------------------------------------------------------
     def _supervise(self) -> None:
@@ -361,14 +333,15 @@ class Daemon:
             sd_notify("STOPPING=1")
             self._stopping.set()
             sup.join(2.0)
+            with self._reload_lock:
+                self.loop.apply_swap()  # the loop is over: nothing is open
+            self.watch.close(self.loop.backend)
             # Drain by position: every decided package reaches the gate within the travel time.
             self.actuator.close(self.loop.travel_s + self.cfg.actuator.drain_s)
             self.outputs.store.on_state = None  # the outputs are off now
             self.outputs.close()
             if self.health is not None:
                 self.health.close()
-            with self._reload_lock:
-                self.loop.apply_swap()
             self.loop.backend.close()
             if isinstance(self.source, LiveSource):
                 self.source.join(2.0)

@@ -15,6 +15,7 @@ from .settings_daemon import (
     HealthConfig,
     TriggerConfig,
 )
+from .settings_watch import DriftConfig, LiveParityConfig, MonitorConfig, ShadowConfig
 
 
 class SourceConfig(StrictModel):
@@ -249,6 +250,11 @@ class DeviceConfig(StrictModel):
     actuator: ActuatorConfig = Field(default_factory=ActuatorConfig)
     failsafe: FailsafeConfig = Field(default_factory=FailsafeConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    # Model and camera watch (device/settings_watch.py, docs/shadow.md)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    live_parity: LiveParityConfig = Field(default_factory=LiveParityConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
     @field_validator("roi")
     @classmethod
