@@ -1,0 +1,162 @@
+"""Live parity, camera health and score drift (device/parity_live.py, device/drift.py): each
+condition is injected (an int8 file that disagrees with fp32; blurred, dark and frozen frames in a
+video; a score shift) and the test sees the alarm, the metric and the figures behind them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers_device import FakeBackend, belt_frames, make_config, manifest, tiny_onnx_package, write_avi
+from parcelguard.device.capture import Paced
+from parcelguard.device.daemon import Daemon
+from parcelguard.device.drift import psi
+from parcelguard.device.manifest import ModelFile, load_package, write_manifest
+
+NEAR_GATE = {"camera_to_gate_m": 0.05, "speed_mps": 0.5}
+
+
+def alarms(events_dir) -> list[tuple[str, bool]]:
+    with closing(sqlite3.connect(events_dir / "events.sqlite3")) as db:
+        rows = db.execute("SELECT name, body FROM alarms ORDER BY t, alarm_id")
+        return [(n, json.loads(b)["active"]) for n, b in rows]
+
+
+def sample(text: str, name: str) -> float:
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"parcelguard_{name} "))
+    return float(line.split()[1])
+
+
+def int8_package(root: Path, agree: bool) -> Path:
+    """The tiny package plus an ``onnx_int8`` file: the same model (agree) or one whose logits
+    are negated, so every verdict flips (a broken quantization), and a parity budget of 99 %."""
+    from onnx import load, numpy_helper, save
+
+    tiny_onnx_package(root)
+    model = load(str(root / "model.onnx"))
+    if not agree:
+        for init in model.graph.initializer:
+            init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), init.name))
+    save(model, str(root / "model_int8.onnx"))
+    m = load_package(root).manifest
+    m.files["onnx_int8"] = ModelFile.of(root / "model_int8.onnx", "onnx", "int8")
+    m.metrics["parity"] = {"budget": {"min_agreement": 0.99}}
+    write_manifest(root, m)
+    return root
+
+
+@pytest.mark.parametrize("agree", [False, True])
+def test_live_parity_alarm_when_int8_disagrees_with_fp32(tmp_path, agree):
+    pkg = int8_package(tmp_path / "pkg", agree)
+    video = write_avi(tmp_path / "belt.avi", belt_frames(4), fps=30)
+    cfg = make_config(tmp_path, belt=NEAR_GATE, source={"kind": "file", "uri": str(video)},
+                      capture={"realtime": False}, model={"package": str(pkg), "backend": "onnx_int8"},
+                      live_parity={"enabled": True, "fraction": 0.5, "min_samples": 4, "queue": 10_000})
+    d = Daemon(cfg, run_token="lp")
+    summary = d.run()
+    par = d.watch.parity
+    assert par.budget == 0.99, "the package's own parity budget"
+    # every other scored crop, none dropped (the queue holds them all): counts independent of speed
+    assert par.samples == summary["inferences"] // 2 >= 4 and par.worker.dropped == 0
+    text = d.metrics.render()
+    assert sample(text, "live_parity_samples_total") == par.samples
+    raised = [a for a in alarms(cfg.events.dir) if a[0] == "parity_low"]
+    if agree:
+        assert par.disagreements == 0 and sample(text, "live_parity_agreement") == 1.0 and not raised
+    else:
+        assert par.disagreements == par.samples and sample(text, "live_parity_agreement") == 0.0
+        assert raised == [("parity_low", True)]
+        assert 'parcelguard_alarms_total{alarm="parity_low"} 1' in text
+
+
+def _video(tmp_path: Path, frames: list[np.ndarray]) -> Path:
+    return write_avi(tmp_path / "faults.avi", frames, fps=30)
+
+
+def test_camera_health_alarms_for_blur_dark_and_frozen_frames(tmp_path):
+    """A belt video with 20 sharp frames, then 20 blurred, 20 sharp, 20 dark, 20 sharp, 20 frozen
+    (one frame repeated): each fault raises its alarm and the next sharp stretch clears it."""
+    sharp = belt_frames(1, seed=1)[:20]
+    blurred = [cv2.GaussianBlur(f, (31, 31), 10) for f in belt_frames(1, seed=2)[:20]]
+    dark = [(f // 20).astype(np.uint8) for f in belt_frames(1, seed=3)[:20]]
+    frozen = [sharp[3]] * 20
+    frames = sharp + blurred + sharp + dark + sharp + frozen
+    cfg = make_config(tmp_path, source={"kind": "file", "uri": str(_video(tmp_path, frames))},
+                      capture={"realtime": False},
+                      monitor={"every_frames": 2, "persist": 2, "focus_min": 50.0, "brightness_min": 10.0,
+                               "clipped_max": 0.5, "frozen_checks": 4, "frozen_tolerance": 0.0})
+    seen: dict[str, list] = {"focus": [], "brightness": [], "frozen": []}
+    d = Daemon(cfg, backend=FakeBackend(score=0.1), manifest=manifest(), run_token="cam")
+    mon = d.watch.monitor
+    inner = d.loop.hooks.on_roi
+
+    def on_roi(idx, roi):
+        inner(idx, roi)
+        if idx % 2 == 0:
+            seen["focus"].append(mon.focus)
+            seen["brightness"].append(mon.brightness)
+            seen["frozen"].append(mon.frozen_run)
+
+    d.loop.hooks.on_roi = on_roi
+    d.run()
+    assert mon.checks == len(frames) // 2
+    foc, bri = seen["focus"], seen["brightness"]
+    assert min(foc[:10]) > 50.0 > max(foc[10:20]), "blurred frames have a low variance of the Laplacian"
+    assert min(bri[:30]) > 10.0 > max(bri[30:40]), "dark frames have a low mean"
+    assert max(seen["frozen"][:30]) == 0 and seen["frozen"][-1] == 9, "ten identical checks in a row"
+    got = alarms(cfg.events.dir)
+    # a dark image has no contrast either: the dark stretch is out of focus as well
+    assert [a for n, a in got if n == "camera_blurred"] == [True, False, True, False]
+    assert [a for n, a in got if n == "camera_exposure"] == [True, False]
+    assert [a for n, a in got if n == "camera_frozen"] == [True]
+    assert got[-1] == ("camera_frozen", True)
+    text = d.metrics.render()
+    assert sample(text, "camera_frozen_checks") == 9 and sample(text, "camera_checks_total") == mon.checks
+    for name, raised in (("camera_blurred", 2), ("camera_exposure", 1), ("camera_frozen", 1)):
+        assert f'parcelguard_alarms_total{{alarm="{name}"}} {raised}' in text
+
+
+def test_score_drift_and_reject_rate_alarms_against_the_commissioning_baseline(tmp_path):
+    """10 packages commission the baseline (all damaged at 0.95); 10 more look the same; then the
+    model sees a changed line (scores 0.1, nothing rejected) and both drift alarms raise."""
+    n = 30
+    frames = belt_frames(n)
+    per_pkg = len(frames) // n
+    backend = FakeBackend(score=0.95)
+    baseline = tmp_path / "baseline.json"
+
+    def gen():
+        for i, f in enumerate(frames):
+            if i == 20 * per_pkg:
+                backend.score = 0.1  # between packages: the line changed
+            yield f, i / 30
+
+    cfg = make_config(tmp_path, belt=NEAR_GATE,
+                      drift={"baseline": str(baseline), "commission_packages": 10, "window": 10,
+                             "min_packages": 10, "psi_max": 0.25, "reject_rate_delta_max": 0.3})
+    d = Daemon(cfg, backend=backend, manifest=manifest(), source=Paced(gen(), realtime=False), run_token="dr")
+    summary = d.run()
+    assert summary["packages"] == n
+    base = json.loads(baseline.read_text())
+    assert base["packages"] == 10 and base["reject_rate"] == 1.0 and base["hist"][9] == 1.0
+    assert alarms(cfg.events.dir) == [("score_drift", True), ("reject_rate_drift", True)]
+    text = d.metrics.render()
+    assert sample(text, "score_psi") > 0.25 and sample(text, "reject_rate") == 0.0
+    assert sample(text, "baseline_reject_rate") == 1.0
+    # a second run reads the baseline it left instead of commissioning again
+    d2 = Daemon(cfg, backend=FakeBackend(score=0.95), manifest=manifest(),
+                source=Paced(((f, i / 30) for i, f in enumerate(belt_frames(12))), realtime=False), run_token="d2")
+    d2.run()
+    assert d2.watch.drift.psi == pytest.approx(0.0, abs=1e-9) and not d2.watch.drift.psi_latch.active
+
+
+def test_psi_is_zero_for_equal_histograms_and_grows_with_shift():
+    a = [0.1] * 10
+    assert psi(a, a) == 0.0
+    b = [0.0] * 9 + [1.0]
+    assert psi(a, b) > psi(a, [0.05] * 5 + [0.15] * 5) > 0
