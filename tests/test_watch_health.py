@@ -12,7 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers_device import FakeBackend, belt_frames, make_config, manifest, tiny_onnx_package, write_avi
+from helpers_device import (
+    FakeBackend,
+    belt_frames,
+    make_config,
+    manifest,
+    tiny_onnx_package,
+    write_avi,
+)
 from parcelguard.device.capture import Paced
 from parcelguard.device.daemon import Daemon
 from parcelguard.device.drift import psi
