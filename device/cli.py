@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "parcelguard.device.cli_device",
     "parcelguard.device.cli_deploy",
     "parcelguard.device.cli_daemon",
+    "parcelguard.device.cli_watch",
     "parcelguard.train.cli_data",
     "parcelguard.device.cli_bench",
 ]

@@ -174,3 +174,46 @@ def test_shadow_candidate_with_other_input_is_refused(tmp_path):
     with pytest.raises(ParcelguardError, match="another input spec or other classes"):
         Daemon(cfg, backend=FakeBackend(), manifest=manifest(), source=paced([]),
                watch_loaders={"shadow_loader": lambda: (FakeBackend(), other)})
+
+
+def test_shadow_and_promote_commands_talk_to_the_running_daemon(tmp_path, monkeypatch):
+    """``parcelguard shadow`` reports the A/B figures; ``parcelguard promote`` of a candidate that
+    disagrees is refused with the daemon's sentence (exit 2, no traceback)."""
+    import threading
+
+    from conftest import run_cli
+    from helpers_device import one_sentence
+
+    token = "shadow-token-0123456789"
+    monkeypatch.delenv("PARCELGUARD_API_TOKEN", raising=False)
+    cfg = make_config(tmp_path, belt=NEAR_GATE, health={"enabled": True, "port": 0, "token": token},
+                      shadow={"min_packages": 3})
+    frames = belt_frames(4)
+    per_pkg = len(frames) // 4
+    go, waiting = threading.Event(), threading.Event()
+
+    def hook(i):
+        if i == 3 * per_pkg:  # three packages decided; hold the belt while the commands run
+            waiting.set()
+            go.wait(120)
+
+    d = Daemon(cfg, backend=FakeBackend(score=0.9), manifest=manifest(), source=paced(frames, hook), run_token="cli",
+               watch_loaders={"shadow_loader": lambda: (FakeBackend(score=0.1), candidate_manifest())})
+    t = threading.Thread(target=d.run)
+    t.start()
+    try:
+        assert waiting.wait(120)
+        url = f"http://127.0.0.1:{d.health.port}"
+        env = {"PARCELGUARD_API_TOKEN": token}
+        r = run_cli("shadow", "--url", url, env=env)
+        assert r.returncode == 0, r.stderr
+        st = json.loads(r.stdout)
+        assert st["ok"] and st["packages"] == 3 and st["agreement"] == 0.0 and st["verdict_changes"] == 3
+        r = run_cli("promote", "--url", url, env=env)
+        one_sentence(r, "refused promote (HTTP 409)", "agreement 0.0% is below shadow.min_agreement")
+        r = run_cli("promote", "--url", url, env={"PARCELGUARD_API_TOKEN": "wrong-token-0123456789"})
+        one_sentence(r, "HTTP 401")
+    finally:
+        go.set()
+        t.join(120)
+    assert not t.is_alive() and d.watch.promotions == 0
