@@ -65,7 +65,13 @@ class ShadowRunner:
         self.model_id = model_id_for(manifest)
         self.threshold = threshold_for(cfg.fusion, manifest)
         self.dir = Path(cfg.events.dir) / "shadow"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._events = open(self.dir / "events.jsonl", "a", encoding="utf-8")
+        except OSError as exc:
+            raise ParcelguardError(
+                f"cannot write the shadow results to {self.dir} ({exc.strerror or exc})"
+            ) from None
         self.snap_dir = self.dir / "disagreements" if snapshots else None
         self._lock = threading.Lock()
         self._scores: dict[int, list[float]] = {}
@@ -75,7 +81,6 @@ class ShadowRunner:
         self.verdict_changes = self.score_changes = 0
         self.delta_sum = self.delta_max = 0.0
         self.differences: list[dict] = []
-        self._events = open(self.dir / "events.jsonl", "a", encoding="utf-8")
         self.worker = BackgroundWorker(self._job, cfg.shadow.queue, "shadow")
 
     # -- loop side (never waits) ----------------------------------------------------------------
@@ -128,8 +133,11 @@ class ShadowRunner:
         }
         live = json.loads(ev.to_json())
         diffs = compare_events([live], [cand], self.cfg.shadow.score_tolerance)
-        self._events.write(jsonio.dumps(cand, sort_keys=True, separators=(",", ":")) + "\n")
-        self._events.flush()
+        try:
+            self._events.write(jsonio.dumps(cand, sort_keys=True, separators=(",", ":")) + "\n")
+            self._events.flush()
+        except OSError as exc:  # the comparison still counts; the event store has its own alarms
+            log.warning("shadow event of package %d not written: %s", ev.package_seq, exc)
         delta = abs(cand["score"] - live["score"])
         with self._lock:
             self.live_model = ev.model
@@ -212,8 +220,11 @@ class ShadowRunner:
             "differences": diffs,
             "shadow": st,
         }
-        (self.dir / "ab.json").write_text(jsonio.dumps(result, indent=2) + "\n", encoding="utf-8")
-        (self.dir / "ab.html").write_text(ab_html(result), encoding="utf-8")
+        try:
+            (self.dir / "ab.json").write_text(jsonio.dumps(result, indent=2) + "\n", "utf-8")
+            (self.dir / "ab.html").write_text(ab_html(result), encoding="utf-8")
+        except OSError as exc:
+            log.warning("shadow A/B report not written to %s: %s", self.dir, exc)
         return result
 
     def close(self) -> dict:

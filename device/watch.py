@@ -219,7 +219,7 @@ class ModelWatch:
                 raise
             old = (self.loop.backend, self.loop.manifest, self.loop.fusion)
             self.promotion = Promotion(old, model_id_for(manifest), self.cfg.shadow.package)
-            self.loop.sinks.remove(sh.package)
+            self.loop.sinks = [s for s in self.loop.sinks if s != sh.package]  # one rebind
             self.shadow = None
             sh.close()
             self.promotions += 1
