@@ -3,7 +3,7 @@
 - :class:`CameraMonitor`: every ``monitor.every_frames`` frames, on the ROI subsampled by
   ``monitor.stride`` and converted to grey: focus (variance of the Laplacian), exposure (mean grey
   level, share of clipped pixels) and frozen frames (a check identical to the previous one within
-  ``frozen_tolerance``). About 0.1 ms per check on a 224x224 ROI.
+  ``frozen_tolerance``). About 0.3 ms per check on a 224x224 ROI (a shared 2-core x86 box).
 - :class:`ScoreDrift`: package scores and reject rate over the latest ``drift.window`` packages
   against a commissioning baseline (10-bin histogram of package scores, reject rate). The
   baseline is a JSON file; when ``drift.baseline`` names a file that does not exist yet, the first

@@ -63,6 +63,12 @@ class LiveParityConfig(StrictModel):
         None, ge=0, le=1, description="null: the package's parity budget (manifest), else 0.995"
     )
 
+    @model_validator(mode="after")
+    def _window_holds_min(self) -> LiveParityConfig:
+        if self.min_samples > self.window:
+            raise ValueError("live_parity.min_samples must be at most live_parity.window")
+        return self
+
 
 class MonitorConfig(StrictModel):
     """Camera health on the ROI, every ``every_frames`` frames, on a strided grey image."""
