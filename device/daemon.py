@@ -210,11 +210,15 @@ class Daemon:
             self.trigger.set(state)
             return {"state": state}
 
+        def promote(_: dict) -> dict:
+            with self._reload_lock:  # one model switch at a time: promote or reload
+                return self.watch.promote()
+
         return {
             "reset-counters": reset,
             "reload-model": reload,
             "trigger": trigger,
-            "promote": lambda _: self.watch.promote(),
+            "promote": promote,
             "shadow": lambda _: self.watch.shadow_status(),
         }
 

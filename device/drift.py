@@ -77,35 +77,34 @@ class CameraMonitor:
         small = np.ascontiguousarray(roi[::s, ::s])
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
         self.checks += 1
-        self.focus = float(cv2.Laplacian(grey, cv2.CV_64F).var())
-        self.brightness = float(grey.mean())
-        self.clipped = float(np.count_nonzero((grey <= 2) | (grey >= 253)) / grey.size)
+        focus = self.focus = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+        mean = self.brightness = float(grey.mean())
+        clipped = self.clipped = float(np.count_nonzero((grey <= 2) | (grey >= 253)) / grey.size)
         prev, self._prev = self._prev, grey
-        same = prev is not None and prev.shape == grey.shape
-        if same:
-            diff = cv2.absdiff(prev, grey).max()
-            same = float(diff) <= self.cfg.frozen_tolerance
+        same = False
+        if prev is not None and prev.shape == grey.shape:
+            same = float(cv2.absdiff(prev, grey).max()) <= self.cfg.frozen_tolerance
         self.frozen_run = self.frozen_run + 1 if same else 0
-        self._alarms()
+        self._alarms(focus, mean, clipped)
 
-    def _alarms(self) -> None:
+    def _alarms(self, focus: float, mean: float, clipped: float) -> None:
         c = self.cfg
         if c.focus_min is not None:
             self.latches["camera_blurred"].update(
-                self.focus < c.focus_min,
-                f"focus (variance of the Laplacian) {self.focus:.1f} < {c.focus_min:g}",
+                focus < c.focus_min,
+                f"focus (variance of the Laplacian) {focus:.1f} < {c.focus_min:g}",
             )
         lo, hi, clip = c.brightness_min, c.brightness_max, c.clipped_max
         if lo is not None or hi is not None or clip is not None:
             bad = (
-                (lo is not None and self.brightness < lo)
-                or (hi is not None and self.brightness > hi)
-                or (clip is not None and self.clipped > clip)
+                (lo is not None and mean < lo)
+                or (hi is not None and mean > hi)
+                or (clip is not None and clipped > clip)
             )
             self.latches["camera_exposure"].update(
                 bool(bad),
-                f"mean grey level {self.brightness:.1f} (allowed {lo}..{hi}), "
-                f"{self.clipped:.1%} of pixels clipped (allowed {clip})",
+                f"mean grey level {mean:.1f} (allowed {lo}..{hi}), "
+                f"{clipped:.1%} of pixels clipped (allowed {clip})",
             )
         if c.frozen_checks is not None:
             self.latches["camera_frozen"].update(

@@ -42,9 +42,11 @@ class LiveParity:
     def __init__(self, fp32: Backend, manifest: Manifest, cfg: LiveParityConfig, alarm):
         self.fp32, self.cfg, self.alarm = fp32, cfg, alarm
         self.model_id = manifest.model_id
-        self.budget = cfg.min_agreement
-        if self.budget is None:
-            self.budget = package_budget(manifest) or DEFAULT_MIN_AGREEMENT
+        budget = cfg.min_agreement
+        if budget is None:
+            budget = package_budget(manifest)
+            budget = DEFAULT_MIN_AGREEMENT if budget is None else budget
+        self.budget: float = budget
         self._window: deque[bool] = deque(maxlen=cfg.window)
         self._lock = threading.Lock()
         self.offered = self.samples = self.disagreements = self.errors = 0

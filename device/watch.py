@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class Promotion:
 
     old: tuple[Backend, Manifest, FusionConfig]
     new_id: str
-    path: object
+    path: Path | None
     packages: int = 0
     errors: int = 0
     counts: dict = field(default_factory=dict)
