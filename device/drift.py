@@ -4,6 +4,9 @@
   ``monitor.stride`` and converted to grey: focus (variance of the Laplacian), exposure (mean grey
   level, share of clipped pixels) and frozen frames (a check identical to the previous one within
   ``frozen_tolerance``). About 0.3 ms per check on a 224x224 ROI (a shared 2-core x86 box).
+  With ``moved_px_max``: a moved camera, the shift of the whole (strided) frame against a
+  reference frame by phase correlation, with the ROI (where packages pass) blanked: the static
+  scene around it (rails, frame, floor) says where the camera points.
 - :class:`ScoreDrift`: package scores and reject rate over the latest ``drift.window`` packages
   against a commissioning baseline (10-bin histogram of package scores, reject rate). The
   baseline is a JSON file; when ``drift.baseline`` names a file that does not exist yet, the first
@@ -55,24 +58,29 @@ class Latch:
 
 
 class CameraMonitor:
-    def __init__(self, cfg: MonitorConfig, alarm):
-        self.cfg = cfg
+    def __init__(self, cfg: MonitorConfig, alarm, roi: tuple[int, int, int, int] | None = None):
+        self.cfg, self.roi = cfg, roi
         self.checks = 0
         self.focus: float | None = None
         self.brightness: float | None = None
         self.clipped: float | None = None
         self.frozen_run = 0
         self._prev: np.ndarray | None = None
+        self.shift_px: float | None = None
+        self._ref: np.ndarray | None = None  # float32 grey reference frame, strided
+        self._window: np.ndarray | None = None
         self.latches = {
             n: Latch(n, cfg.persist, alarm)
-            for n in ("camera_blurred", "camera_exposure", "camera_frozen")
+            for n in ("camera_blurred", "camera_exposure", "camera_frozen", "camera_moved")
         }
         self.latches["camera_frozen"].persist = 1  # frozen_checks already asks for a run of them
 
-    def on_roi(self, idx: int, roi: np.ndarray) -> None:
+    def on_image(self, idx: int, frame: np.ndarray, roi: np.ndarray) -> None:
         every = self.cfg.every_frames
         if every <= 0 or idx % every:
             return
+        if self.cfg.moved_px_max is not None:
+            self._moved(frame)
         s = self.cfg.stride
         small = np.ascontiguousarray(roi[::s, ::s])
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
@@ -113,8 +121,59 @@ class CameraMonitor:
                 "showed an identical ROI",
             )
 
+    def _moved(self, frame: np.ndarray) -> None:
+        """Shift of the whole frame against the reference (phase correlation, Hann window)."""
+        s = self.cfg.moved_stride
+        small = np.ascontiguousarray(frame[::s, ::s])
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+        grey = self._mask_roi(grey, s)
+        if self._ref is None or self._ref.shape != grey.shape:
+            self._ref = self._reference(grey).astype(np.float32)
+            self._window = cv2.createHanningWindow(grey.shape[::-1], cv2.CV_32F)
+        (dx, dy), _ = cv2.phaseCorrelate(self._ref, grey.astype(np.float32), self._window)
+        shift = self.shift_px = float(np.hypot(dx, dy)) * s
+        limit = self.cfg.moved_px_max
+        self.latches["camera_moved"].update(
+            shift > limit,  # type: ignore[operator]
+            f"the camera image is shifted by {shift:.1f} px against the reference (limit {limit:g})",
+        )
+
+    def _mask_roi(self, grey: np.ndarray, s: int) -> np.ndarray:
+        """Packages cross the ROI: only the scene around it says where the camera points."""
+        if self.roi is None:
+            return grey
+        x, y, w, h = self.roi
+        out = grey.copy()
+        out[y // s : (y + h) // s + 1, x // s : (x + w) // s + 1] = int(grey.mean())
+        return out
+
+    def _reference(self, grey: np.ndarray) -> np.ndarray:
+        path = self.cfg.reference
+        if path is None:
+            return grey
+        if Path(path).is_file():
+            ref = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if ref is not None and ref.shape == grey.shape:
+                return ref
+            log.warning(
+                "reference frame %s does not match this camera; using the current frame", path
+            )
+            return grey
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), grey)
+            log.info("camera reference frame written to %s", path)
+        except (OSError, cv2.error) as exc:
+            log.warning("camera reference frame not written to %s: %s", path, exc)
+        return grey
+
     def gauges(self) -> dict:
         return {
+            "camera_shift_px": (
+                "gauge",
+                "Shift of the camera image against the reference frame (pixels).",
+                lambda: self.shift_px,
+            ),
             "camera_focus": ("gauge", "Variance of the Laplacian of the ROI.", lambda: self.focus),
             "camera_brightness": ("gauge", "Mean grey level of the ROI.", lambda: self.brightness),
             "camera_clipped_ratio": (

@@ -75,9 +75,9 @@ class LoopHooks:
     )
     max_gap_s: float | None = None  # a longer gap between frames decides the open packages first
     history: int | None = None  # keep only this many timing samples (bounded memory when live)
-    # The model/camera watch (device/watch.py): each scored crop, and each frame's ROI.
+    # The model/camera watch (device/watch.py): each scored crop, and each frame with its ROI.
     on_crop: Callable[[Track, int, np.ndarray, float | None], None] | None = None
-    on_roi: Callable[[int, np.ndarray], None] | None = None
+    on_image: Callable[[int, np.ndarray, np.ndarray], None] | None = None  # (idx, frame, roi)
 
 
 class InspectionLoop:
@@ -245,8 +245,8 @@ class InspectionLoop:
                 self.apply_swap()
                 spec = self.manifest.input
             roi = crop_roi(frame, roi_rect)
-            if self.hooks.on_roi is not None:
-                self.hooks.on_roi(idx, roi)
+            if self.hooks.on_image is not None:
+                self.hooks.on_image(idx, frame, roi)
             track, ready = self.segmenter.update(self.measure(roi, ts), idx, ts)
             t2 = time.perf_counter()
             st["presence"].append(t2 - t1)

@@ -88,6 +88,15 @@ class MonitorConfig(StrictModel):
     frozen_tolerance: float = Field(
         0.0, ge=0, le=255, description="largest grey difference that still counts as identical"
     )
+    moved_px_max: float | None = Field(
+        None, gt=0, description="camera shift (frame pixels, phase correlation) above it"
+    )
+    reference: Path | None = Field(
+        None,
+        description="reference frame (grey PNG) for moved_px_max; missing: the first check "
+        "writes it; null: the run's first check, in memory",
+    )
+    moved_stride: int = Field(4, ge=1, le=16, description="frame subsampling for the shift")
 
 
 class DriftConfig(StrictModel):

@@ -91,7 +91,7 @@ class ModelWatch:
         self.parity: LiveParity | None = None
         if cfg.live_parity.enabled:
             self._start_parity(parity_loader)
-        self.monitor = CameraMonitor(cfg.monitor, alarm)
+        self.monitor = CameraMonitor(cfg.monitor, alarm, cfg.roi)
         self.drift = ScoreDrift(cfg.drift, cfg.actuator.reject_verdicts, alarm)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -293,6 +293,6 @@ def attach_watch(daemon, loaders: dict | None = None) -> ModelWatch:
     )
     daemon.loop.hooks.on_crop = w.on_crop
     if daemon.cfg.monitor.every_frames:
-        daemon.loop.hooks.on_roi = w.monitor.on_roi
+        daemon.loop.hooks.on_image = w.monitor.on_image
     daemon.metrics.gauges.update(w.gauges())
     return w
