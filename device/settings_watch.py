@@ -33,6 +33,9 @@ class ShadowConfig(StrictModel):
     max_differences: int = Field(
         1000, ge=1, description="differences kept in shadow/ab.json (the counts cover all)"
     )
+    max_events: int = Field(
+        100_000, ge=0, description="candidate events written to shadow/events.jsonl (disk cap)"
+    )
     max_snapshots: int = Field(
         500, ge=0, description="disagreement snapshots kept (with events.snapshots.enabled)"
     )

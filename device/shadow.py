@@ -78,7 +78,7 @@ class ShadowRunner:
         self._broken: set[int] = set()  # packages with a dropped or failed crop
         self.live_model = ""
         self.packages = self.agree = self.skipped = self.errors = self.snapshots = 0
-        self.verdict_changes = self.score_changes = 0
+        self.verdict_changes = self.score_changes = self.events_written = 0
         self.delta_sum = self.delta_max = 0.0
         self.differences: list[dict] = []
         self.worker = BackgroundWorker(self._job, cfg.shadow.queue, "shadow")
@@ -134,8 +134,11 @@ class ShadowRunner:
         live = json.loads(ev.to_json())
         diffs = compare_events([live], [cand], self.cfg.shadow.score_tolerance)
         try:
-            self._events.write(jsonio.dumps(cand, sort_keys=True, separators=(",", ":")) + "\n")
-            self._events.flush()
+            if self.events_written < self.cfg.shadow.max_events:
+                line = jsonio.dumps(cand, sort_keys=True, separators=(",", ":"))
+                self._events.write(line + "\n")
+                self._events.flush()
+                self.events_written += 1
         except OSError as exc:  # the comparison still counts; the event store has its own alarms
             log.warning("shadow event of package %d not written: %s", ev.package_seq, exc)
         delta = abs(cand["score"] - live["score"])
