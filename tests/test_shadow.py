@@ -132,9 +132,30 @@ def test_promoted_model_that_fails_inference_rolls_back_by_itself(tmp_path):
     assert d.watch.promotion is None
 
 
-def test_promote_whose_candidate_fails_at_load_keeps_the_live_model(tmp_path):
-    """The candidate package is changed on disk after its shadow run: the fresh load at promote
-    refuses it (hash check), the live model stays, and a model_rolled_back alarm says why."""
+def add_failing_selftest(pkg) -> None:
+    """Known answers this runtime does not reproduce (a black and a white crop, answers swapped),
+    sealed as an exporter would: the package loads, and its self-test refuses the runtime."""
+    import hashlib
+
+    import cv2
+    import numpy as np
+    from parcelguard.device.manifest import SelfTest, SelfTestCrop, load_package, write_manifest
+
+    crops = []
+    for name, level in (("black", 0), ("white", 255)):
+        path = pkg / f"selftest_{name}.png"
+        cv2.imwrite(str(path), np.full((32, 32, 3), level, np.uint8))
+        crops.append(SelfTestCrop(path=path.name, sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
+    m = load_package(pkg).manifest
+    m.selftest = SelfTest(crops=crops, scores={"onnx_fp32": [0.99, 0.01]}, tolerance=0.02)
+    write_manifest(pkg, m)
+
+
+@pytest.mark.parametrize("fault", ["selftest", "tampered"])
+def test_promote_whose_candidate_fails_at_load_keeps_the_live_model(tmp_path, fault):
+    """After its shadow run the candidate package is replaced by one whose known-answer self-test
+    fails on this runtime (selftest), or its model file is changed on disk (tampered): the fresh
+    load at promote refuses it, the live model stays, and a model_rolled_back alarm says why."""
     live_pkg = tiny_onnx_package(tmp_path / "live")
     cand_pkg = tmp_path / "cand"
     shutil.copytree(live_pkg, cand_pkg)
@@ -147,8 +168,11 @@ def test_promote_whose_candidate_fails_at_load_keeps_the_live_model(tmp_path):
     def hook(i):
         if i == 2 * per_pkg:
             result["shadow"] = d.watch.shadow.stats() if d.watch.shadow.worker.drain() else None
-            with open(cand_pkg / "model.onnx", "ab") as f:
-                f.write(b"\0")
+            if fault == "selftest":
+                add_failing_selftest(cand_pkg)
+            else:
+                with open(cand_pkg / "model.onnx", "ab") as f:
+                    f.write(b"\0")
             try:
                 d.watch.promote()
             except ParcelguardError as exc:
@@ -158,7 +182,8 @@ def test_promote_whose_candidate_fails_at_load_keeps_the_live_model(tmp_path):
     live_id = d.loop.model_id
     d.run()
     assert result["shadow"]["packages"] == 2 and result["shadow"]["agreement"] == 1.0
-    assert result["error"].startswith("promotion rolled back") and "sha256" in result["error"]
+    why = "failed its self-test on backend 'onnx'" if fault == "selftest" else "sha256"
+    assert result["error"].startswith("promotion rolled back") and why in result["error"], result["error"]
     assert d.watch.promotion is None and d.watch.promotions == 0
     events = read_events(cfg.events.dir / "events.jsonl")
     assert len(events) == 4 and {e["model"] for e in events} == {live_id}, "the live model stayed"
