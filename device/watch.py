@@ -285,14 +285,43 @@ class ModelWatch:
             p.old[0].close()
 
 
+class Guard:
+    """Runs a watch hook on the loop thread; an exception in it is counted and logged, never
+    raised into inspection (the watch must not stop the line it watches)."""
+
+    def __init__(self) -> None:
+        self.errors = 0
+
+    def __call__(self, fn: Callable) -> Callable:
+        def guarded(*args):
+            try:
+                fn(*args)
+            except Exception:
+                self.errors += 1
+                if self.errors <= 3 or self.errors % 1000 == 0:
+                    log.exception("watch hook %s failed (%d so far)", fn.__name__, self.errors)
+
+        return guarded
+
+
 def attach_watch(daemon, loaders: dict | None = None) -> ModelWatch:
     """Build the watch for a :class:`~parcelguard.device.daemon.Daemon` and hook it into its loop
-    and metrics; ``loaders`` may hold ``shadow_loader``/``parity_loader`` test doubles."""
+    and metrics; ``loaders`` may hold ``shadow_loader``/``parity_loader`` test doubles. The
+    hooks the loop and the daemon call are wrapped in a :class:`Guard`."""
     w = ModelWatch(
         daemon.cfg, daemon.loop, daemon.watch_alarm, daemon.switch_model, **(loaders or {})
     )
-    daemon.loop.hooks.on_crop = w.on_crop
+    guard = Guard()
+    w.on_event = guard(w.on_event)  # type: ignore[method-assign]
+    w.on_backend_error = guard(w.on_backend_error)  # type: ignore[method-assign]
+    daemon.loop.hooks.on_crop = guard(w.on_crop)
     if daemon.cfg.monitor.every_frames:
-        daemon.loop.hooks.on_image = w.monitor.on_image
-    daemon.metrics.gauges.update(w.gauges())
+        daemon.loop.hooks.on_image = guard(w.monitor.on_image)
+    g = w.gauges()
+    g["watch_errors_total"] = (
+        "counter",
+        "Watch hooks that raised (skipped).",
+        lambda: guard.errors,
+    )
+    daemon.metrics.gauges.update(g)
     return w

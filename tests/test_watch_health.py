@@ -213,3 +213,19 @@ def test_moved_camera_alarm_from_phase_correlation_against_the_reference(tmp_pat
     assert [(a, b) for a, b in alarms(cfg.events.dir)] == [("camera_moved", True), ("camera_moved", False)]
     assert ref.is_file() and cv2.imread(str(ref), cv2.IMREAD_GRAYSCALE).shape == (120, 160)
     assert 'parcelguard_alarms_total{alarm="camera_moved"} 1' in d.metrics.render()
+
+
+def test_a_failing_watch_hook_never_stops_inspection(tmp_path):
+    """A camera check that raises on every frame (here: a broken monitor) is counted and skipped;
+    every package is still decided."""
+    cfg = make_config(tmp_path, belt=NEAR_GATE, monitor={"every_frames": 1})
+
+    def broken(*_):
+        raise RuntimeError("simulated monitor bug")
+
+    d = Daemon(cfg, backend=FakeBackend(score=0.9), manifest=manifest(),
+               source=Paced(((f, i / 30) for i, f in enumerate(belt_frames(3))), realtime=False), run_token="wg")
+    d.watch.monitor._alarms = broken  # the check itself raises after measuring
+    summary = d.run()
+    assert summary["packages"] == 3 and summary["frames"] == len(belt_frames(3))
+    assert sample(d.metrics.render(), "watch_errors_total") == summary["frames"]
