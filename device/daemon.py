@@ -11,6 +11,10 @@ pulses keep firing until every decided package has passed the gate (travel time 
 ``actuator.drain_s``; a pulse that cannot fire is a ``reject_dropped`` alarm); the event outputs
 flush and the process exits 0. Storage faults degrade, never kill (device/store_guard.py): a
 failing event store is a ``storage_failed`` alarm, the fail-safe and an unhealthy ``/healthz``.
+
+The model and camera watch (device/watch.py, docs/shadow.md) hangs off the loop's hooks: a shadow
+candidate and ``POST /promote`` with automatic rollback, live int8-vs-fp32 parity, camera health
+and score drift. It never drives the reject gate.
 """
 
 from __future__ import annotations

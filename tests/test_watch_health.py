@@ -229,3 +229,32 @@ def test_a_failing_watch_hook_never_stops_inspection(tmp_path):
     summary = d.run()
     assert summary["packages"] == 3 and summary["frames"] == len(belt_frames(3))
     assert sample(d.metrics.render(), "watch_errors_total") == summary["frames"]
+
+
+def test_live_parity_queue_drops_and_never_blocks_the_loop():
+    """The fp32 model is stuck: offers return at once and the excess is dropped (counted)."""
+    import threading
+
+    from parcelguard.device.parity_live import LiveParity
+    from parcelguard.device.settings_watch import LiveParityConfig
+
+    entered, release = threading.Event(), threading.Event()
+
+    class Stuck(FakeBackend):
+        def infer(self, batch):
+            entered.set()
+            assert release.wait(60)
+            return super().infer(batch)
+
+    raised = []
+    par = LiveParity(Stuck(score=0.9), manifest(), LiveParityConfig(enabled=True, fraction=1.0, queue=2, min_samples=1),
+                     lambda *a: raised.append(a))
+    x = np.zeros((32, 32, 3), np.uint8)
+    par.offer(x, 0.9, 0.5, manifest().model_id)
+    assert entered.wait(60), "the worker took the first crop"
+    for _ in range(9):
+        par.offer(x, 0.9, 0.5, manifest().model_id)  # returns at once although the model is stuck
+    assert par.worker.dropped == 7 and par.worker.depth() == 2
+    release.set()
+    par.close()
+    assert par.samples == 3 and par.disagreements == 0 and not raised
