@@ -19,6 +19,7 @@ from parcelguard.cli import device as cli_device
 from parcelguard.cli import evaluate as cli_evaluate
 from parcelguard.cli import export as cli_export
 from parcelguard.cli import train as cli_train
+from parcelguard.cli import watch as cli_watch
 from parcelguard.device.errors import ParcelguardError
 
 log = logging.getLogger("parcelguard")
@@ -32,6 +33,7 @@ COMMAND_MODULES = (
     cli_device,
     cli_deploy,
     cli_daemon,
+    cli_watch,
     cli_data,
     cli_bench,
 )

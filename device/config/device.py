@@ -13,6 +13,12 @@ from parcelguard.device.config.daemon import (
     HealthConfig,
     TriggerConfig,
 )
+from parcelguard.device.config.watch import (
+    DriftConfig,
+    LiveParityConfig,
+    MonitorConfig,
+    ShadowConfig,
+)
 from pydantic import Field, field_validator, model_validator
 
 
@@ -252,6 +258,11 @@ class DeviceConfig(StrictModel):
     actuator: ActuatorConfig = Field(default_factory=ActuatorConfig)
     failsafe: FailsafeConfig = Field(default_factory=FailsafeConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    # Model and camera watch (device/config/watch.py, docs/shadow.md)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    live_parity: LiveParityConfig = Field(default_factory=LiveParityConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
     @field_validator("roi")
     @classmethod

@@ -74,6 +74,9 @@ class LoopHooks:
     )
     max_gap_s: float | None = None  # a longer gap between frames decides the open packages first
     history: int | None = None  # keep only this many timing samples (bounded memory when live)
+    # The model/camera watch (device/live/watch.py): each scored crop, and each frame with its ROI.
+    on_crop: Callable[[Track, int, np.ndarray, float | None], None] | None = None
+    on_image: Callable[[int, np.ndarray, np.ndarray], None] | None = None  # (idx, frame, roi)
 
 
 class InspectionLoop:
@@ -99,8 +102,9 @@ class InspectionLoop:
         self.threshold = threshold_for(cfg.fusion, manifest)
         self.travel_s = cfg.belt.camera_to_gate_m / cfg.belt.speed_mps
         self.model_id = model_id_for(manifest)
-        # A model switch waiting for a frame with no open package: (backend, manifest, fusion, done)
-        self._pending: tuple[Backend, Manifest, FusionConfig, threading.Event] | None = None
+        # A model switch waiting for a frame with no open package:
+        # (backend, manifest, fusion, done, close_old)
+        self._pending: tuple[Backend, Manifest, FusionConfig, threading.Event, bool] | None = None
         self.stats = LoopStats()
         self.events: list[Event] = []
         self.hooks = hooks or LoopHooks()
@@ -167,13 +171,19 @@ class InspectionLoop:
             self._best_frame[seq] = (key, frame.copy())
 
     def request_swap(
-        self, backend: Backend, manifest: Manifest, fusion: FusionConfig | None = None
+        self,
+        backend: Backend,
+        manifest: Manifest,
+        fusion: FusionConfig | None = None,
+        close_old: bool = True,
     ) -> threading.Event:
         """Switch model, manifest, id, threshold and fusion together at the next frame with no
         open package (never mid-package); the returned event is set once the switch happened.
-        A switch still pending is replaced (its backend closed)."""
+        A switch still pending is replaced (its backend closed). ``close_old=False`` leaves the
+        replaced backend open for the caller (a promotion keeps it to roll back to)."""
         done = threading.Event()
-        old, self._pending = self._pending, (backend, manifest, fusion or self.fusion, done)
+        pending = (backend, manifest, fusion or self.fusion, done, close_old)
+        old, self._pending = self._pending, pending
         if old is not None:
             old[0].close()
             old[3].set()
@@ -183,12 +193,12 @@ class InspectionLoop:
         pending, self._pending = self._pending, None
         if pending is None:
             return
-        backend, manifest, fusion, done = pending
+        backend, manifest, fusion, done, close_old = pending
         old = self.backend
         self.backend, self.manifest, self.fusion = backend, manifest, fusion
         self.threshold = threshold_for(fusion, manifest)
         self.model_id = model_id_for(manifest)
-        if old is not backend:
+        if old is not backend and close_old:
             old.close()  # this thread runs inference: nothing is in flight on it now
         log.info("model switched to %s (threshold %.3f)", self.model_id, self.threshold)
         done.set()
@@ -234,6 +244,8 @@ class InspectionLoop:
                 self.apply_swap()
                 spec = self.manifest.input
             roi = crop_roi(frame, roi_rect)
+            if self.hooks.on_image is not None:
+                self.hooks.on_image(idx, frame, roi)
             track, ready = self.segmenter.update(self.measure(roi, ts), idx, ts)
             t2 = time.perf_counter()
             st["presence"].append(t2 - t1)
@@ -252,6 +264,8 @@ class InspectionLoop:
                     track.score_frames.append(idx)
                     self.stats.frame_scores.append((idx, score))
                     self.stats.inferences += 1
+                if self.hooks.on_crop is not None:
+                    self.hooks.on_crop(track, idx, x, score)
             for done in ready:
                 self._emit(done, idx, ts)
             if self.hooks.on_frame is not None:

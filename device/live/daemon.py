@@ -11,6 +11,10 @@ pulses keep firing until every decided package has passed the gate (travel time 
 ``actuator.drain_s``; a pulse that cannot fire is a ``reject_dropped`` alarm); the event outputs
 flush and the process exits 0. Storage faults degrade, never kill (device/live/store_guard.py): a
 failing event store is a ``storage_failed`` alarm, the fail-safe and an unhealthy ``/healthz``.
+
+The model and camera watch (device/live/watch.py, docs/shadow.md) hangs off the loop's hooks: a shadow
+candidate and ``POST /promote`` with automatic rollback, live int8-vs-fp32 parity, camera health
+and score drift. It never drives the reject gate.
 """
 
 from __future__ import annotations
@@ -31,13 +35,12 @@ from parcelguard.device.inspection.loop import InspectionLoop, LoopHooks, model_
 from parcelguard.device.inspection.trigger import EdgeTrigger, make_trigger
 from parcelguard.device.live.actuator import Actuator, Output, make_output
 from parcelguard.device.live.capture import LiveSource, make_source
+from parcelguard.device.live.daemon_gauges import register_daemon_gauges
 from parcelguard.device.live.health import HealthServer, Metrics, broker_problem
-from parcelguard.device.live.metrics import OUTPUT_METRICS
 from parcelguard.device.live.outputs import open_event_outputs
-from parcelguard.device.live.systemd import (
-    JsonLogFormatter as JsonLogFormatter,  # cli_daemon imports it from here
-)
+from parcelguard.device.live.systemd import JsonLogFormatter as JsonLogFormatter
 from parcelguard.device.live.systemd import sd_notify, watchdog_interval_s
+from parcelguard.device.live.watch import attach_watch
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class Daemon:
         stop_output: Output | None = None,
         run_token: str | None = None,
         model_loader: Any = None,
+        watch_loaders: dict | None = None,
     ):
         self.cfg = cfg
         self._model_loader = model_loader  # () -> (backend, manifest); tests inject fakes
@@ -93,6 +97,11 @@ class Daemon:
             hooks=hooks,
             sinks=self.outputs.sinks,  # snapshots get each event's best frame
         )
+        try:  # shadow candidate, live parity, camera health, drift (device/live/watch.py)
+            self.watch = attach_watch(self, watch_loaders)
+        except BaseException:
+            self.outputs.close()
+            raise
         self.consecutive_errors = 0
         self.model_failed = False
         self.camera_was_down = False
@@ -108,7 +117,7 @@ class Daemon:
         self.health: HealthServer | None = None
         if cfg.health.enabled:
             self.health = HealthServer(cfg.health, self.metrics, self.healthy, self._actions())
-        self._register_gauges()
+        register_daemon_gauges(self)
 
     # -- hooks from the loop and the actuator ------------------------------------------------
     def _on_frame(self, idx: int, ts: float, inference_s: float | None) -> None:
@@ -122,6 +131,7 @@ class Daemon:
                 self.actuator.set_failsafe("model", False)
 
     def _on_backend_error(self, exc: Exception) -> None:
+        self.watch.on_backend_error(exc)
         self.consecutive_errors += 1
         with self.metrics.lock:
             self.metrics.backend_errors += 1
@@ -145,6 +155,12 @@ class Daemon:
     def _on_event(self, ev: Event) -> None:
         self.metrics.verdict(ev.verdict)
         self.actuator.decide(ev.verdict, ev.reject_deadline, ev.package_seq)
+        self.watch.on_event(ev)
+
+    def watch_alarm(self, name: str, detail: str, active: bool) -> None:
+        if active:
+            self.metrics.alarm(name)
+        self.outputs.alarm(name, detail, active)
 
     def _on_storage(self, failed: bool, reason: str) -> None:
         """The event store failed (or came back): fail-safe and /healthz follow it."""
@@ -184,60 +200,6 @@ class Daemon:
             return False, broker
         return True, "ok"
 
-    def _register_gauges(self) -> None:
-        src, act, g = self.source, self.actuator, self.metrics.gauges
-        st = src.stats
-        g["frame_age_seconds"] = ("gauge", "Age of the newest frame.", lambda: src.frame_age())
-        g["frames_dropped_total"] = (
-            "counter",
-            "Camera frames overwritten before inspection.",
-            lambda: st.dropped,
-        )
-        g["frames_invalid_total"] = (
-            "counter",
-            "Black or repeated camera frames discarded.",
-            lambda: st.invalid,
-        )
-        g["camera_reconnects_total"] = (
-            "counter",
-            "Successful camera reopens after an outage.",
-            lambda: st.reconnects,
-        )
-        g["camera_down_seconds_total"] = (
-            "counter",
-            "Seconds without a camera.",
-            lambda: src.down_seconds(),
-        )
-        g["camera_up"] = (
-            "gauge",
-            "1 while frames arrive.",
-            lambda: 0.0 if src.camera_down() else 1.0,
-        )
-        g["model_ok"] = (
-            "gauge",
-            "0 while inference keeps failing.",
-            lambda: 0.0 if self.model_failed else 1.0,
-        )
-        g["failsafe_active"] = (
-            "gauge",
-            "1 while the fail-safe policy holds the line.",
-            lambda: float(act.failsafe_active),
-        )
-        g["reject_pulses_total"] = ("counter", "Reject pulses fired.", lambda: act.pulses)
-        g["late_decisions_total"] = (
-            "counter",
-            "Rejects decided after their deadline (not fired).",
-            lambda: act.late,
-        )
-        g["events_storage_ok"] = (
-            "gauge",
-            "0 while the event store fails (events wait in memory and the fallback folder).",
-            lambda: 0.0 if self.storage_failed else 1.0,
-        )
-        g["packages_total"] = ("counter", "Packages decided.", lambda: self.loop.stats.packages)
-        # events, outbox, MQTT and snapshot counters (docs/events.md), read once per scrape
-        self.metrics.collect(self.outputs.metrics, OUTPUT_METRICS)
-
     def _actions(self) -> dict:
         def reset(_: dict) -> dict:
             self.metrics.reset()
@@ -253,7 +215,17 @@ class Daemon:
             self.trigger.set(state)
             return {"state": state}
 
-        return {"reset-counters": reset, "reload-model": reload, "trigger": trigger}
+        def promote(_: dict) -> dict:
+            with self._reload_lock:  # one model switch at a time: promote or reload
+                return self.watch.promote()
+
+        return {
+            "reset-counters": reset,
+            "reload-model": reload,
+            "trigger": trigger,
+            "promote": promote,
+            "shadow": lambda _: self.watch.shadow_status(),
+        }
 
     @property
     def backend(self) -> Backend:
@@ -283,14 +255,20 @@ class Daemon:
                 raise ParcelguardError(
                     "the new package's input spec or classes differ; restart the daemon to switch to it"
                 )
-            done = self.loop.request_swap(backend, manifest, self.cfg.fusion)
-            loop_thread = self._loop_thread
-            if loop_thread is None or not loop_thread.is_alive():
-                self.loop.apply_swap()  # not inspecting: nothing can be mid-package
-            elif threading.current_thread() is not loop_thread and not done.wait(wait_s):
-                log.warning("model switch pending: a package has been open for %.0f s", wait_s)
+            self.switch_model(backend, manifest, True, wait_s)
             log.info("model reload of %s requested", manifest.name)
             return model_id_for(manifest)
+
+    def switch_model(
+        self, backend: Backend, manifest: Manifest, close_old: bool = True, wait_s: float = 10.0
+    ) -> None:
+        """The reload transaction: switch at the next frame with no open package and wait for it."""
+        done = self.loop.request_swap(backend, manifest, self.cfg.fusion, close_old)
+        loop_thread = self._loop_thread
+        if loop_thread is None or not loop_thread.is_alive():
+            self.loop.apply_swap()  # not inspecting: nothing can be mid-package
+        elif threading.current_thread() is not loop_thread and not done.wait(wait_s):
+            log.warning("model switch pending: a package has been open for %.0f s", wait_s)
 
     # -- supervision --------------------------------------------------------------------------
     def _supervise(self) -> None:
@@ -364,14 +342,15 @@ class Daemon:
             sd_notify("STOPPING=1")
             self._stopping.set()
             sup.join(2.0)
+            with self._reload_lock:
+                self.loop.apply_swap()  # the loop is over: nothing is open
+            self.watch.close(self.loop.backend)
             # Drain by position: every decided package reaches the gate within the travel time.
             self.actuator.close(self.loop.travel_s + self.cfg.actuator.drain_s)
             self.outputs.store.on_state = None  # the outputs are off now
             self.outputs.close()
             if self.health is not None:
                 self.health.close()
-            with self._reload_lock:
-                self.loop.apply_swap()
             self.loop.backend.close()
             if isinstance(self.source, LiveSource):
                 self.source.join(2.0)

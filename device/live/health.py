@@ -4,7 +4,8 @@
 - ``GET|HEAD /healthz``: ``200 ok`` while frames flow and the model works; ``503`` with the reason
   when the camera is down, the model failed, or the MQTT broker has been unreachable for longer
   than ``health.broker_grace_s`` (the daemon decides; see ``Daemon.healthy``).
-- ``POST /reset-counters``, ``POST /reload-model``, ``POST /trigger?state=1|0``: change state, so
+- ``POST /reset-counters``, ``POST /reload-model``, ``POST /trigger?state=1|0``, ``POST /promote``,
+  ``POST /shadow`` (docs/shadow.md): change or report model state, so
   they need ``Authorization: Bearer <token>`` (config ``health.token`` or env
   ``PARCELGUARD_API_TOKEN``, both at least 16 characters); 401 otherwise, and always 401 when no
   token is configured.

@@ -4,16 +4,14 @@ differences (``ab.json``, ``ab.html``) in the row format of :mod:`diff`.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from parcelguard.device import jsonio
 from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.inspection.compare import AB_METRICS, ab_html, compare_events, score_deltas
 from parcelguard.device.inspection.events import read_events
-from parcelguard.device.replay.diff import DIFF_COLUMNS, compare_events, score_deltas
 from parcelguard.device.replay.run import ReplayOptions, replay
 
-AB_METRICS = ("precision", "recall", "f1", "tp", "fp", "fn")
 AB_RUN = ("backend", "model", "packages", "replay_fps", "decode_only_fps")
 
 
@@ -54,21 +52,3 @@ def replay_ab(
     return result
 
 
-def ab_html(r: dict) -> str:
-    keys = sorted(set(r["a"]) | set(r["b"]), key=lambda k: (k not in AB_METRICS, k))
-    rows = "".join(
-        f"<tr><td>{k}</td><td>{html.escape(str(r['a'].get(k)))}</td><td>{html.escape(str(r['b'].get(k)))}</td></tr>"
-        for k in keys
-    )
-    cols = DIFF_COLUMNS
-    head = "".join(f"<th>{'A ' + c[7:] if c.startswith('golden_') else c}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(d.get(c)))}</td>" for c in cols) + "</tr>"
-        for d in r["differences"]
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>parcelguard A/B</title><style>td,th{border:1px solid #ccc;"
-        "padding:2px 6px}table{border-collapse:collapse}</style></head><body><h1>A/B replay</h1>"
-        f"<table><tr><th></th><th>A</th><th>B</th></tr>{rows}</table><p>score deltas: {html.escape(jsonio.dumps(r['score_deltas']))}</p>"
-        f"<h2>Differences ({len(r['differences'])}, verdict changes {r['verdict_changes']})</h2><table><tr>{head}</tr>{body}</table></body></html>"
-    )

@@ -1,9 +1,6 @@
-"""Comparing replays: events against a golden events file (regression), and two event lists
-(the A/B table of ``ab.py`` uses the same pairing and difference rows).
-
-Packages are paired by frame overlap (the same video and presence settings segment identically,
-so this is normally one-to-one by sequence number). A difference is a verdict change, a score
-change beyond the tolerance, or a package only one side saw.
+"""The golden check of a replay: its events against a golden events file (regression), in the
+difference rows of :mod:`parcelguard.device.inspection.compare`; a decoder change is told apart
+from a model change by the decoded-frame hash.
 """
 
 from __future__ import annotations
@@ -14,23 +11,11 @@ import math
 from pathlib import Path
 
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.replay.labels import event_span, pair_spans
+from parcelguard.device.inspection.compare import compare_events
 
 log = logging.getLogger(__name__)
 
 
-# Columns of a golden/A-B difference row (also the HTML report's table).
-DIFF_COLUMNS = (
-    "kind",
-    "seq",
-    "t",
-    "frame",
-    "golden_verdict",
-    "verdict",
-    "golden_score",
-    "score",
-    "delta",
-)
 
 
 MAX_GOLDEN_BYTES = 64 << 20
@@ -90,41 +75,10 @@ def load_golden(path: Path) -> list[dict]:
     return out
 
 
-def _pair(a: list[dict], b: list[dict]) -> tuple[list[tuple[dict, dict]], list[dict], list[dict]]:
-    return pair_spans(a, b, event_span, event_span)
 
 
-def _row(kind: str, g: dict | None, e: dict | None) -> dict:
-    ref = e or g
-    gs, s = (g or {}).get("score"), (e or {}).get("score")
-    return {
-        "kind": kind,
-        "seq": ref["package_seq"],
-        "t": round(ref["t_center"], 4),
-        "frame": ref["frame_enter"],
-        "golden_verdict": g["verdict"] if g else None,
-        "verdict": e["verdict"] if e else None,
-        "golden_score": gs,
-        "score": s,
-        "delta": round(s - gs, 6) if gs is not None and s is not None else None,
-    }
 
 
-def compare_events(golden: list[dict], events: list[dict], tolerance: float = 0.02) -> list[dict]:
-    """Differences between a reference (golden / model A) and new events (model B), in time order."""
-    golden = [e for e in golden if e.get("kind", "package") == "package"]
-    events = [e for e in events if e.get("kind", "package") == "package"]
-    pairs, only_g, only_e = _pair(golden, events)
-    diffs = []
-    for g, e in pairs:
-        if g["verdict"] != e["verdict"]:
-            diffs.append(_row("verdict", g, e))
-        elif (g["score"] is None) != (e["score"] is None) or (
-            g["score"] is not None and abs(e["score"] - g["score"]) > tolerance
-        ):
-            diffs.append(_row("score", g, e))
-    diffs += [_row("missing", g, None) for g in only_g] + [_row("extra", None, e) for e in only_e]
-    return sorted(diffs, key=lambda d: (d["t"], d["seq"]))
 
 
 # A golden replayed through another decoder (another OpenCV build, another CPU architecture: an MP4
@@ -176,15 +130,3 @@ def golden_check(
     }
 
 
-def score_deltas(a: list[dict], b: list[dict]) -> dict:
-    pairs, _, _ = _pair(a, b)
-    d = [
-        abs(eb["score"] - ea["score"])
-        for ea, eb in pairs
-        if ea["score"] is not None and eb["score"] is not None
-    ]
-    return {
-        "paired": len(pairs),
-        "mean_abs": sum(d) / len(d) if d else 0.0,
-        "max_abs": max(d, default=0.0),
-    }

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.inspection.compare import event_span, pair_spans
 
 REQUIRED = ("package_id", "label", "enter_frame", "exit_frame")
 
@@ -96,35 +97,10 @@ def _read_labels(path: Path, n_frames: int | None, classes: list[str] | None) ->
     return out
 
 
-def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
-    return max(0, min(a1, b1) - max(a0, b0) + 1)
 
 
-def pair_spans(a: list, b: list, span_a, span_b) -> tuple[list[tuple], list, list]:
-    """Greedy one-to-one pairing in ``a``'s order by largest frame overlap of ``span(x) -> (first,
-    last)``; returns ``(pairs, unmatched a, unmatched b)``."""
-    used: set[int] = set()
-    pairs, unmatched = [], []
-    spans_b = [span_b(x) for x in b]
-    for x in a:
-        a0, a1 = span_a(x)
-        best, best_ov = -1, 0
-        for i, (b0, b1) in enumerate(spans_b):
-            if i in used:
-                continue
-            ov = _overlap(a0, a1, b0, b1)
-            if ov > best_ov:
-                best, best_ov = i, ov
-        if best < 0:
-            unmatched.append(x)
-        else:
-            used.add(best)
-            pairs.append((x, b[best]))
-    return pairs, unmatched, [y for i, y in enumerate(b) if i not in used]
 
 
-def event_span(ev: dict) -> tuple[int, int]:
-    return ev["frame_enter"], ev["frame_exit"]
 
 
 def pair_by_overlap(

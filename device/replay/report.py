@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from parcelguard.device.replay.diff import DIFF_COLUMNS
+from parcelguard.device.inspection.compare import DIFF_COLUMNS
 from parcelguard.device.replay.labels import GtPackage
 
 log = logging.getLogger(__name__)

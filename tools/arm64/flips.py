@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from parcelguard.device.inspection.compare import compare_events, score_deltas
 from parcelguard.device.inspection.events import read_events
-from parcelguard.device.replay.diff import compare_events, score_deltas
 
 
 def main() -> int:
