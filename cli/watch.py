@@ -8,7 +8,7 @@ import json
 import urllib.error
 import urllib.request
 
-from parcelguard.cli.main import add_config_args
+from parcelguard.cli.common import add_config_args
 from parcelguard.device import jsonio
 from parcelguard.device.config.base import load_config
 from parcelguard.device.errors import ParcelguardError
