@@ -33,7 +33,7 @@ class SourceConfig(StrictModel):
 BackendName = Literal["litert", "onnx", "onnx_int8"]
 
 
-class ModelSettings(StrictModel):
+class ModelConfig(StrictModel):
     package: Path | None = None
     backend: BackendName = "litert"
     threads: int = Field(1, ge=1, le=64)
@@ -70,7 +70,7 @@ class ModelSettings(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _key_for_signatures(self) -> ModelSettings:
+    def _key_for_signatures(self) -> ModelConfig:
         if self.require_signature and self.public_key is None:
             raise ValueError("model.require_signature needs model.public_key")
         if self.allow_unsigned and self.public_key is None:
@@ -245,7 +245,7 @@ class DeviceConfig(StrictModel):
     device_id: str = Field("pg-01", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     source: SourceConfig = Field(default_factory=SourceConfig)
     roi: tuple[int, int, int, int] | None = (208, 128, 224, 224)
-    model: ModelSettings = Field(default_factory=ModelSettings)
+    model: ModelConfig = Field(default_factory=ModelConfig)
     presence: PresenceConfig = Field(default_factory=PresenceConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     belt: BeltConfig = Field(default_factory=BeltConfig)

@@ -114,7 +114,7 @@ def verify_signature(
     """Check ``root/manifest.sig`` against ``manifest_bytes``. Returns True when it was verified.
 
     No public key: nothing is checked (``required`` is then a config error, caught by
-    ModelSettings). A key and no signature: refused when ``required``, else logged and loaded.
+    ModelConfig). A key and no signature: refused when ``required``, else logged and loaded.
     A key and a signature: it must verify, whether or not signatures are required.
     """
     if public_key is None:
