@@ -31,9 +31,12 @@ test-fast: $(STAMP) test-deps
 test-arm64: $(STAMP)
 	ARM64_PY=$(BIN)/python tools/arm64/run.sh
 
+# Style and architecture: the layer contracts (import-linter, pyproject.toml) and the no-cycles test.
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check device
+	$(BIN)/ruff format --check device cli workflows
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_architecture.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .

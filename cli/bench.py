@@ -20,9 +20,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from parcelguard.device.config.device import DeviceConfig
     from parcelguard.device.replay.bench import loop_fps, model_latency
 
-    backends = args.backend or [
-        b for b in available_backends() if b in get_args(BackendName)
-    ]
+    backends = args.backend or [b for b in available_backends() if b in get_args(BackendName)]
     result: dict = {
         "package": str(args.model),
         "model": model_latency(args.model, backends, args.threads, args.runs),

@@ -16,13 +16,17 @@ def _options(args: argparse.Namespace):
     from parcelguard.train.ingest.folders import DEFAULT_PACKAGE_PATTERN, IngestOptions
 
     data = {
-        "classes": [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
+        "classes": [c.strip() for c in args.classes.split(",") if c.strip()]
+        if args.classes
+        else None,
         "positive_class": args.positive_class,
         "val_fraction": args.val_fraction,
         "test_fraction": args.test_fraction,
         "split_seed": args.split_seed,
         "min_class_size": args.min_class_size,
-        "package_pattern": DEFAULT_PACKAGE_PATTERN if args.package_pattern is None else args.package_pattern,
+        "package_pattern": DEFAULT_PACKAGE_PATTERN
+        if args.package_pattern is None
+        else args.package_pattern,
         "overwrite": args.overwrite,
     }
     return validate_model(IngestOptions, data, "command-line options")
@@ -62,12 +66,22 @@ def _split_args(p: argparse.ArgumentParser) -> None:
 
 def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
-    p.add_argument("--classes", help="comma-separated allowed labels (default: ok,damaged; "
-                   "ingest-folder: the folder names)")
-    p.add_argument("--positive-class", default="damaged", help="class whose sub-folders are damage types")
-    p.add_argument("--min-class-size", type=int, default=20, help="warn when a class has fewer images")
-    p.add_argument("--package-pattern", help="regex on the file stem with a (?P<package>...) group "
-                   "(default '<package>_<frame>'); '' makes every file its own package")
+    p.add_argument(
+        "--classes",
+        help="comma-separated allowed labels (default: ok,damaged; "
+        "ingest-folder: the folder names)",
+    )
+    p.add_argument(
+        "--positive-class", default="damaged", help="class whose sub-folders are damage types"
+    )
+    p.add_argument(
+        "--min-class-size", type=int, default=20, help="warn when a class has fewer images"
+    )
+    p.add_argument(
+        "--package-pattern",
+        help="regex on the file stem with a (?P<package>...) group "
+        "(default '<package>_<frame>'); '' makes every file its own package",
+    )
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     _split_args(p)
 
@@ -86,10 +100,16 @@ def register(sub) -> None:
     _ingest_args(p)
     p.set_defaults(func=cmd_data)
 
-    p = dsub.add_parser("ingest-video", help="video + per-package label CSV -> the device's ROI crops")
+    p = dsub.add_parser(
+        "ingest-video", help="video + per-package label CSV -> the device's ROI crops"
+    )
     p.add_argument("src", type=Path, metavar="VIDEO")
-    p.add_argument("--labels", type=Path, required=True, help="package_id,label,damage_type,"
-                   "severity,enter_frame,exit_frame")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="package_id,label,damage_type,severity,enter_frame,exit_frame",
+    )
     _ingest_args(p)
     add_config_args(p)  # --config device.yaml: roi and presence settings
     p.set_defaults(func=cmd_data)

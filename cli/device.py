@@ -32,6 +32,8 @@ def _config_model(kind: str) -> type:
     from parcelguard.device.config.device import DeviceConfig
 
     return DeviceConfig
+
+
 BACKENDS = list(get_args(BackendName))
 
 
@@ -87,7 +89,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _run_ab(args, cfg, out, args.ab)
     from parcelguard.device.replay.run import ReplayOptions, replay
 
-    report = replay(args.video, args.model, out, cfg, ReplayOptions(labels=args.labels, backend=args.backend, realtime=args.realtime, speed=args.speed, annotate=args.annotate, golden=args.golden, score_tolerance=args.score_tolerance))
+    report = replay(
+        args.video,
+        args.model,
+        out,
+        cfg,
+        ReplayOptions(
+            labels=args.labels,
+            backend=args.backend,
+            realtime=args.realtime,
+            speed=args.speed,
+            annotate=args.annotate,
+            golden=args.golden,
+            score_tolerance=args.score_tolerance,
+        ),
+    )
     print(jsonio.dumps(_summary(report), indent=2))
     print(f"events and report in {out} (report.html)")
     g = report.get("golden")

@@ -43,7 +43,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from parcelguard.export.verify import raise_if_failed, verify_package
     except ImportError as exc:
         raise missing_extra(exc.name or "an export dependency", "export") from None
-    report = verify_package(args.package, cfg.budget, data=args.data, checkpoint=args.checkpoint, threads=args.threads, write=not args.dry_run)
+    report = verify_package(
+        args.package,
+        cfg.budget,
+        data=args.data,
+        checkpoint=args.checkpoint,
+        threads=args.threads,
+        write=not args.dry_run,
+    )
     if args.json:
         print(jsonio.dumps(report, indent=2))
     else:
@@ -81,7 +88,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
     # only a sealed package whose hashes and gate check out gets signed
     pkg = load_package(args.package, allow_failed=True)
     if pkg.manifest.status != "ok":
-        raise ParcelguardError(f"model package {args.package} failed its parity gate; refusing to sign it")
+        raise ParcelguardError(
+            f"model package {args.package} failed its parity gate; refusing to sign it"
+        )
     print(f"signed {args.package}: {sign_package(args.package, args.key)}")
     return 0
 
@@ -104,7 +113,9 @@ def register(sub) -> None:
     s.add_argument("--out", type=Path, required=True, help="folder for private.pem and public.pem")
     s.set_defaults(func=cmd_keygen)
 
-    s = sub.add_parser("export", help="checkpoint -> model package (ONNX, ONNX int8, TFLite int8) with parity gate")
+    s = sub.add_parser(
+        "export", help="checkpoint -> model package (ONNX, ONNX int8, TFLite int8) with parity gate"
+    )
     s.add_argument("checkpoint", type=Path, nargs="?")
     s.add_argument("--out", type=Path)
     add_config_args(s)
@@ -112,17 +123,31 @@ def register(sub) -> None:
 
     s = sub.add_parser("verify", help="re-run the parity gate on a package; marks it ok or failed")
     s.add_argument("package", type=Path)
-    s.add_argument("--data", type=Path, help="held-out dataset manifest (CSV; every row is used); default: the test split recorded in the package")
-    s.add_argument("--checkpoint", type=Path, help="the source checkpoint: use torch fp32 as the reference (default: the package's fp32 ONNX)")
+    s.add_argument(
+        "--data",
+        type=Path,
+        help="held-out dataset manifest (CSV; every row is used); default: the test split recorded in the package",
+    )
+    s.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="the source checkpoint: use torch fp32 as the reference (default: the package's fp32 ONNX)",
+    )
     s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--dry-run", action="store_true", help="report only; leave the manifest as it is")
+    s.add_argument(
+        "--dry-run", action="store_true", help="report only; leave the manifest as it is"
+    )
     s.add_argument("--json", action="store_true", help="print the full report as JSON")
     add_config_args(s)
     s.set_defaults(func=cmd_verify)
 
-    s = sub.add_parser("inspect", help="manifest summary, file sizes, op histograms and latency per backend")
+    s = sub.add_parser(
+        "inspect", help="manifest summary, file sizes, op histograms and latency per backend"
+    )
     s.add_argument("package", type=Path)
-    s.add_argument("--runs", type=int, default=200, help="timed batch-1 runs per backend and thread count")
+    s.add_argument(
+        "--runs", type=int, default=200, help="timed batch-1 runs per backend and thread count"
+    )
     s.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_inspect)
@@ -130,6 +155,12 @@ def register(sub) -> None:
     s = sub.add_parser("demo", help="synth -> train -> export -> replay on an embedded default")
     s.add_argument("--out", type=Path)
     s.add_argument("--quick", action="store_true", help="tiny sizes (for tests)")
-    s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="crops_per_class, epochs, video_packages, calibration, seed (training) or budget.FIELD")
+    s.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="crops_per_class, epochs, video_packages, calibration, seed (training) or budget.FIELD",
+    )
     s.set_defaults(func=cmd_demo)

@@ -21,7 +21,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         from parcelguard.train.ingest.card import write_card
 
         card, _ = write_card(manifest)
-        print(f"crops written: {manifest} ({len(sheets)} contact sheets in {args.out / 'contact_sheets'}; card {card})")
+        print(
+            f"crops written: {manifest} ({len(sheets)} contact sheets in {args.out / 'contact_sheets'}; card {card})"
+        )
     else:
         cfg = load_config(synth.SynthVideoConfig, args.config, args.overrides)
         paths = synth.make_video(cfg, args.out)

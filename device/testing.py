@@ -30,11 +30,13 @@ def belt_frame(i: int, pkg_x: float | None = None, width: int = 100, seed: int =
     f = rng.integers(15, 35, size=(H, W, 3), dtype=np.uint8)
     if pkg_x is not None:
         x0 = int(pkg_x)
-        f[150:330, max(x0, 0):max(min(x0 + width, W), 0)] = 200
+        f[150:330, max(x0, 0) : max(min(x0 + width, W), 0)] = 200
     return f
 
 
-def belt_frames(n_packages: int = 3, step: int = 24, gap: int = 8, seed: int = 0) -> list[np.ndarray]:
+def belt_frames(
+    n_packages: int = 3, step: int = 24, gap: int = 8, seed: int = 0
+) -> list[np.ndarray]:
     """Packages crossing the default ROI (x 208..432) left to right, ``gap`` empty frames apart."""
     frames = []
     i = 0
@@ -50,9 +52,17 @@ def belt_frames(n_packages: int = 3, step: int = 24, gap: int = 8, seed: int = 0
 
 def manifest(threshold: float = 0.5) -> Manifest:
     return Manifest(
-        schema_version=SCHEMA_VERSION, name="fake", created="2026-01-01T00:00:00+00:00", classes=["ok", "damaged"],
-        positive_class="damaged", input=InputSpec(height=32, width=32),
-        files={"onnx_fp32": ModelFile(path="m.onnx", sha256="0" * 64, bytes=1, format="onnx", precision="fp32")},
+        schema_version=SCHEMA_VERSION,
+        name="fake",
+        created="2026-01-01T00:00:00+00:00",
+        classes=["ok", "damaged"],
+        positive_class="damaged",
+        input=InputSpec(height=32, width=32),
+        files={
+            "onnx_fp32": ModelFile(
+                path="m.onnx", sha256="0" * 64, bytes=1, format="onnx", precision="fp32"
+            )
+        },
         threshold=threshold,
     )
 
@@ -62,7 +72,9 @@ class FakeBackend:
 
     name = "fake"
 
-    def __init__(self, score: float = 0.9, raise_on: set[int] | None = None, always_raise: bool = False):
+    def __init__(
+        self, score: float = 0.9, raise_on: set[int] | None = None, always_raise: bool = False
+    ):
         self.score, self.raise_on, self.always_raise = score, raise_on or set(), always_raise
         self.calls = 0
         self.closed = False
@@ -81,7 +93,13 @@ class FakeBackend:
 class FakeCapture:
     """A cv2.VideoCapture look-alike over a shared script; ``fail_after`` ends it like an unplug."""
 
-    def __init__(self, frames: list[np.ndarray], start: int = 0, fail_after: int | None = None, period_s: float = 0.0):
+    def __init__(
+        self,
+        frames: list[np.ndarray],
+        start: int = 0,
+        fail_after: int | None = None,
+        period_s: float = 0.0,
+    ):
         self.frames, self.pos, self.period_s = frames, start, period_s
         self.fail_after = fail_after
         self.reads = 0
@@ -96,7 +114,11 @@ class FakeCapture:
     def read(self):
         if self.period_s:
             time.sleep(self.period_s)
-        if not self.opened or self.pos >= len(self.frames) or (self.fail_after is not None and self.reads >= self.fail_after):
+        if (
+            not self.opened
+            or self.pos >= len(self.frames)
+            or (self.fail_after is not None and self.reads >= self.fail_after)
+        ):
             return False, None
         self.reads += 1
         f = self.frames[self.pos]
@@ -111,8 +133,15 @@ class FlakyCamera:
     """An opener: the first capture dies after ``fail_after`` frames; the next ``down_opens``
     opens fail (camera unplugged); then it comes back and serves the remaining frames."""
 
-    def __init__(self, frames: list[np.ndarray], fail_after: int, down_opens: int = 3, period_s: float = 0.0):
-        self.frames, self.fail_after, self.down_opens, self.period_s = frames, fail_after, down_opens, period_s
+    def __init__(
+        self, frames: list[np.ndarray], fail_after: int, down_opens: int = 3, period_s: float = 0.0
+    ):
+        self.frames, self.fail_after, self.down_opens, self.period_s = (
+            frames,
+            fail_after,
+            down_opens,
+            period_s,
+        )
         self.opens = 0
         self.resume = 0
         self.caps: list[FakeCapture] = []
@@ -123,7 +152,9 @@ class FlakyCamera:
             self.resume = self.caps[-1].pos
         if 1 < self.opens <= 1 + self.down_opens:
             return None  # the camera is gone
-        cap = FakeCapture(self.frames, self.resume, self.fail_after if self.opens == 1 else None, self.period_s)
+        cap = FakeCapture(
+            self.frames, self.resume, self.fail_after if self.opens == 1 else None, self.period_s
+        )
         self.caps.append(cap)
         return cap
 
@@ -140,7 +171,9 @@ def make_config(tmp_path: Path, **sections) -> DeviceConfig:
 
 
 def write_avi(path: Path, frames: list[np.ndarray], fps: float = 30.0) -> Path:
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0]))
+    w = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0])
+    )
     assert w.isOpened()
     for f in frames:
         w.write(f)
@@ -170,7 +203,7 @@ def tiny_onnx_package(root: Path) -> Path:
     return root
 
 
-MJPEG_SERVER = r'''
+MJPEG_SERVER = r"""
 import sys, time, cv2, numpy as np
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 port, fps = int(sys.argv[1]), float(sys.argv[2])
@@ -197,7 +230,7 @@ ThreadingHTTPServer.allow_reuse_address = True
 srv = ThreadingHTTPServer(("127.0.0.1", port), H)
 print("ready", flush=True)
 srv.serve_forever()
-'''
+"""
 
 
 def edit_manifest(pkg: Path, fn, reseal: bool = False) -> None:

@@ -106,7 +106,13 @@ def _replay_stage(
     """Replay with the int8 TFLite package, or - when its gate failed - with the fp32 ONNX model of a
     float-only package (exported and gated on its own). Returns (replay report, model label)."""
     if parity["passed"]:
-        return replay(video["video"], out / "package", out / "replay", DeviceConfig(), ReplayOptions(labels=video["gt"])), "int8 TFLite"
+        return replay(
+            video["video"],
+            out / "package",
+            out / "replay",
+            DeviceConfig(),
+            ReplayOptions(labels=video["gt"]),
+        ), "int8 TFLite"
     fcfg = ExportConfig(
         checkpoint=ckpt,
         out=out / "package_fp32",
@@ -120,7 +126,13 @@ def _replay_stage(
         log.error("the fp32 ONNX model failed its own parity check too: %s", fp["failures"][0])
         return None, "none (the fp32 ONNX model failed its own parity check)"
     cfg = DeviceConfig()
-    rep = replay(video["video"], out / "package_fp32", out / "replay_fp32", cfg, ReplayOptions(labels=video["gt"], backend="onnx"))
+    rep = replay(
+        video["video"],
+        out / "package_fp32",
+        out / "replay_fp32",
+        cfg,
+        ReplayOptions(labels=video["gt"], backend="onnx"),
+    )
     return rep, "fp32 ONNX (int8 failed its parity gate)"
 
 

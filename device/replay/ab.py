@@ -28,8 +28,16 @@ def replay_ab(
 ) -> dict:
     """Replay ``video`` with A and with B (another package and/or backend); one table of differences."""
     cfg = cfg or DeviceConfig()
-    ra = replay(video, package_a, out_dir / "a", cfg, ReplayOptions(labels=labels, backend=backend_a))
-    rb = replay(video, package_b or package_a, out_dir / "b", cfg, ReplayOptions(labels=labels, backend=backend_b))
+    ra = replay(
+        video, package_a, out_dir / "a", cfg, ReplayOptions(labels=labels, backend=backend_a)
+    )
+    rb = replay(
+        video,
+        package_b or package_a,
+        out_dir / "b",
+        cfg,
+        ReplayOptions(labels=labels, backend=backend_b),
+    )
     ea = read_events(out_dir / "a" / "events.jsonl")
     eb = read_events(out_dir / "b" / "events.jsonl")
     diffs = compare_events(ea, eb, tolerance)
@@ -50,5 +58,3 @@ def replay_ab(
     (out_dir / "ab.json").write_text(jsonio.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out_dir / "ab.html").write_text(ab_html(result), encoding="utf-8")
     return result
-
-

@@ -16,8 +16,6 @@ from parcelguard.device.inspection.compare import compare_events
 log = logging.getLogger(__name__)
 
 
-
-
 MAX_GOLDEN_BYTES = 64 << 20
 # field -> accepted types of a package event the comparison reads
 _GOLDEN_FIELDS = {
@@ -75,12 +73,6 @@ def load_golden(path: Path) -> list[dict]:
     return out
 
 
-
-
-
-
-
-
 # A golden replayed through another decoder (another OpenCV build, another CPU architecture: an MP4
 # decoded on aarch64 differs from x86 on every frame by up to 3 levels) moved scores by up to 0.02
 # on a 40-package video (../shared/RESEARCH.md); 0.05 is that with a margin. Verdicts stay exact.
@@ -128,5 +120,3 @@ def golden_check(
         "differences": diffs,
         "passed": not diffs,
     }
-
-

@@ -97,12 +97,6 @@ def _read_labels(path: Path, n_frames: int | None, classes: list[str] | None) ->
     return out
 
 
-
-
-
-
-
-
 def pair_by_overlap(
     events: list[dict], gts: list[GtPackage]
 ) -> tuple[list[tuple[dict, GtPackage]], list[dict], list[GtPackage]]:

@@ -162,7 +162,9 @@ def replay(
     options: ReplayOptions | None = None,
 ) -> ReplayReport:
     """Run ``video`` through the inspection loop; write events, report.json and report.html."""
-    run = _Replay(Path(video), Path(package), Path(out_dir), cfg or DeviceConfig(), options or ReplayOptions())
+    run = _Replay(
+        Path(video), Path(package), Path(out_dir), cfg or DeviceConfig(), options or ReplayOptions()
+    )
     run.run()
     report = run.finish()
     if run.fault is not None:
@@ -175,12 +177,24 @@ def replay(
 class _Replay:
     """One replay: opened inputs and outputs, the loop, and what :meth:`finish` reports."""
 
-    def __init__(self, video: Path, package: Path, out_dir: Path, cfg: DeviceConfig, opts: ReplayOptions):
-        self.video, self.package, self.out_dir, self.cfg, self.opts = video, package, out_dir, cfg, opts
+    def __init__(
+        self, video: Path, package: Path, out_dir: Path, cfg: DeviceConfig, opts: ReplayOptions
+    ):
+        self.video, self.package, self.out_dir, self.cfg, self.opts = (
+            video,
+            package,
+            out_dir,
+            cfg,
+            opts,
+        )
         self.pkg = load_package(package, **cfg.model.signature_args())
         self.source = open_replay_source(video, cfg, opts.use_sidecar)
         self.gts = (
-            load_labels(opts.labels, n_frames=self.source.expected_frames or None, classes=self.pkg.manifest.classes)
+            load_labels(
+                opts.labels,
+                n_frames=self.source.expected_frames or None,
+                classes=self.pkg.manifest.classes,
+            )
             if opts.labels
             else None
         )
@@ -194,12 +208,22 @@ class _Replay:
         self.rt = RealtimeSource(self.source, speed=opts.speed) if opts.realtime else None
         inner = self.rt or (Prefetch(self.source) if opts.prefetch else self.source)
         self.tap = _Tap(inner, self.rt)
-        self.store = EventStore(out_dir, sqlite=cfg.events.sqlite, jsonl=True, sync="normal")  # no fsync per event
+        self.store = EventStore(
+            out_dir, sqlite=cfg.events.sqlite, jsonl=True, sync="normal"
+        )  # no fsync per event
         self.decisions: list[dict[str, Any]] = []
         self.annot = self._annotator() if opts.annotate else None
         trig = self.source.trigger() if isinstance(self.source, RecordedSource) else None
         hooks = LoopHooks(on_frame=self.annot, presence=trig.measure if trig else None)
-        self.loop = InspectionLoop(cfg, self.be, self.pkg.manifest, None, run_token="replay", on_event=self._on_event, hooks=hooks)
+        self.loop = InspectionLoop(
+            cfg,
+            self.be,
+            self.pkg.manifest,
+            None,
+            run_token="replay",
+            on_event=self._on_event,
+            hooks=hooks,
+        )
         if self.annot is not None:
             self.annot.bind(self.loop)
         self.fault: str | None = None
@@ -220,9 +244,14 @@ class _Replay:
         latency = time.perf_counter() - self.tap.arrival
         rt = self.rt
         if rt is not None:  # events and labels speak in source frame numbers
-            ev.frame_enter, ev.frame_exit = rt.source_index(ev.frame_enter), rt.source_index(ev.frame_exit)
+            ev.frame_enter, ev.frame_exit = (
+                rt.source_index(ev.frame_enter),
+                rt.source_index(ev.frame_exit),
+            )
             ev.frames_used = [rt.source_index(i) for i in ev.frames_used]
-        self.decisions.append({"seq": ev.package_seq, "latency_s": latency, "frame": self.tap.n - 1})
+        self.decisions.append(
+            {"seq": ev.package_seq, "latency_s": latency, "frame": self.tap.n - 1}
+        )
         self.store.add(ev)
 
     def run(self) -> None:
@@ -252,12 +281,22 @@ class _Replay:
         from parcelguard.device.replay.report import timing_summary, write_html
 
         out_dir, stats = self.out_dir, self.loop.stats
-        events = read_events(out_dir / "events.jsonl") if (out_dir / "events.jsonl").exists() else []
+        events = (
+            read_events(out_dir / "events.jsonl") if (out_dir / "events.jsonl").exists() else []
+        )
         events = [e for e in events if e["kind"] == "package"]
         fps = float(self.source.fps)
         manifest = self.pkg.manifest
-        metrics = match_events(events, self.gts, manifest.positive_class, fps) if self.gts is not None else None
-        want = {r["frame"] for r in (metrics["missed"] + metrics["false_alarms"])} if metrics else set()
+        metrics = (
+            match_events(events, self.gts, manifest.positive_class, fps)
+            if self.gts is not None
+            else None
+        )
+        want = (
+            {r["frame"] for r in (metrics["missed"] + metrics["false_alarms"])}
+            if metrics
+            else set()
+        )
         dec_fps, dec_frames, crops = decode_pass(self.video, want, self.cfg.roi)
         if metrics:
             _write_snapshots(out_dir, metrics, crops)
@@ -268,13 +307,23 @@ class _Replay:
         self._decode_and_golden(report, events)
         rt = self.rt
         scores = [(rt.source_index(i) if rt else i, s) for i, s in stats.frame_scores]
-        (out_dir / "report.json").write_text(jsonio.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (out_dir / "report.json").write_text(
+            jsonio.dumps(report, indent=2) + "\n", encoding="utf-8"
+        )
         if self.opts.html:
             samples = {
                 "inference": list(stats.stage_s["inference"]),
                 "decision": [d["latency_s"] for d in self.decisions],
             }
-            write_html(out_dir / "report.html", dict(report), scores, self.gts or [], events, out_dir, samples)
+            write_html(
+                out_dir / "report.html",
+                dict(report),
+                scores,
+                self.gts or [],
+                events,
+                out_dir,
+                samples,
+            )
         return report
 
     def _core(self, fps: float, dec_fps: float, dec_frames: int) -> ReplayReport:
@@ -289,7 +338,8 @@ class _Replay:
             "backend": self.backend,
             "mode": "realtime" if opts.realtime else "virtual",
             "clock": "sidecar" if isinstance(self.source, RecordedSource) else "index/fps",
-            "prefetch": opts.prefetch and rt is None,  # True: decode stage = wait on the reader thread
+            "prefetch": opts.prefetch
+            and rt is None,  # True: decode stage = wait on the reader thread
             "video_fps": fps,
             "frames": stats.frames,
             "frames_decoded": dec_frames,
