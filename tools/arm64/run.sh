@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 
 PY=${ARM64_PY:-.venv/bin/python}
 ARM64_CPUS=${ARM64_CPUS:-"cortex-a72 cortex-a76"}
-ARM64_TESTS="tests/test_selftest.py tests/test_manifest.py tests/test_preprocess.py tests/test_events.py"
+ARM64_TESTS="tests/device/test_selftest.py tests/device/test_manifest.py tests/device/test_preprocess.py tests/device/test_events.py"
 MARKERS="not slow and not export and not network and not hardware and not gpu"
 
 arm64_host_ready || exit 0
@@ -35,9 +35,10 @@ T_ROOTFS=$(($(date +%s) - T0))
 # x86 side: package, videos, x86 replays (into the rootfs, where the arm side reads them)
 "$PY" tools/arm64/prepare.py "$R/work" --cache "$ARM64_CACHE"
 "$PY" -m pip wheel --no-deps -q -w "$WORK/wheel" .
-mkdir -p "$R/work/wheel" "$R/work/tests"
+mkdir -p "$R/work/wheel" "$R/work/tests/device"
 cp "$WORK"/wheel/parcelguard-*.whl "$R/work/wheel/"
-cp tests/conftest.py tests/helpers_device.py $ARM64_TESTS "$R/work/tests/"
+cp tests/conftest.py "$R/work/tests/"
+cp $ARM64_TESTS "$R/work/tests/device/"  # the doubles come from the wheel (parcelguard.device.testing)
 cp pyproject.toml "$R/work/"  # pytest reads its markers
 T_X86=$(($(date +%s) - T0))
 
