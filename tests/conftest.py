@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, python: str | None = None) -> subprocess.CompletedProcess:
-    """Run ``parcelguard ARGS`` in a subprocess; returns the completed process (never raises)."""
-    return subprocess.run(
-        [python or sys.executable, "-m", "parcelguard.cli.main", *args],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=900,
-    )
 
 
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -3,7 +3,6 @@ loopback that dies and comes back, truncated files, and the per-kind openers."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from parcelguard.device.testing import (
     MJPEG_SERVER,
     FakeCapture,
     FlakyCamera,
+    free_port,
     make_config,
     write_avi,
 )
@@ -156,12 +156,6 @@ def test_truncated_file_ends_cleanly_and_is_counted(tmp_path):
     n = sum(1 for _ in src)
     assert 0 < n < 60
     assert src.source.truncated and src.source.frames_read == n and src.stats.frames == n
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_mjpeg(port: int) -> subprocess.Popen:
