@@ -34,7 +34,7 @@ test-arm64: $(STAMP)
 # Style and architecture: the layer contracts (import-linter, pyproject.toml) and the no-cycles test.
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check device cli workflows
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_architecture.py
 

@@ -27,18 +27,35 @@ from parcelguard.device.testing import FakeBackend, belt_frame, manifest  # noqa
 def stream(n: int, fps: float):
     """Packages 100 px wide crossing at 24 px/frame, 8 empty frames apart; 64 distinct frames."""
     xs = [*range(100, 560, 24), *([None] * 8)]
-    cache = [belt_frame(i, xs[i % len(xs)]) for i in range(64 if 64 % len(xs) == 0 else len(xs) * 2)]
+    cache = [
+        belt_frame(i, xs[i % len(xs)]) for i in range(64 if 64 % len(xs) == 0 else len(xs) * 2)
+    ]
     for i in range(n):
         yield cache[i % len(cache)], i / fps
 
 
 def run(cfg: DeviceConfig, backend, man, n: int, fps: float, realtime: bool) -> dict:
-    d = Daemon(cfg, backend=backend, manifest=man, source=Paced(stream(n, fps), realtime=realtime), run_token=f"b{time.time_ns()}")
+    d = Daemon(
+        cfg,
+        backend=backend,
+        manifest=man,
+        source=Paced(stream(n, fps), realtime=realtime),
+        run_token=f"b{time.time_ns()}",
+    )
     c0, w0 = time.process_time(), time.perf_counter()
     s = d.run()
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    return {"frames": s["frames"], "packages": s["packages"], "wall_s": round(wall, 3), "cpu_pct_one_core": round(100 * cpu / wall, 1),
-            "fps": round(s["frames"] / wall, 1), "stages_ms": {k: {q: round(v[q], 3) for q in ("p50_ms", "p95_ms", "p99_ms")} for k, v in s["stages"].items()}}
+    return {
+        "frames": s["frames"],
+        "packages": s["packages"],
+        "wall_s": round(wall, 3),
+        "cpu_pct_one_core": round(100 * cpu / wall, 1),
+        "fps": round(s["frames"] / wall, 1),
+        "stages_ms": {
+            k: {q: round(v[q], 3) for q in ("p50_ms", "p95_ms", "p99_ms")}
+            for k, v in s["stages"].items()
+        },
+    }
 
 
 def main() -> None:
@@ -49,7 +66,11 @@ def main() -> None:
     ap.add_argument("--backend", default="litert")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
-    data = {"events": {"dir": str(tmp / "events")}, "health": {"enabled": True, "port": 0}, "actuator": {"output": "none"}}
+    data = {
+        "events": {"dir": str(tmp / "events")},
+        "health": {"enabled": True, "port": 0},
+        "actuator": {"output": "none"},
+    }
     if args.model:
         from parcelguard.device.backends import open_backend
         from parcelguard.device.contract.package import load_package
@@ -66,8 +87,14 @@ def main() -> None:
     if args.model:
         backend = open_backend(pkg, args.backend, 1)
     ceiling = run(cfg2, backend, man, n, args.fps, realtime=False)
-    out = {"input": f"640x480 synthetic @ {args.fps:g} fps, {args.seconds:g} s", "backend": args.backend if args.model else "stand-in (no inference)",
-           "paced": paced, "max_sustainable_fps": ceiling["fps"], "unpaced": ceiling, "numpy": np.__version__}
+    out = {
+        "input": f"640x480 synthetic @ {args.fps:g} fps, {args.seconds:g} s",
+        "backend": args.backend if args.model else "stand-in (no inference)",
+        "paced": paced,
+        "max_sustainable_fps": ceiling["fps"],
+        "unpaced": ceiling,
+        "numpy": np.__version__,
+    }
     print(json.dumps(out, indent=2))
 
 

@@ -33,7 +33,11 @@ def transcode_h264(src: Path, dst: Path, crf: int = 23) -> None:
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         vin = inp.streams.video[0]
         vout = out.add_stream("libx264", rate=vin.average_rate or 30)
-        vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+        vout.width, vout.height, vout.pix_fmt = (
+            vin.codec_context.width,
+            vin.codec_context.height,
+            "yuv420p",
+        )
         vout.options = {"crf": str(crf), "preset": "medium"}
         for frame in inp.decode(vin):
             img = frame.to_ndarray(format="bgr24")
@@ -49,12 +53,18 @@ def make_video(out: Path, n_packages: int, h264: bool = True) -> tuple[Path, str
     paths = make_video(SynthVideoConfig(n_packages=n_packages, seed=9001), out / "synth")
     dst = out / "conveyor_h264.mp4"
     if h264 and BENCH_PY.exists():
-        p = subprocess.run([str(BENCH_PY), __file__, "--transcode", str(paths["video"]), str(dst)],
-                           capture_output=True, text=True, cwd=ROOT)
+        p = subprocess.run(
+            [str(BENCH_PY), __file__, "--transcode", str(paths["video"]), str(dst)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         if p.returncode == 0:
             return dst, "H.264 (libx264 via PyAV in .venv-bench)"
         log.warning("H.264 transcode failed: %s", p.stderr[-1000:])
-    log.warning("no .venv-bench with PyAV: measuring the mp4v (MPEG-4 Part 2) video instead of H.264")
+    log.warning(
+        "no .venv-bench with PyAV: measuring the mp4v (MPEG-4 Part 2) video instead of H.264"
+    )
     return paths["video"], "mp4v (MPEG-4 Part 2; no H.264 encoder available)"
 
 
@@ -79,9 +89,19 @@ def make_package(out: Path) -> Path:
     calib = np.random.default_rng(0).random((16, 3, spec.height, spec.width), dtype=np.float32)
     io = export_tflite_int8(PooledCNN(ModelConfig()).eval(), calib, path, spec.height)
     mf = ModelFile.of(path, "tflite", "int8", io)
-    write_manifest(out, Manifest(schema_version=SCHEMA_VERSION, name="bench-default-random", classes=["ok", "damaged"],
-                                 created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                 positive_class="damaged", input=spec, files={"tflite_int8": mf}, threshold=0.5))
+    write_manifest(
+        out,
+        Manifest(
+            schema_version=SCHEMA_VERSION,
+            name="bench-default-random",
+            classes=["ok", "damaged"],
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            positive_class="damaged",
+            input=spec,
+            files={"tflite_int8": mf},
+            threshold=0.5,
+        ),
+    )
     return out
 
 
@@ -89,11 +109,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke form: 2 packages, 1 pass")
     ap.add_argument("--packages", type=int, default=20, help="packages in the synthetic video")
-    ap.add_argument("--repeat", type=int, default=5, help="alternating decode/replay passes (medians)")
-    ap.add_argument("--package", type=Path, help="a real model package (default: random-weight default model)")
+    ap.add_argument(
+        "--repeat", type=int, default=5, help="alternating decode/replay passes (medians)"
+    )
+    ap.add_argument(
+        "--package", type=Path, help="a real model package (default: random-weight default model)"
+    )
     ap.add_argument("--video", type=Path, help="use this video instead of rendering one")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-bench-venv", action="store_true", help="don't use .venv-bench (mp4v video, no H.264)")
+    ap.add_argument(
+        "--no-bench-venv", action="store_true", help="don't use .venv-bench (mp4v video, no H.264)"
+    )
     ap.add_argument("--work", type=Path, help="keep the video and package here")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--transcode", nargs=2, type=Path, help=argparse.SUPPRESS)
@@ -110,18 +136,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = args.work or Path(tmp)
         tmp.mkdir(parents=True, exist_ok=True)
-        video, codec = (args.video, "given") if args.video else make_video(tmp, n_pkg, not args.no_bench_venv)
+        video, codec = (
+            (args.video, "given") if args.video else make_video(tmp, n_pkg, not args.no_bench_venv)
+        )
         package = args.package or make_package(tmp / "package")
         cap = cv2.VideoCapture(str(video))
         size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         cap.release()
         cfg = DeviceConfig.model_validate({"model": {"threads": args.threads}})
         res = loop_fps(package, video, cfg, "litert", args.threads, repeat)
-    res.update(codec=codec, size=list(size), video=str(args.video) if args.video else "synthetic", opencv=cv2.__version__,
-               package="given" if args.package else "default model, random weights")
-    print(f"{codec} {size[0]}x{size[1]}, {res['frames']} frames, {res['inferences']} inferences: decode-only "
-          f"{res['decode_fps']:.0f} fps, replay {res['replay_fps']:.0f} fps, ratio {res['ratio']:.3f}")
-    print("share of loop time: " + ", ".join(f"{k} {v * 100:.1f} %" for k, v in res["stage_share"].items()))
+    res.update(
+        codec=codec,
+        size=list(size),
+        video=str(args.video) if args.video else "synthetic",
+        opencv=cv2.__version__,
+        package="given" if args.package else "default model, random weights",
+    )
+    print(
+        f"{codec} {size[0]}x{size[1]}, {res['frames']} frames, {res['inferences']} inferences: decode-only "
+        f"{res['decode_fps']:.0f} fps, replay {res['replay_fps']:.0f} fps, ratio {res['ratio']:.3f}"
+    )
+    print(
+        "share of loop time: "
+        + ", ".join(f"{k} {v * 100:.1f} %" for k, v in res["stage_share"].items())
+    )
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     print("RESULT_JSON " + json.dumps(res))

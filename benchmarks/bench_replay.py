@@ -42,30 +42,61 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/bench_replay"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--realtime", action="store_true", help="also a paced run at the recorded fps")
-    ap.add_argument("--prefetch", action="store_true", help="decode on a reader thread ahead of the loop")
+    ap.add_argument(
+        "--prefetch", action="store_true", help="decode on a reader thread ahead of the loop"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     v = render(args.n_packages, args.seed, args.work)
     cfg = DeviceConfig.model_validate({"model": {"threads": args.threads}})
-    r = replay(v["video"], args.package, args.work / "replay", cfg, ReplayOptions(labels=v["gt"], backend=args.backend, prefetch=args.prefetch))
+    r = replay(
+        v["video"],
+        args.package,
+        args.work / "replay",
+        cfg,
+        ReplayOptions(labels=v["gt"], backend=args.backend, prefetch=args.prefetch),
+    )
     m = r["metrics"]
     st = r["stages"]
     row = {
-        "packages_gt": m["packages_gt"], "packages_seen": m["packages_seen"], "precision": round(m["precision"], 4),
-        "recall": round(m["recall"], 4), "f1": round(m["f1"], 4), "fp": m["fp"], "fn": m["fn"],
-        "frames": r["frames"], "replay_fps": round(r["replay_fps"], 1), "decode_only_fps": round(r["decode_only_fps"], 1),
-        "replay/decode": round(r["replay_vs_decode"], 3), "prefetch": r["prefetch"],
+        "packages_gt": m["packages_gt"],
+        "packages_seen": m["packages_seen"],
+        "precision": round(m["precision"], 4),
+        "recall": round(m["recall"], 4),
+        "f1": round(m["f1"], 4),
+        "fp": m["fp"],
+        "fn": m["fn"],
+        "frames": r["frames"],
+        "replay_fps": round(r["replay_fps"], 1),
+        "decode_only_fps": round(r["decode_only_fps"], 1),
+        "replay/decode": round(r["replay_vs_decode"], 3),
+        "prefetch": r["prefetch"],
         "ms_per_stage_p50": {k: round(s["p50_ms"], 3) for k, s in st.items()},
         "s_per_stage_total": {k: round(s["total_s"], 3) for k, s in st.items()},
-        "late_decisions": len(r["timing"]["late"]), "margin_ms_min": r["timing"]["margin_ms"].get("min"),
+        "late_decisions": len(r["timing"]["late"]),
+        "margin_ms_min": r["timing"]["margin_ms"].get("min"),
     }
     if args.realtime:
-        rr = replay(v["video"], args.package, args.work / "replay_rt", cfg, ReplayOptions(labels=v["gt"], backend=args.backend, realtime=True))
-        row.update({"realtime_dropped": rr["realtime"]["dropped"], "realtime_processed": rr["realtime"]["processed"],
-                    "realtime_recall": round(rr["metrics"]["recall"], 4), "realtime_precision": round(rr["metrics"]["precision"], 4)})
+        rr = replay(
+            v["video"],
+            args.package,
+            args.work / "replay_rt",
+            cfg,
+            ReplayOptions(labels=v["gt"], backend=args.backend, realtime=True),
+        )
+        row.update(
+            {
+                "realtime_dropped": rr["realtime"]["dropped"],
+                "realtime_processed": rr["realtime"]["processed"],
+                "realtime_recall": round(rr["metrics"]["recall"], 4),
+                "realtime_precision": round(rr["metrics"]["precision"], 4),
+            }
+        )
     print(json.dumps(row, indent=1))
-    print(f"precision {m['precision']:.4f}  recall {m['recall']:.4f}  |  replay {r['replay_fps']:.1f} fps vs "
-          f"decode-only {r['decode_only_fps']:.1f} fps = {r['replay_vs_decode']:.2f}x  (report: {args.work / 'replay' / 'report.html'})")
+    print(
+        f"precision {m['precision']:.4f}  recall {m['recall']:.4f}  |  replay {r['replay_fps']:.1f} fps vs "
+        f"decode-only {r['decode_only_fps']:.1f} fps = {r['replay_vs_decode']:.2f}x  (report: {args.work / 'replay' / 'report.html'})"
+    )
 
 
 if __name__ == "__main__":

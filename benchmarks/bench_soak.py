@@ -74,16 +74,32 @@ def make_package(root: Path) -> Path:
     out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])
     w = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [-4.0, 4.0] * 3)
     b = helper.make_tensor("b", TensorProto.FLOAT, [2], [2.0, -2.0])
-    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
-             helper.make_node("Gemm", ["f", "w", "b"], ["logits"])]
-    model = helper.make_model(helper.make_graph(nodes, "tiny", [inp], [out], [w, b]), opset_imports=[helper.make_opsetid("", 17)])
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "w", "b"], ["logits"]),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "tiny", [inp], [out], [w, b]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     model.ir_version = 8
     path = root / "model.onnx"
     save(model, str(path))
     mf = ModelFile.of(path, "onnx", "fp32")
-    write_manifest(root, Manifest(schema_version=SCHEMA_VERSION, name="soak-tiny", created="2026-01-01T00:00:00+00:00",
-                                  classes=["ok", "damaged"], positive_class="damaged", input=InputSpec(height=32, width=32),
-                                  files={"onnx_fp32": mf}, threshold=0.5))
+    write_manifest(
+        root,
+        Manifest(
+            schema_version=SCHEMA_VERSION,
+            name="soak-tiny",
+            created="2026-01-01T00:00:00+00:00",
+            classes=["ok", "damaged"],
+            positive_class="damaged",
+            input=InputSpec(height=32, width=32),
+            files={"onnx_fp32": mf},
+            threshold=0.5,
+        ),
+    )
     return root
 
 
@@ -123,13 +139,21 @@ class _Endless:
                 yield frame, clock + ts
             clock += last + 1.0 / 30.0
             now = time.perf_counter() - t0
-            if now >= self.seconds:  # only between passes: a pass cut short reads as a truncated file
+            if (
+                now >= self.seconds
+            ):  # only between passes: a pass cut short reads as a truncated file
                 self._sample(now, frames)
                 return
 
 
-def soak(seconds: float, work: Path, long_run: bool = True, warmup_s: float | None = None,
-         sample_s: float | None = None, limit_mb: float = 5.0) -> dict:
+def soak(
+    seconds: float,
+    work: Path,
+    long_run: bool = True,
+    warmup_s: float | None = None,
+    sample_s: float | None = None,
+    limit_mb: float = 5.0,
+) -> dict:
     """Run the loop for ``seconds``; returns RSS samples, growth after warm-up and PASS/FAIL."""
     from parcelguard.device.backends import open_backend
     from parcelguard.device.config.device import DeviceConfig
@@ -141,11 +165,19 @@ def soak(seconds: float, work: Path, long_run: bool = True, warmup_s: float | No
     sample_s = sample_s if sample_s is not None else max(1.0, seconds / 20)
     video = make_video(work / "belt.avi")
     pkg = load_package(make_package(work / "pkg"))
-    cfg = DeviceConfig.model_validate({"events": {"dir": str(work / "events")}, "health": {"enabled": False}})
+    cfg = DeviceConfig.model_validate(
+        {"events": {"dir": str(work / "events")}, "health": {"enabled": False}}
+    )
     backend = open_backend(pkg, "onnx", 1, ["CPUExecutionProvider"])
     store = EventStore(work / "events", sqlite=True, jsonl=True, sync="normal")
-    loop = InspectionLoop(cfg, backend, pkg.manifest, store, run_token="soak",
-                          hooks=LoopHooks(history=HISTORY if long_run else None))
+    loop = InspectionLoop(
+        cfg,
+        backend,
+        pkg.manifest,
+        store,
+        run_token="soak",
+        hooks=LoopHooks(history=HISTORY if long_run else None),
+    )
     src = _Endless(video, seconds, warmup_s, sample_s)
     wall0 = time.perf_counter()
     try:
@@ -159,30 +191,59 @@ def soak(seconds: float, work: Path, long_run: bool = True, warmup_s: float | No
     growth, peak = after[-1] - base, max(after) - base
     ok = growth < limit_mb and peak < limit_mb
     return {
-        "seconds": round(wall, 1), "long_run": long_run, "warmup_s": warmup_s, "frames": loop.stats.frames,
-        "fps": round(loop.stats.frames / max(wall, 1e-9), 1), "passes": src.passes, "packages": loop.stats.packages,
-        "inferences": loop.stats.inferences, "rss_start_mb": base, "rss_end_mb": after[-1],
-        "rss_growth_mb": round(growth, 2), "rss_peak_growth_mb": round(peak, 2), "limit_mb": limit_mb,
-        "samples": src.samples, "result": "PASS" if ok else "FAIL",
+        "seconds": round(wall, 1),
+        "long_run": long_run,
+        "warmup_s": warmup_s,
+        "frames": loop.stats.frames,
+        "fps": round(loop.stats.frames / max(wall, 1e-9), 1),
+        "passes": src.passes,
+        "packages": loop.stats.packages,
+        "inferences": loop.stats.inferences,
+        "rss_start_mb": base,
+        "rss_end_mb": after[-1],
+        "rss_growth_mb": round(growth, 2),
+        "rss_peak_growth_mb": round(peak, 2),
+        "limit_mb": limit_mb,
+        "samples": src.samples,
+        "result": "PASS" if ok else "FAIL",
     }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--warmup-s", type=float, help="seconds before the baseline (default: 10 %% of the run, 3..30 s)")
-    ap.add_argument("--sample-s", type=float, help="seconds between RSS samples (default: run / 20)")
+    ap.add_argument(
+        "--warmup-s",
+        type=float,
+        help="seconds before the baseline (default: 10 %% of the run, 3..30 s)",
+    )
+    ap.add_argument(
+        "--sample-s", type=float, help="seconds between RSS samples (default: run / 20)"
+    )
     ap.add_argument("--limit-mb", type=float, default=5.0)
-    ap.add_argument("--no-long-run", action="store_true", help="unbounded LoopStats/events lists (shows the leak)")
+    ap.add_argument(
+        "--no-long-run",
+        action="store_true",
+        help="unbounded LoopStats/events lists (shows the leak)",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("parcelguard").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        res = soak(args.minutes * 60, Path(tmp), not args.no_long_run, args.warmup_s, args.sample_s, args.limit_mb)
-    print(f"soak {res['seconds']} s, {res['frames']} frames ({res['fps']} fps), {res['packages']} packages, "
-          f"{res['passes']} passes: RSS {res['rss_start_mb']:.1f} MB after warm-up -> {res['rss_end_mb']:.1f} MB "
-          f"(growth {res['rss_growth_mb']:+.2f} MB, peak {res['rss_peak_growth_mb']:+.2f} MB, limit {res['limit_mb']} MB): {res['result']}")
+        res = soak(
+            args.minutes * 60,
+            Path(tmp),
+            not args.no_long_run,
+            args.warmup_s,
+            args.sample_s,
+            args.limit_mb,
+        )
+    print(
+        f"soak {res['seconds']} s, {res['frames']} frames ({res['fps']} fps), {res['packages']} packages, "
+        f"{res['passes']} passes: RSS {res['rss_start_mb']:.1f} MB after warm-up -> {res['rss_end_mb']:.1f} MB "
+        f"(growth {res['rss_growth_mb']:+.2f} MB, peak {res['rss_peak_growth_mb']:+.2f} MB, limit {res['limit_mb']} MB): {res['result']}"
+    )
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     print("RESULT_JSON " + json.dumps({k: v for k, v in res.items() if k != "samples"}))

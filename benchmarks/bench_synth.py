@@ -28,8 +28,12 @@ def bench_render(n: int) -> float:
     t = time.perf_counter()
     for i in range(n):
         damaged = i % 2 == 1
-        render_crop(crop_seed(0, i), "damaged" if damaged else "ok",
-                    DAMAGE_TYPES[i % len(DAMAGE_TYPES)] if damaged else None, cfg)
+        render_crop(
+            crop_seed(0, i),
+            "damaged" if damaged else "ok",
+            DAMAGE_TYPES[i % len(DAMAGE_TYPES)] if damaged else None,
+            cfg,
+        )
     return n / (time.perf_counter() - t)
 
 

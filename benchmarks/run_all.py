@@ -59,7 +59,10 @@ def setup_bench_venv(force: bool) -> bool:
     ]
     for cmd in steps:
         if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-            print(f"warning: {' '.join(cmd[:4])} failed; MobileNet baselines and H.264 are skipped", flush=True)
+            print(
+                f"warning: {' '.join(cmd[:4])} failed; MobileNet baselines and H.264 are skipped",
+                flush=True,
+            )
             return False
     return True
 
@@ -74,17 +77,26 @@ def run(script: str, args: list[str], timeout: float) -> dict:
         out, rc = p.stdout, p.returncode
         err = p.stderr
     except subprocess.TimeoutExpired as exc:
-        out, rc, err = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or ""), -1, "timeout"
-    res: dict = {"script": script, "args": args, "rc": rc, "wall_s": round(time.perf_counter() - t0, 1)}
+        out, rc, err = (
+            (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or ""),
+            -1,
+            "timeout",
+        )
+    res: dict = {
+        "script": script,
+        "args": args,
+        "rc": rc,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
     lines = [ln for ln in out.splitlines() if not ln.startswith("RESULT_JSON ")]
     for ln in out.splitlines():
         if ln.startswith("RESULT_JSON "):
-            res["result"] = json.loads(ln[len("RESULT_JSON "):])
+            res["result"] = json.loads(ln[len("RESULT_JSON ") :])
     res["output"] = "\n".join(lines).strip()
     if "result" not in res:  # scripts that print one JSON document (last thing on stdout)
         starts = [i for i, ln in enumerate(lines) if ln.startswith("{")]
         try:
-            res["result"] = json.loads("\n".join(lines[starts[-1]:])) if starts else None
+            res["result"] = json.loads("\n".join(lines[starts[-1] :])) if starts else None
         except json.JSONDecodeError:
             res["result"] = None
     if rc != 0:
@@ -102,10 +114,22 @@ def _model_section(res: dict) -> tuple[list[str], dict]:
     rows = res.get("result", {}).get("rows", [])
     by: dict[str, dict] = {}
     for r in rows:
-        by.setdefault(r["model"], {"size": r["size"], "macs": r["macs"], "acc": r["heldout_accuracy_fp32"],
-                                   "acc8": r["heldout_accuracy_int8"], "t": {}})["t"][r["threads"]] = r
+        by.setdefault(
+            r["model"],
+            {
+                "size": r["size"],
+                "macs": r["macs"],
+                "acc": r["heldout_accuracy_fp32"],
+                "acc8": r["heldout_accuracy_int8"],
+                "t": {},
+            },
+        )["t"][r["threads"]] = r
     threads = sorted({r["threads"] for r in rows})
-    head = ["model", "input", "M MACs"] + [f"median ms {t} thr" for t in threads] + [f"p99 ms {t} thr" for t in threads]
+    head = (
+        ["model", "input", "M MACs"]
+        + [f"median ms {t} thr" for t in threads]
+        + [f"p99 ms {t} thr" for t in threads]
+    )
     head += ["GMAC/s (1 thr)", "held-out acc fp32 %", "held-out acc int8 %"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in by.items():
@@ -113,7 +137,11 @@ def _model_section(res: dict) -> tuple[list[str], dict]:
         cells = [name, f"{m['size']}²", f"{m['macs'] / 1e6:.1f}"]
         cells += [_f(m["t"][t]["median_ms"]) if t in m["t"] else "" for t in threads]
         cells += [_f(m["t"][t]["p99_ms"]) if t in m["t"] else "" for t in threads]
-        cells += [f"{t1['gmacs_per_s']:.0f}", _f(m["acc"] and m["acc"] * 100, "{:.1f}"), _f(m["acc8"] and m["acc8"] * 100, "{:.1f}")]
+        cells += [
+            f"{t1['gmacs_per_s']:.0f}",
+            _f(m["acc"] and m["acc"] * 100, "{:.1f}"),
+            _f(m["acc8"] and m["acc8"] * 100, "{:.1f}"),
+        ]
         out.append("| " + " | ".join(cells) + " |")
     errs = res.get("result", {}).get("errors") or {}
     out += [f"- {n} failed to export: {e}" for n, e in errs.items()]
@@ -127,78 +155,148 @@ def _targets(by: dict, loop: dict | None, daemon: dict | None, train: dict | Non
     if default and mnv3:
         for t in sorted(set(by[default]["t"]) & set(mnv3["t"])):
             r = mnv3["t"][t]["median_ms"] / by[default]["t"][t]["median_ms"]
-            out.append(f"| default ≥ 5× faster than MobileNetV3-Small int8 ({t} thr, median) | {r:.1f}× | {'yes' if r >= 5 else 'no'} |")
+            out.append(
+                f"| default ≥ 5× faster than MobileNetV3-Small int8 ({t} thr, median) | {r:.1f}× | {'yes' if r >= 5 else 'no'} |"
+            )
         acc = by[default]["acc"]
-        base = next(((n, m["acc"]) for n, m in by.items() if n.startswith("mobilenet_v3_small") and m["acc"] is not None), None)
+        base = next(
+            (
+                (n, m["acc"])
+                for n, m in by.items()
+                if n.startswith("mobilenet_v3_small") and m["acc"] is not None
+            ),
+            None,
+        )
         if acc is not None and base is not None:
             # two classes: accuracies near 50 % mean neither model learned under this budget
-            verdict = ("inconclusive: neither learned under this budget" if max(acc, base[1]) < 0.75
-                       else "yes" if acc >= base[1] else "no")
-            out.append(f"| … at equal or better held-out accuracy (same data and budget) | default {acc * 100:.1f} %, "
-                       f"{base[0]} {base[1] * 100:.1f} % | {verdict} |")
+            verdict = (
+                "inconclusive: neither learned under this budget"
+                if max(acc, base[1]) < 0.75
+                else "yes"
+                if acc >= base[1]
+                else "no"
+            )
+            out.append(
+                f"| … at equal or better held-out accuracy (same data and budget) | default {acc * 100:.1f} %, "
+                f"{base[0]} {base[1] * 100:.1f} % | {verdict} |"
+            )
         else:
-            out.append(f"| … at equal or better held-out accuracy | default {_f(acc and acc * 100, '{:.1f}')} %, "
-                       "MobileNetV3-Small not trained in this run | not shown |")
+            out.append(
+                f"| … at equal or better held-out accuracy | default {_f(acc and acc * 100, '{:.1f}')} %, "
+                "MobileNetV3-Small not trained in this run | not shown |"
+            )
     else:
         out.append("| default ≥ 5× faster than MobileNetV3-Small int8 | baseline not run | n/a |")
     if loop:
         r = loop["ratio"]
-        out.append(f"| replay fps ≥ 0.8 × decode-only fps | {loop['replay_fps']:.0f} / {loop['decode_fps']:.0f} = {r:.3f} | {'yes' if r >= 0.8 else 'no'} |")
+        out.append(
+            f"| replay fps ≥ 0.8 × decode-only fps | {loop['replay_fps']:.0f} / {loop['decode_fps']:.0f} = {r:.3f} | {'yes' if r >= 0.8 else 'no'} |"
+        )
     d = daemon or {}
     cpu = (d.get("paced") or {}).get("cpu_pct_one_core")
     if cpu is not None:
-        out.append(f"| daemon at 30 fps ≤ 5 % of one core ({d.get('backend', '?')}) | {cpu:.1f} % "
-                   f"(max sustainable {d.get('max_sustainable_fps', float('nan')):.0f} fps) | {'yes' if cpu <= 5 else 'no'} |")
+        out.append(
+            f"| daemon at 30 fps ≤ 5 % of one core ({d.get('backend', '?')}) | {cpu:.1f} % "
+            f"(max sustainable {d.get('max_sustainable_fps', float('nan')):.0f} fps) | {'yes' if cpu <= 5 else 'no'} |"
+        )
     else:
         out.append("| daemon at 30 fps ≤ 5 % of one core | not run | n/a |")
     t = train or {}
     if t:
-        got = f"{t['time_to_target_s']} s (epoch {t.get('epoch')})" if t.get("reached") else f"not reached in {t.get('total_s')} s"
-        out.append(f"| time to {t.get('target', 0.98) * 100:.0f} % held-out accuracy, {t.get('threads')} threads | {got} | |")
+        got = (
+            f"{t['time_to_target_s']} s (epoch {t.get('epoch')})"
+            if t.get("reached")
+            else f"not reached in {t.get('total_s')} s"
+        )
+        out.append(
+            f"| time to {t.get('target', 0.98) * 100:.0f} % held-out accuracy, {t.get('threads')} threads | {got} | |"
+        )
     else:
         out.append("| time to 98 % held-out accuracy | not run | n/a |")
     return out
 
 
 def _loop_section(loop: dict) -> list[str]:
-    out = [f"{loop['codec']}, {loop['size'][0]}x{loop['size'][1]}, {loop['frames']} frames, {loop['packages']} packages, "
-           f"{loop['inferences']} inferences ({loop['package']}, LiteRT {loop['threads']} thread, OpenCV {loop['opencv']}).", "",
-           "| | fps (median) | all passes |", "|---|---|---|",
-           f"| decode only (FileSource) | {loop['decode_fps']:.0f} | {', '.join(f'{v:.0f}' for v in loop['decode_fps_all'])} |",
-           f"| replay (full inspection loop) | {loop['replay_fps']:.0f} | {', '.join(f'{v:.0f}' for v in loop['replay_fps_all'])} |",
-           f"| ratio | {loop['ratio']:.3f} | |", "", "| stage | share of loop time | µs per frame |", "|---|---|---|"]
-    out += [f"| {k} | {v * 100:.1f} % | {loop['stage_ms_per_frame'][k] * 1000:.0f} |" for k, v in loop["stage_share"].items()]
+    out = [
+        f"{loop['codec']}, {loop['size'][0]}x{loop['size'][1]}, {loop['frames']} frames, {loop['packages']} packages, "
+        f"{loop['inferences']} inferences ({loop['package']}, LiteRT {loop['threads']} thread, OpenCV {loop['opencv']}).",
+        "",
+        "| | fps (median) | all passes |",
+        "|---|---|---|",
+        f"| decode only (FileSource) | {loop['decode_fps']:.0f} | {', '.join(f'{v:.0f}' for v in loop['decode_fps_all'])} |",
+        f"| replay (full inspection loop) | {loop['replay_fps']:.0f} | {', '.join(f'{v:.0f}' for v in loop['replay_fps_all'])} |",
+        f"| ratio | {loop['ratio']:.3f} | |",
+        "",
+        "| stage | share of loop time | µs per frame |",
+        "|---|---|---|",
+    ]
+    out += [
+        f"| {k} | {v * 100:.1f} % | {loop['stage_ms_per_frame'][k] * 1000:.0f} |"
+        for k, v in loop["stage_share"].items()
+    ]
     return out
 
 
 def render(meta: dict, results: dict) -> str:
-    lines = ["# parcelguard benchmark results", "",
-             f"Generated by `{meta['command']}` on {meta['date']}.", "",
-             f"- CPU: {meta['cpu']} ({meta['cores']} cores), Python {meta['python']}",
-             f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}"
-             " (the machine may be shared: compare numbers from one run only)",
-             f"- .venv-bench (baselines, H.264): {'yes' if meta['bench_venv'] else 'no'}"
-             + ("; QUICK smoke form, numbers are not representative" if meta["quick"] else ""), ""]
+    lines = [
+        "# parcelguard benchmark results",
+        "",
+        f"Generated by `{meta['command']}` on {meta['date']}.",
+        "",
+        f"- CPU: {meta['cpu']} ({meta['cores']} cores), Python {meta['python']}",
+        f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}"
+        " (the machine may be shared: compare numbers from one run only)",
+        f"- .venv-bench (baselines, H.264): {'yes' if meta['bench_venv'] else 'no'}"
+        + ("; QUICK smoke form, numbers are not representative" if meta["quick"] else ""),
+        "",
+    ]
     by, loop = {}, results.get("loop", {}).get("result")
     model_lines: list[str] = []
     if "model" in results:
         model_lines, by = _model_section(results["model"])
-    lines += ["## Targets", "", *_targets(by, loop, results.get("daemon", {}).get("result"), results.get("train", {}).get("result")), ""]
+    lines += [
+        "## Targets",
+        "",
+        *_targets(
+            by,
+            loop,
+            results.get("daemon", {}).get("result"),
+            results.get("train", {}).get("result"),
+        ),
+        "",
+    ]
     if model_lines:
         made = results["model"].get("result", {}).get("baselines_made_with") or {}
-        lines += ["## Model: int8 TFLite latency, batch 1 (ai_edge_litert, XNNPACK, interleaved in one process)", "",
-                  *model_lines, "",
-                  "Every model: random weights, exported by `export_tflite_int8` (litert-torch 0.10.0 PT2E, "
-                  "per-channel int8, int8 NHWC I/O). Pooled CNNs in .venv (torch 2.13.0); MobileNets "
-                  f"(torchvision, 2-class head) in .venv-bench ({'; '.join(f'{k}: {v}' for k, v in made.items()) or 'not run'}). "
-                  "MACs: conv/linear/pool multiply-accumulates (`count_macs`). Held-out accuracy: "
-                  f"{results['model'].get('result', {}).get('ablation') or 'no ablation table given'}.", ""]
+        lines += [
+            "## Model: int8 TFLite latency, batch 1 (ai_edge_litert, XNNPACK, interleaved in one process)",
+            "",
+            *model_lines,
+            "",
+            "Every model: random weights, exported by `export_tflite_int8` (litert-torch 0.10.0 PT2E, "
+            "per-channel int8, int8 NHWC I/O). Pooled CNNs in .venv (torch 2.13.0); MobileNets "
+            f"(torchvision, 2-class head) in .venv-bench ({'; '.join(f'{k}: {v}' for k, v in made.items()) or 'not run'}). "
+            "MACs: conv/linear/pool multiply-accumulates (`count_macs`). Held-out accuracy: "
+            f"{results['model'].get('result', {}).get('ablation') or 'no ablation table given'}.",
+            "",
+        ]
     if loop:
         lines += ["## Loop: replay vs decode-only", "", *_loop_section(loop), ""]
-    for name, title in (("daemon", "Daemon (benchmarks/bench_daemon.py)"), ("train", "Training (benchmarks/bench_train.py)")):
+    for name, title in (
+        ("daemon", "Daemon (benchmarks/bench_daemon.py)"),
+        ("train", "Training (benchmarks/bench_train.py)"),
+    ):
         if name in results:
             r = results[name]
-            lines += [f"## {title}", "", f"exit {r['rc']}, {r['wall_s']} s", "", "```", r["output"][-4000:] or "(no output)", "```", ""]
+            lines += [
+                f"## {title}",
+                "",
+                f"exit {r['rc']}, {r['wall_s']} s",
+                "",
+                "```",
+                r["output"][-4000:] or "(no output)",
+                "```",
+                "",
+            ]
     for name, r in results.items():
         if r["rc"] != 0 and "stderr_tail" in r:
             lines += [f"### {name} failed", "", "```", r["stderr_tail"][-1500:], "```", ""]
@@ -207,24 +305,49 @@ def render(meta: dict, results: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke form: small runs, no baselines, no train/daemon")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke form: small runs, no baselines, no train/daemon"
+    )
     ap.add_argument("--setup", action="store_true", help="(re)create .venv-bench first")
-    ap.add_argument("--no-bench-venv", action="store_true", help="don't create .venv-bench (no MobileNets, mp4v video)")
+    ap.add_argument(
+        "--no-bench-venv",
+        action="store_true",
+        help="don't create .venv-bench (no MobileNets, mp4v video)",
+    )
     ap.add_argument("--skip", nargs="*", default=[], choices=["model", "loop", "daemon", "train"])
-    ap.add_argument("--ablation", type=Path, default=ROOT / "runs" / "ablation" / "ablation.csv",
-                    help="`parcelguard ablate` table for held-out accuracy (used when it exists)")
-    ap.add_argument("--baseline-accuracy", type=Path, default=ROOT / "runs" / "baselines" / "accuracy.csv",
-                    help="MobileNet accuracy under the same budget (bench_model.py --train-baselines), when it exists")
+    ap.add_argument(
+        "--ablation",
+        type=Path,
+        default=ROOT / "runs" / "ablation" / "ablation.csv",
+        help="`parcelguard ablate` table for held-out accuracy (used when it exists)",
+    )
+    ap.add_argument(
+        "--baseline-accuracy",
+        type=Path,
+        default=ROOT / "runs" / "baselines" / "accuracy.csv",
+        help="MobileNet accuracy under the same budget (bench_model.py --train-baselines), when it exists",
+    )
     ap.add_argument("--repeat", type=int, default=7, help="loop passes")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
-    ap.add_argument("--work", type=Path, default=WORK, help="bench_loop's video and package (kept; bench_daemon uses the package)")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=WORK,
+        help="bench_loop's video and package (kept; bench_daemon uses the package)",
+    )
     ap.add_argument("--json", type=Path, help="also write all raw results here")
     ap.add_argument("--timeout", type=float, default=3600)
     args = ap.parse_args()
     skip = set(args.skip) | ({"daemon", "train"} if args.quick else set())
-    meta = {"cpu": cpu_model(), "cores": os.cpu_count(), "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "python": platform.python_version(), "load_before": load(), "quick": args.quick,
-            "command": "python benchmarks/run_all.py " + " ".join(sys.argv[1:])}
+    meta = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "load_before": load(),
+        "quick": args.quick,
+        "command": "python benchmarks/run_all.py " + " ".join(sys.argv[1:]),
+    }
     have_bench = False if (args.quick or args.no_bench_venv) else setup_bench_venv(args.setup)
     meta["bench_venv"] = have_bench
     results: dict = {}
@@ -236,17 +359,26 @@ def main() -> int:
             a += ["--baseline-accuracy", str(args.baseline_accuracy)]
         results["model"] = run("bench_model.py", a, args.timeout)
     if "loop" not in skip:
-        a = (["--quick"] if args.quick else ["--repeat", str(args.repeat)]) + ["--work", str(args.work)]
-        results["loop"] = run("bench_loop.py", a + ([] if have_bench else ["--no-bench-venv"]), args.timeout)
+        a = (["--quick"] if args.quick else ["--repeat", str(args.repeat)]) + [
+            "--work",
+            str(args.work),
+        ]
+        results["loop"] = run(
+            "bench_loop.py", a + ([] if have_bench else ["--no-bench-venv"]), args.timeout
+        )
     for name in ("daemon", "train"):
         script = f"bench_{name}.py"
         if name not in skip and (HERE / script).is_file():
             pkg = args.work / "package"  # the daemon runs the real int8 model bench_loop exported
-            extra = ["--model", str(pkg)] if name == "daemon" and (pkg / "manifest.json").is_file() else []
+            extra = (
+                ["--model", str(pkg)]
+                if name == "daemon" and (pkg / "manifest.json").is_file()
+                else []
+            )
             results[name] = run(script, extra, args.timeout)
     meta["load_after"] = load()
     old = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
-    notes = old[old.index(NOTES):] if NOTES in old else NOTES + "\n"
+    notes = old[old.index(NOTES) :] if NOTES in old else NOTES + "\n"
     args.out.write_text(render(meta, results) + "\n" + notes, encoding="utf-8")
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")

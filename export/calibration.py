@@ -41,7 +41,13 @@ def lighting_buckets(samples) -> list[str]:
         if v is None:
             out.append(r)
         else:
-            out.append(LIGHTING_BUCKETS[0] if v < lo else LIGHTING_BUCKETS[2] if v > hi else LIGHTING_BUCKETS[1])
+            out.append(
+                LIGHTING_BUCKETS[0]
+                if v < lo
+                else LIGHTING_BUCKETS[2]
+                if v > hi
+                else LIGHTING_BUCKETS[1]
+            )
     return out
 
 
@@ -97,7 +103,11 @@ def calibration_indices(samples, size: int, seed: int = 0) -> np.ndarray:
         idx = np.asarray(groups[k])
         chosen.extend(int(i) for i in rng.choice(idx, size=alloc[k], replace=False))
     if len(chosen) < min(size, RECOMMENDED_MIN):
-        log.warning("only %d calibration images available (recommended: at least %d)", len(chosen), RECOMMENDED_MIN)
+        log.warning(
+            "only %d calibration images available (recommended: at least %d)",
+            len(chosen),
+            RECOMMENDED_MIN,
+        )
     log.info("calibration set: %d images from %d strata", len(chosen), len(groups))
     return np.asarray(sorted(chosen), dtype=np.int64)
 

@@ -23,8 +23,14 @@ log = logging.getLogger(__name__)
 def unreadable(pkg, key: str, exc: BaseException | str) -> ParcelguardError:
     """One sentence for a model file (with a matching hash) that its parser cannot read."""
     mf = pkg.manifest.files[key]
-    why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
-    return ParcelguardError(f"model package {pkg.root}: {mf.path} ({key}) is not a readable {mf.format} model ({why})")
+    why = (
+        exc
+        if isinstance(exc, str)
+        else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+    )
+    return ParcelguardError(
+        f"model package {pkg.root}: {mf.path} ({key}) is not a readable {mf.format} model ({why})"
+    )
 
 
 def _check_magic(pkg, key: str) -> None:
@@ -67,7 +73,11 @@ def measure_latency(pkg, backend: str, threads: int, runs: int = 200, seed: int 
             times[i] = time.perf_counter() - t
     finally:
         be.close()
-    return {"median_ms": float(np.median(times) * 1e3), "p99_ms": float(np.percentile(times, 99) * 1e3), "runs": runs}
+    return {
+        "median_ms": float(np.median(times) * 1e3),
+        "p99_ms": float(np.percentile(times, 99) * 1e3),
+        "runs": runs,
+    }
 
 
 def inspect_package(root: Path, runs: int = 200, threads: tuple[int, ...] = (1, 2)) -> dict:
@@ -76,15 +86,30 @@ def inspect_package(root: Path, runs: int = 200, threads: tuple[int, ...] = (1, 
     man = pkg.manifest
     parity = man.metrics.get("parity", {})
     info: dict = {
-        "name": man.name, "status": man.status, "created": man.created, "schema_version": man.schema_version,
-        "classes": man.classes, "positive_class": man.positive_class, "threshold": man.threshold,
-        "input": man.input.model_dump(), "tools": man.tools, "source_checkpoint_sha256": man.source_checkpoint_sha256,
-        "training": man.metrics.get("training", {}), "calibration": man.metrics.get("calibration", {}),
+        "name": man.name,
+        "status": man.status,
+        "created": man.created,
+        "schema_version": man.schema_version,
+        "classes": man.classes,
+        "positive_class": man.positive_class,
+        "threshold": man.threshold,
+        "input": man.input.model_dump(),
+        "tools": man.tools,
+        "source_checkpoint_sha256": man.source_checkpoint_sha256,
+        "training": man.metrics.get("training", {}),
+        "calibration": man.metrics.get("calibration", {}),
         "gate": {"passed": parity.get("passed"), "failures": parity.get("failures", [])},
-        "files": {k: {"path": f.path, "bytes": f.bytes, "format": f.format, "precision": f.precision,
-                      "input": f.input.model_dump() if f.input else None,
-                      "output": f.output.model_dump() if f.output else None}
-                  for k, f in man.files.items()},
+        "files": {
+            k: {
+                "path": f.path,
+                "bytes": f.bytes,
+                "format": f.format,
+                "precision": f.precision,
+                "input": f.input.model_dump() if f.input else None,
+                "output": f.output.model_dump() if f.output else None,
+            }
+            for k, f in man.files.items()
+        },
         "ops": op_histograms(pkg),
         "latency": {},
     }
@@ -95,7 +120,10 @@ def inspect_package(root: Path, runs: int = 200, threads: tuple[int, ...] = (1, 
         if name not in have:
             info["latency"][name] = "runtime not installed"
             continue
-        info["latency"][name] = {f"{t} thread{'s' if t > 1 else ''}": measure_latency(pkg, name, t, runs) for t in threads}
+        info["latency"][name] = {
+            f"{t} thread{'s' if t > 1 else ''}": measure_latency(pkg, name, t, runs)
+            for t in threads
+        }
     return info
 
 
@@ -108,7 +136,8 @@ def format_inspect(info: dict) -> str:
         f"input     {info['input']['height']}x{info['input']['width']} {info['input']['color_order']} resize={info['input']['resize']}",
         f"gate      {'passed' if gate['passed'] else 'FAILED' if gate['passed'] is False else 'not run'}"
         + "".join(f"\n          - {f}" for f in gate["failures"]),
-        f"checkpoint sha256 {info['source_checkpoint_sha256'][:16]}…  tools " + ", ".join(f"{k} {v}" for k, v in info["tools"].items()),
+        f"checkpoint sha256 {info['source_checkpoint_sha256'][:16]}…  tools "
+        + ", ".join(f"{k} {v}" for k, v in info["tools"].items()),
         "files",
     ]
     fp32 = info["files"].get("onnx_fp32", {}).get("bytes")
@@ -127,5 +156,7 @@ def format_inspect(info: dict) -> str:
             lines.append(f"  {name:<10} {per}")
             continue
         for t, m in per.items():
-            lines.append(f"  {name:<10} {t:<10} median {m['median_ms']:.3f} ms  p99 {m['p99_ms']:.3f} ms  ({m['runs']} runs)")
+            lines.append(
+                f"  {name:<10} {t:<10} median {m['median_ms']:.3f} ms  p99 {m['p99_ms']:.3f} ms  ({m['runs']} runs)"
+            )
     return "\n".join(lines)

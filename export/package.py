@@ -41,8 +41,18 @@ FILES = {
     "tflite_int8": ("model_int8.tflite", "tflite", "int8"),
 }
 TOOLS = (
-    "parcelguard", "torch", "torchao", "onnx", "onnxscript", "onnxruntime", "litert-torch",
-    "ai-edge-litert", "ai-edge-quantizer", "numpy", "opencv-python-headless", "pydantic",
+    "parcelguard",
+    "torch",
+    "torchao",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "litert-torch",
+    "ai-edge-litert",
+    "ai-edge-quantizer",
+    "numpy",
+    "opencv-python-headless",
+    "pydantic",
 )
 
 
@@ -57,7 +67,9 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def onnx_metadata(cfg: ExportConfig, classes: list[str], positive: str, spec: InputSpec, threshold: float) -> dict[str, str]:
+def onnx_metadata(
+    cfg: ExportConfig, classes: list[str], positive: str, spec: InputSpec, threshold: float
+) -> dict[str, str]:
     """What the fp32 (and int8) ONNX files carry in ``metadata_props``."""
     return {
         "parcelguard.schema_version": str(SCHEMA_VERSION),
@@ -97,10 +109,15 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
     if calib_override is not None:
         calib_u8 = np.asarray(calib_override, dtype=np.uint8)
         calib_info = {"size": int(len(calib_u8)), "override": True}
-        log.warning("calibrating on %d caller-supplied images instead of the stratified set", len(calib_u8))
+        log.warning(
+            "calibrating on %d caller-supplied images instead of the stratified set", len(calib_u8)
+        )
     else:
         idx = calibration_indices(splits["train"].samples, cfg.calibration_size, cfg.seed)
-        calib_u8, calib_info = splits["train"].images[idx], calibration_summary(splits["train"].samples, idx)
+        calib_u8, calib_info = (
+            splits["train"].images[idx],
+            calibration_summary(splits["train"].samples, idx),
+        )
     calib = to_float_nchw(calib_u8, spec)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +126,12 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
     quant = None
     with torch.no_grad():
         if "onnx_fp32" in cfg.formats or "onnx_int8" in cfg.formats:
-            export_onnx(model, fp32_path, spec.height, onnx_metadata(cfg, classes, positive, spec, threshold))
+            export_onnx(
+                model,
+                fp32_path,
+                spec.height,
+                onnx_metadata(cfg, classes, positive, spec, threshold),
+            )
         if "onnx_int8" in cfg.formats:
             quantize_onnx_int8(fp32_path, out / FILES["onnx_int8"][0], calib)
         if "tflite_int8" in cfg.formats:
@@ -131,7 +153,10 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
         threshold=threshold,
         status="failed",
         metrics={
-            "training": {"best_val_accuracy": ckpt.get("best_val_accuracy"), "epoch": ckpt.get("epoch")},
+            "training": {
+                "best_val_accuracy": ckpt.get("best_val_accuracy"),
+                "epoch": ckpt.get("epoch"),
+            },
             "calibration": calib_info,
             "heldout": heldout_info,
         },

@@ -23,13 +23,22 @@ from parcelguard.train.data import Split, load_images, load_splits, read_manifes
 log = logging.getLogger(__name__)
 
 
-def training_heldout(data: Path, classes: list[str], spec: InputSpec, tcfg: dict) -> tuple[dict[str, Split], dict]:
+def training_heldout(
+    data: Path, classes: list[str], spec: InputSpec, tcfg: dict
+) -> tuple[dict[str, Split], dict]:
     """The splits of the training dataset and the record of which one is held out."""
-    splits = load_splits(data, classes, spec, tcfg["val_fraction"], tcfg["test_fraction"], tcfg["seed"])
+    splits = load_splits(
+        data, classes, spec, tcfg["val_fraction"], tcfg["test_fraction"], tcfg["seed"]
+    )
     name = "test" if len(splits["test"].images) else "val"
     info = {
-        "source": "training split", "data": str(Path(data).resolve()), "split": name, "n": len(splits[name].images),
-        "val_fraction": tcfg["val_fraction"], "test_fraction": tcfg["test_fraction"], "seed": tcfg["seed"],
+        "source": "training split",
+        "data": str(Path(data).resolve()),
+        "split": name,
+        "n": len(splits[name].images),
+        "val_fraction": tcfg["val_fraction"],
+        "test_fraction": tcfg["test_fraction"],
+        "seed": tcfg["seed"],
     }
     return splits, info
 
@@ -39,7 +48,9 @@ def dataset_heldout(data: Path, classes: list[str], spec: InputSpec) -> Split:
     samples = read_manifest(data)
     unknown = sorted({s.label for s in samples} - set(classes))
     if unknown:
-        raise ParcelguardError(f"dataset {data} has labels {unknown} that the package does not know ({classes})")
+        raise ParcelguardError(
+            f"dataset {data} has labels {unknown} that the package does not know ({classes})"
+        )
     labels = np.asarray([classes.index(s.label) for s in samples], np.int64)
     return Split(samples, load_images(samples, spec), labels)
 
@@ -47,20 +58,31 @@ def dataset_heldout(data: Path, classes: list[str], spec: InputSpec) -> Split:
 def parity_set(data: Path, classes: list[str], spec: InputSpec) -> tuple[Split, dict]:
     """A dedicated held-out parity set (every row of ``data``) and its record for the manifest."""
     split = dataset_heldout(data, classes, spec)
-    info = {"source": "parity set", "data": str(Path(data).resolve()), "split": "all", "n": len(split.images)}
+    info = {
+        "source": "parity set",
+        "data": str(Path(data).resolve()),
+        "split": "all",
+        "n": len(split.images),
+    }
     return split, info
 
 
 def _recorded_heldout(man: Manifest, root: Path) -> Split:
     info = man.metrics.get("heldout")
     if not info:
-        raise ParcelguardError(f"model package {root} does not record its held-out set; pass --data DATASET.csv")
+        raise ParcelguardError(
+            f"model package {root} does not record its held-out set; pass --data DATASET.csv"
+        )
     data = Path(info["data"])
     if not data.is_file():
-        raise ParcelguardError(f"the held-out dataset {data} recorded in {root} is not here; pass --data DATASET.csv")
+        raise ParcelguardError(
+            f"the held-out dataset {data} recorded in {root} is not here; pass --data DATASET.csv"
+        )
     if info["split"] == "all":  # a dedicated parity set: every row is held out
         return dataset_heldout(data, man.classes, man.input)
-    splits = load_splits(data, man.classes, man.input, info["val_fraction"], info["test_fraction"], info["seed"])
+    splits = load_splits(
+        data, man.classes, man.input, info["val_fraction"], info["test_fraction"], info["seed"]
+    )
     return splits[info["split"]]
 
 
@@ -86,13 +108,22 @@ def record_gate(root: Path, manifest: Manifest, report: dict) -> None:
     manifest.status = "ok" if report["passed"] else "failed"
     write_manifest(root, manifest)
     (root / "parity.json").write_text(jsonio.dumps(report, indent=2) + "\n", encoding="utf-8")
-    log.info("parity gate %s on %d held-out images (reference %s)", "passed" if report["passed"] else "FAILED", report["n_heldout"], report["reference"])
+    log.info(
+        "parity gate %s on %d held-out images (reference %s)",
+        "passed" if report["passed"] else "FAILED",
+        report["n_heldout"],
+        report["reference"],
+    )
     log.debug("parity:\n%s", parity_table(report))
 
 
 def verify_package(
-    package: Path, budget: ParityBudget | None = None, data: Path | None = None,
-    checkpoint: Path | None = None, threads: int = 1, write: bool = True,
+    package: Path,
+    budget: ParityBudget | None = None,
+    data: Path | None = None,
+    checkpoint: Path | None = None,
+    threads: int = 1,
+    write: bool = True,
 ) -> dict:
     """Run the gate on ``package``; records the verdict when ``write``. Returns the report."""
     root = Path(package)
@@ -100,11 +131,20 @@ def verify_package(
     pkg = load_package(root, verify=True, allow_failed=True, allow_unsealed=True)
     man = pkg.manifest
     model = load_reference_model(checkpoint, man) if checkpoint is not None else None
-    heldout = dataset_heldout(Path(data), man.classes, man.input) if data is not None else _recorded_heldout(man, root)
+    heldout = (
+        dataset_heldout(Path(data), man.classes, man.input)
+        if data is not None
+        else _recorded_heldout(man, root)
+    )
     report = run_parity(root, heldout, budget or ParityBudget(), model=model, threads=threads)
     report["heldout_source"] = str(data) if data is not None else "recorded"
     report["heldout"] = (
-        {"source": "--data", "data": str(Path(data).resolve()), "split": "all", "n": len(heldout.images)}
+        {
+            "source": "--data",
+            "data": str(Path(data).resolve()),
+            "split": "all",
+            "n": len(heldout.images),
+        }
         if data is not None
         else {**man.metrics.get("heldout", {}), "n": len(heldout.images)}
     )

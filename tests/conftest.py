@@ -37,6 +37,16 @@ def tiny_run(tmp_path_factory) -> dict:
     # (99.5 % agreement = zero flips here) would make the fixture flaky. The default budgets are
     # exercised by `parcelguard demo` on a real model; the gate's failure path by test_export_gate.
     budget = ParityBudget(min_agreement=0.95, max_accuracy_drop=0.05, max_recall_drop_per_type=0.25)
-    ecfg = ExportConfig(checkpoint=checkpoint, out=root / "package", calibration_size=64, budget=budget)
+    ecfg = ExportConfig(
+        checkpoint=checkpoint, out=root / "package", calibration_size=64, budget=budget
+    )
     parity = export_package(ecfg)
-    return {"root": root, "crops": crops, "video": video, "train": summary, "parity": parity, "package": root / "package", "checkpoint": root / "train" / "best.pt"}
+    return {
+        "root": root,
+        "crops": crops,
+        "video": video,
+        "train": summary,
+        "parity": parity,
+        "package": root / "package",
+        "checkpoint": root / "train" / "best.pt",
+    }

@@ -14,8 +14,15 @@ from parcelguard.train.model import ModelConfig, PooledCNN
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, cfg_dict: dict, extra: dict) -> Path:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # NCHW on disk, whatever trained it
-    payload = {"format": "parcelguard-checkpoint-1", "state_dict": state, "config": cfg_dict, **extra}
+    state = {
+        k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+    }  # NCHW on disk, whatever trained it
+    payload = {
+        "format": "parcelguard-checkpoint-1",
+        "state_dict": state,
+        "config": cfg_dict,
+        **extra,
+    }
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
@@ -29,7 +36,9 @@ def load_checkpoint(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise ParcelguardError(f"checkpoint {path} could not be read ({str(exc).splitlines()[0]})") from None
+        raise ParcelguardError(
+            f"checkpoint {path} could not be read ({str(exc).splitlines()[0]})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "parcelguard-checkpoint-1":
         raise ParcelguardError(f"checkpoint {path} is not a parcelguard checkpoint")
     return ckpt

@@ -13,13 +13,23 @@ from pydantic import Field
 class ModelSettings(StrictModel):
     widths: list[int] = Field(default_factory=lambda: [16, 32, 64, 128], min_length=1)
     blocks: list[int] = Field(default_factory=lambda: [1, 1, 1, 1], min_length=1)
-    downsample: Literal["max", "avg", "blurmax", "blur", "strided"] | list[Literal["max", "avg", "blurmax", "blur", "strided"]] = "blurmax"
+    downsample: (
+        Literal["max", "avg", "blurmax", "blur", "strided"]
+        | list[Literal["max", "avg", "blurmax", "blur", "strided"]]
+    ) = "blurmax"
     dropout: float = Field(0.1, ge=0, lt=1)
-    global_pool: Literal["max", "avg"] = Field("max", description="global pooling before the head: max finds a defect anywhere; avg dilutes small ones")
+    global_pool: Literal["max", "avg"] = Field(
+        "max",
+        description="global pooling before the head: max finds a defect anywhere; avg dilutes small ones",
+    )
 
 
 class AugmentSettings(StrictModel):
-    shift_px: int = Field(12, ge=0, description="random translation, pixels at model input size (wider than the ±8 px the shift metric probes)")
+    shift_px: int = Field(
+        12,
+        ge=0,
+        description="random translation, pixels at model input size (wider than the ±8 px the shift metric probes)",
+    )
     rotate_deg: float = Field(4.0, ge=0)
     scale: float = Field(0.05, ge=0, lt=0.5)
     brightness: float = Field(0.2, ge=0, lt=1)
@@ -44,9 +54,19 @@ class TrainConfig(StrictModel):
     test_fraction: float = Field(0.15, ge=0, lt=1)
     seed: int = 0
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
-    deterministic: bool = Field(True, description="torch deterministic algorithms only: the same config, seed and machine give a bit-identical checkpoint")
+    deterministic: bool = Field(
+        True,
+        description="torch deterministic algorithms only: the same config, seed and machine give a bit-identical checkpoint",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    channels_last: bool = Field(True, description="NHWC activations: oneDNN/cuDNN run these convs and pools ~1.9x faster than NCHW on CPU")
+    channels_last: bool = Field(
+        True,
+        description="NHWC activations: oneDNN/cuDNN run these convs and pools ~1.9x faster than NCHW on CPU",
+    )
     resume: Path | None = None
-    threshold_rule: Literal["accuracy", "recall"] = Field("accuracy", description="how the stored threshold is chosen on val")
-    target_recall: float = Field(0.99, gt=0, le=1, description="threshold_rule=recall: keep val damaged recall >= this")
+    threshold_rule: Literal["accuracy", "recall"] = Field(
+        "accuracy", description="how the stored threshold is chosen on val"
+    )
+    target_recall: float = Field(
+        0.99, gt=0, le=1, description="threshold_rule=recall: keep val damaged recall >= this"
+    )

@@ -84,7 +84,14 @@ class Split:
     labels: np.ndarray  # int64 class indices
 
 
-def load_splits(manifest: Path, classes: list[str], spec: InputSpec, val_fraction: float, test_fraction: float, seed: int) -> dict[str, Split]:
+def load_splits(
+    manifest: Path,
+    classes: list[str],
+    spec: InputSpec,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> dict[str, Split]:
     samples = read_manifest(manifest)
     unknown = sorted({s.label for s in samples} - set(classes))
     if unknown:
@@ -93,16 +100,29 @@ def load_splits(manifest: Path, classes: list[str], spec: InputSpec, val_fractio
     # An ingested dataset fixes its split in a ``split`` column (parcelguard data ingest-*): use it.
     from_column = all(s.extra.get("split") in groups for s in samples)
     if from_column:
-        log.info("dataset %s: using its split column (val/test fractions of the config ignored)", manifest)
+        log.info(
+            "dataset %s: using its split column (val/test fractions of the config ignored)",
+            manifest,
+        )
     where: dict[str, str] = {}
     for s in samples:
-        name = s.extra["split"] if from_column else split_of(s.package_id, val_fraction, test_fraction, seed)
+        name = (
+            s.extra["split"]
+            if from_column
+            else split_of(s.package_id, val_fraction, test_fraction, seed)
+        )
         if where.setdefault(s.package_id, name) != name:
-            raise ParcelguardError(f"dataset {manifest}: package {s.package_id} is in both the {where[s.package_id]} and {name} splits")
+            raise ParcelguardError(
+                f"dataset {manifest}: package {s.package_id} is in both the {where[s.package_id]} and {name} splits"
+            )
         groups[name].append(s)
     out = {}
     for name, group in groups.items():
-        images = load_images(group, spec) if group else np.empty((0, spec.height, spec.width, 3), np.uint8)
+        images = (
+            load_images(group, spec)
+            if group
+            else np.empty((0, spec.height, spec.width, 3), np.uint8)
+        )
         labels = np.asarray([classes.index(s.label) for s in group], np.int64)
         out[name] = Split(group, images, labels)
         log.info("split %s: %d images", name, len(group))

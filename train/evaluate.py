@@ -27,21 +27,6 @@ from parcelguard.train.metrics import (
 log = logging.getLogger(__name__)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def _scorer(ckpt: dict, package: Path | None, backend: str, threads: int):
     """(score_fn over uint8 NHWC batches, threshold, description, closer)."""
     from parcelguard.train.checkpoint import model_from_checkpoint
@@ -63,14 +48,34 @@ def _scorer(ckpt: dict, package: Path | None, backend: str, threads: int):
 
     pkg = load_package(package, allow_failed=True)  # diagnosing a failed package is allowed here
     if pkg.manifest.status != "ok":
-        log.warning("package %s is marked %r (parity gate); evaluating it anyway", package, pkg.manifest.status)
+        log.warning(
+            "package %s is marked %r (parity gate); evaluating it anyway",
+            package,
+            pkg.manifest.status,
+        )
     be = open_backend(pkg, backend, threads)
-    return be.infer, float(pkg.manifest.threshold), f"package {package} via the {backend} backend", be.close
+    return (
+        be.infer,
+        float(pkg.manifest.threshold),
+        f"package {package} via the {backend} backend",
+        be.close,
+    )
 
 
-def evaluate(checkpoint: Path, data: Path | None = None, split: str = "test", package: Path | None = None,
-             out: Path | None = None, target_recall: float = 0.99, shift_px: int = 8, shift_step: int = 1,
-             shift_images: int = 200, backend: str = "litert", threads: int = 1, plots: bool = True) -> dict:
+def evaluate(
+    checkpoint: Path,
+    data: Path | None = None,
+    split: str = "test",
+    package: Path | None = None,
+    out: Path | None = None,
+    target_recall: float = 0.99,
+    shift_px: int = 8,
+    shift_step: int = 1,
+    shift_images: int = 200,
+    backend: str = "litert",
+    threads: int = 1,
+    plots: bool = True,
+) -> dict:
     """Evaluate on ``split``; writes report.json (+ plots and report.html) to ``out``; returns the report."""
     from parcelguard.device.contract.preprocess import InputSpec
     from parcelguard.train import shift as shift_mod
@@ -79,7 +84,14 @@ def evaluate(checkpoint: Path, data: Path | None = None, split: str = "test", pa
 
     ckpt = load_checkpoint(checkpoint)
     spec, tcfg = InputSpec.model_validate(ckpt["input"]), ckpt["config"]
-    splits = load_splits(Path(data or tcfg["data"]), ckpt["classes"], spec, tcfg["val_fraction"], tcfg["test_fraction"], tcfg["seed"])
+    splits = load_splits(
+        Path(data or tcfg["data"]),
+        ckpt["classes"],
+        spec,
+        tcfg["val_fraction"],
+        tcfg["test_fraction"],
+        tcfg["seed"],
+    )
     if split not in splits or not len(splits[split].images):
         raise _error(f"split {split!r} of the dataset is empty")
     score_fn, threshold, source, close = _scorer(ckpt, package, backend, threads)
@@ -88,25 +100,45 @@ def evaluate(checkpoint: Path, data: Path | None = None, split: str = "test", pa
         ev = splits[split]
         scores, is_pos = _batched(score_fn, ev.images), ev.labels == pos
         report = _verdict_report(ev, scores, is_pos, threshold)
-        report.update(source=source, checkpoint=str(checkpoint), split=split, input=spec.model_dump(), model=_model_info(ckpt))
-        report["operating_point"] = _operating_point(score_fn, splits, split, pos, scores, is_pos, target_recall)
+        report.update(
+            source=source,
+            checkpoint=str(checkpoint),
+            split=split,
+            input=spec.model_dump(),
+            model=_model_info(ckpt),
+        )
+        report["operating_point"] = _operating_point(
+            score_fn, splits, split, pos, scores, is_pos, target_recall
+        )
         subset = _shift_subset(ev, shift_images)
         sources = shift_mod.read_sources([ev.samples[i].file for i in subset])
-        report["shift"] = shift_mod.shift_robustness(score_fn, sources, spec, threshold, shift_px, shift_step)
+        report["shift"] = shift_mod.shift_robustness(
+            score_fn, sources, spec, threshold, shift_px, shift_step
+        )
     finally:
         close()
-    out = Path(out) if out else Path(checkpoint).parent / f"eval-{split}{'-' + backend if package else ''}"
+    out = (
+        Path(out)
+        if out
+        else Path(checkpoint).parent / f"eval-{split}{'-' + backend if package else ''}"
+    )
     _write(report, scores, is_pos, out, plots)
     return report
 
 
 def _batched(score_fn, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    return np.concatenate([np.asarray(score_fn(images[i : i + batch]), np.float32) for i in range(0, len(images), batch)])
+    return np.concatenate(
+        [
+            np.asarray(score_fn(images[i : i + batch]), np.float32)
+            for i in range(0, len(images), batch)
+        ]
+    )
 
 
 def _verdict_report(ev, scores: np.ndarray, is_pos: np.ndarray, threshold: float) -> dict:
     return {
-        "n": len(scores), "n_damaged": int(is_pos.sum()),
+        "n": len(scores),
+        "n_damaged": int(is_pos.sum()),
         "at_threshold": binary_metrics(scores, is_pos, threshold),
         "at_0.5": binary_metrics(scores, is_pos, 0.5),
         "roc_auc": roc_auc(scores, is_pos),
@@ -114,7 +146,9 @@ def _verdict_report(ev, scores: np.ndarray, is_pos: np.ndarray, threshold: float
     }
 
 
-def _operating_point(score_fn, splits: dict, split: str, pos: int, scores, is_pos, target: float) -> dict:
+def _operating_point(
+    score_fn, splits: dict, split: str, pos: int, scores, is_pos, target: float
+) -> dict:
     """Threshold for ``target`` recall chosen on val (or on this split when it is val) and its cost here."""
     val = splits["val"]
     chosen_on = "val" if len(val.images) and split != "val" else split
@@ -124,9 +158,14 @@ def _operating_point(score_fn, splits: dict, split: str, pos: int, scores, is_po
     else:
         pick = threshold_for_recall(scores, is_pos, target)
     here = binary_metrics(scores, is_pos, pick["threshold"])
-    return {"target_recall": target, "chosen_on": chosen_on, "threshold": pick["threshold"],
-            f"{split}_recall": here["recall"], f"{split}_precision": here["precision"],
-            f"{split}_false_positive_rate": here["false_positive_rate"]}
+    return {
+        "target_recall": target,
+        "chosen_on": chosen_on,
+        "threshold": pick["threshold"],
+        f"{split}_recall": here["recall"],
+        f"{split}_precision": here["precision"],
+        f"{split}_false_positive_rate": here["false_positive_rate"],
+    }
 
 
 def _shift_subset(ev, limit: int) -> list[int]:
@@ -138,14 +177,21 @@ def _shift_subset(ev, limit: int) -> list[int]:
 
 
 def _model_info(ckpt: dict) -> dict:
-    return {"config": ckpt["config"]["model"], **ckpt.get("model_info", {}), "threshold": ckpt.get("threshold", 0.5),
-            "best_val_accuracy": ckpt.get("best_val_accuracy"), "epoch": ckpt.get("epoch")}
+    return {
+        "config": ckpt["config"]["model"],
+        **ckpt.get("model_info", {}),
+        "threshold": ckpt.get("threshold", 0.5),
+        "best_val_accuracy": ckpt.get("best_val_accuracy"),
+        "epoch": ckpt.get("epoch"),
+    }
 
 
 def _write(report: dict, scores: np.ndarray, is_pos: np.ndarray, out: Path, plots: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     report["curves"] = curves(scores, is_pos)
-    (out / "report.json").write_text(jsonio.dumps(report, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(
+        jsonio.dumps(report, indent=2, default=_json_default) + "\n", encoding="utf-8"
+    )
     if plots:
         from parcelguard.train.report import write_html, write_plots
 

@@ -20,8 +20,13 @@ def binary_metrics(scores: np.ndarray, is_pos: np.ndarray, threshold: float) -> 
     rec = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * prec * rec / (prec + rec) if tp else 0.0
     return {
-        "threshold": float(threshold), "n": tp + fp + fn + tn, "accuracy": (tp + tn) / n,
-        "precision": prec, "recall": rec, "f1": f1, "false_positive_rate": fp / (fp + tn) if fp + tn else float("nan"),
+        "threshold": float(threshold),
+        "n": tp + fp + fn + tn,
+        "accuracy": (tp + tn) / n,
+        "precision": prec,
+        "recall": rec,
+        "f1": f1,
+        "false_positive_rate": fp / (fp + tn) if fp + tn else float("nan"),
         "confusion": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
     }
 
@@ -50,8 +55,13 @@ def curves(scores: np.ndarray, is_pos: np.ndarray) -> dict:
     tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
     n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
     precision = tp / np.maximum(tp + fp, 1)
-    return {"thresholds": s[last].tolist(), "fpr": np.r_[0, fp / n_neg].tolist(), "tpr": np.r_[0, tp / n_pos].tolist(),
-            "recall": (tp / n_pos).tolist(), "precision": precision.tolist()}
+    return {
+        "thresholds": s[last].tolist(),
+        "fpr": np.r_[0, fp / n_neg].tolist(),
+        "tpr": np.r_[0, tp / n_pos].tolist(),
+        "recall": (tp / n_pos).tolist(),
+        "precision": precision.tolist(),
+    }
 
 
 def threshold_for_recall(scores: np.ndarray, is_pos: np.ndarray, target: float = 0.99) -> dict:
@@ -89,13 +99,22 @@ def threshold_for_accuracy(scores: np.ndarray, is_pos: np.ndarray, one_se: bool 
     best = np.flatnonzero(acc >= top - se - 1e-12)
     i = best[np.argmin(np.abs(cands[best] - 0.5))]
     thr = float(cands[i])
-    return {"threshold": thr, "accuracy": float(acc[i]) if n else float("nan"), "best_accuracy": top if n else float("nan"),
-            "standard_error": se, **_pr_at(s, y, thr)}
+    return {
+        "threshold": thr,
+        "accuracy": float(acc[i]) if n else float("nan"),
+        "best_accuracy": top if n else float("nan"),
+        "standard_error": se,
+        **_pr_at(s, y, thr),
+    }
 
 
 def _pr_at(s: np.ndarray, y: np.ndarray, thr: float) -> dict:
     m = binary_metrics(s, y, thr)
-    return {"precision": m["precision"], "recall": m["recall"], "false_positive_rate": m["false_positive_rate"]}
+    return {
+        "precision": m["precision"],
+        "recall": m["recall"],
+        "false_positive_rate": m["false_positive_rate"],
+    }
 
 
 def group_recall(samples: list, scores: np.ndarray, threshold: float) -> dict:
@@ -108,12 +127,13 @@ def group_recall(samples: list, scores: np.ndarray, threshold: float) -> dict:
             continue
         by_type.setdefault(s.damage_type, []).append(bool(f))
         i = int(np.searchsorted(SEVERITY_BINS, s.severity, side="right")) - 1
-        lo, hi = SEVERITY_BINS[max(i, 0)], min(SEVERITY_BINS[min(i + 1, len(SEVERITY_BINS) - 1)], 1.0)
+        lo, hi = (
+            SEVERITY_BINS[max(i, 0)],
+            min(SEVERITY_BINS[min(i + 1, len(SEVERITY_BINS) - 1)], 1.0),
+        )
         by_sev.setdefault(f"{lo:.2f}-{hi:.2f}", []).append(bool(f))
 
     def table(d: dict) -> dict:
         return {k: {"n": len(v), "recall": float(np.mean(v))} for k, v in sorted(d.items())}
 
     return {"per_damage_type": table(by_type), "per_severity": table(by_sev)}
-
-

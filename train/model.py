@@ -47,7 +47,9 @@ class ModelConfig:
             if d not in DOWNSAMPLE_CHOICES:
                 raise ValueError(f"model.downsample {d!r} is not one of {DOWNSAMPLE_CHOICES}")
         if self.global_pool not in GLOBAL_POOL_CHOICES:
-            raise ValueError(f"model.global_pool {self.global_pool!r} is not one of {GLOBAL_POOL_CHOICES}")
+            raise ValueError(
+                f"model.global_pool {self.global_pool!r} is not one of {GLOBAL_POOL_CHOICES}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +68,9 @@ class BlurPool(nn.Module):
         self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.conv2d(x, self.weight, stride=self.stride, padding=1, groups=self.channels)
+        return nn.functional.conv2d(
+            x, self.weight, stride=self.stride, padding=1, groups=self.channels
+        )
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

@@ -35,13 +35,22 @@ def plot_roc_pr(report: dict, out: Path) -> list[Path]:
     plt, c = _plt(), report["curves"]
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot(c["fpr"], c["tpr"])
-    ax.set(xlabel="false positive rate", ylabel="damaged recall", title=f"ROC (AUC {report['roc_auc']:.4f})")
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="damaged recall",
+        title=f"ROC (AUC {report['roc_auc']:.4f})",
+    )
     roc = _save(fig, out / "roc.png")
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot(c["recall"], c["precision"])
     op = report["operating_point"]
     split = report["split"]
-    ax.scatter([op[f"{split}_recall"]], [op[f"{split}_precision"]], color="red", label=f"thr {op['threshold']:.3f}")
+    ax.scatter(
+        [op[f"{split}_recall"]],
+        [op[f"{split}_precision"]],
+        color="red",
+        label=f"thr {op['threshold']:.3f}",
+    )
     ax.set(xlabel="damaged recall", ylabel="precision", title="precision-recall", ylim=(0, 1.02))
     ax.legend(loc="lower left")
     return [roc, _save(fig, out / "pr.png")]
@@ -54,8 +63,15 @@ def plot_confusion(report: dict, out: Path) -> Path:
     ax.imshow(m, cmap="Blues")
     for (i, j), v in np.ndenumerate(m):
         ax.text(j, i, str(v), ha="center", va="center", color="black")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["ok", "damaged"], yticklabels=["ok", "damaged"],
-           xlabel="predicted", ylabel="true", title=f"confusion @ {report['at_threshold']['threshold']:.3f}")
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["ok", "damaged"],
+        yticklabels=["ok", "damaged"],
+        xlabel="predicted",
+        ylabel="true",
+        title=f"confusion @ {report['at_threshold']['threshold']:.3f}",
+    )
     return _save(fig, out / "confusion.png")
 
 
@@ -79,7 +95,11 @@ def plot_shift(report: dict, out: Path) -> Path:
     for (dx, dy), v in zip(offs, sh["flip_rate_per_offset"], strict=True):
         grid[np.searchsorted(axis, dy), np.searchsorted(axis, dx)] = v
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    im = ax.imshow(grid * 100, extent=(axis[0] - 0.5, axis[-1] + 0.5, axis[-1] + 0.5, axis[0] - 0.5), cmap="magma")
+    im = ax.imshow(
+        grid * 100,
+        extent=(axis[0] - 0.5, axis[-1] + 0.5, axis[-1] + 0.5, axis[0] - 0.5),
+        cmap="magma",
+    )
     fig.colorbar(im, ax=ax, label="% verdicts flipped vs unshifted")
     ax.set(xlabel="dx (input px)", ylabel="dy (input px)", title="flip rate per crop shift")
     return _save(fig, out / "shift_flips.png")
@@ -88,7 +108,10 @@ def plot_shift(report: dict, out: Path) -> Path:
 def plot_groups(report: dict, out: Path) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    for ax, key, title in ((axes[0], "per_damage_type", "recall per damage type"), (axes[1], "per_severity", "recall per severity")):
+    for ax, key, title in (
+        (axes[0], "per_damage_type", "recall per damage type"),
+        (axes[1], "per_severity", "recall per severity"),
+    ):
         names = list(report[key])
         ax.bar(range(len(names)), [report[key][n]["recall"] for n in names])
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
@@ -97,7 +120,11 @@ def plot_groups(report: dict, out: Path) -> Path:
 
 
 def write_plots(report: dict, scores: np.ndarray, is_pos: np.ndarray, out: Path) -> list[Path]:
-    paths = [*plot_roc_pr(report, out), plot_confusion(report, out), plot_scores(report, scores, is_pos, out)]
+    paths = [
+        *plot_roc_pr(report, out),
+        plot_confusion(report, out),
+        plot_scores(report, scores, is_pos, out),
+    ]
     if report.get("per_damage_type"):
         paths.append(plot_groups(report, out))
     if report.get("shift", {}).get("n_images"):
@@ -106,7 +133,9 @@ def write_plots(report: dict, scores: np.ndarray, is_pos: np.ndarray, out: Path)
 
 
 def _table(rows: list[tuple[str, object]]) -> str:
-    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows)
+    cells = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows
+    )
     return f"<table>{cells}</table>"
 
 
@@ -120,12 +149,27 @@ def _summary_rows(r: dict) -> list[tuple[str, object]]:
     t, op, sh, split = r["at_threshold"], r["operating_point"], r["shift"], r["split"]
     j = sh["score_jitter"]
     return [
-        ("scored by", r["source"]), ("split", f"{split} ({r['n']} crops, {r['n_damaged']} damaged)"),
-        ("model", f"{r['model'].get('params', '?'):,} params, {r['model'].get('macs', 0) / 1e6:.1f} M MACs"),
-        ("threshold (stored)", t["threshold"]), ("accuracy", t["accuracy"]), ("precision", t["precision"]),
-        ("damaged recall", t["recall"]), ("F1", t["f1"]), ("ROC-AUC", r["roc_auc"]), ("accuracy @ 0.5", r["at_0.5"]["accuracy"]),
-        (f"threshold for recall >= {op['target_recall']} (chosen on {op['chosen_on']})", op["threshold"]),
-        (f"  {split} recall / precision there", f"{op[f'{split}_recall']:.4f} / {op[f'{split}_precision']:.4f}"),
+        ("scored by", r["source"]),
+        ("split", f"{split} ({r['n']} crops, {r['n_damaged']} damaged)"),
+        (
+            "model",
+            f"{r['model'].get('params', '?'):,} params, {r['model'].get('macs', 0) / 1e6:.1f} M MACs",
+        ),
+        ("threshold (stored)", t["threshold"]),
+        ("accuracy", t["accuracy"]),
+        ("precision", t["precision"]),
+        ("damaged recall", t["recall"]),
+        ("F1", t["f1"]),
+        ("ROC-AUC", r["roc_auc"]),
+        ("accuracy @ 0.5", r["at_0.5"]["accuracy"]),
+        (
+            f"threshold for recall >= {op['target_recall']} (chosen on {op['chosen_on']})",
+            op["threshold"],
+        ),
+        (
+            f"  {split} recall / precision there",
+            f"{op[f'{split}_recall']:.4f} / {op[f'{split}_precision']:.4f}",
+        ),
         (f"shift consistency ±{sh['radius_px']} px ({sh['n_images']} crops)", sh["consistency"]),
         ("worst-case flip rate over the grid", sh["worst_case_flip_rate"]),
         ("score jitter (mean / p95 std)", f"{j['mean_std']:.4f} / {j['p95_std']:.4f}"),
@@ -134,9 +178,14 @@ def _summary_rows(r: dict) -> list[tuple[str, object]]:
 
 def write_html(report: dict, pngs: list[Path], path: Path) -> Path:
     imgs = "".join(
-        f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in pngs
+        f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        for p in pngs
     )
-    groups = [(f"{k} (n={v['n']})", v["recall"]) for key in ("per_damage_type", "per_severity") for k, v in report.get(key, {}).items()]
+    groups = [
+        (f"{k} (n={v['n']})", v["recall"])
+        for key in ("per_damage_type", "per_severity")
+        for k, v in report.get(key, {}).items()
+    ]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>parcelguard evaluation</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;margin:1em 0}}
 th,td{{border:1px solid #ccc;padding:3px 8px;text-align:left}}img{{margin:4px;border:1px solid #eee}}</style></head>

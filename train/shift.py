@@ -38,7 +38,9 @@ def offsets_grid(radius: int, step: int = 1) -> np.ndarray:
     """All (dx, dy) with components in ``range(-radius, radius + 1, step)``; always holds (0, 0)."""
     if radius < 0 or step < 1:
         raise ValueError("radius must be >= 0 and step >= 1")
-    axis = np.unique(np.concatenate([np.arange(0, radius + 1, step), -np.arange(0, radius + 1, step)]))
+    axis = np.unique(
+        np.concatenate([np.arange(0, radius + 1, step), -np.arange(0, radius + 1, step)])
+    )
     dx, dy = np.meshgrid(axis, axis)
     return np.stack([dx.ravel(), dy.ravel()], 1).astype(np.int64)
 
@@ -65,7 +67,9 @@ def shifted_views(src_bgr: np.ndarray, spec: InputSpec, offsets_in: np.ndarray) 
     return out
 
 
-def grid_scores(score_fn: ScoreFn, sources: list[np.ndarray], spec: InputSpec, offsets_in: np.ndarray) -> np.ndarray:
+def grid_scores(
+    score_fn: ScoreFn, sources: list[np.ndarray], spec: InputSpec, offsets_in: np.ndarray
+) -> np.ndarray:
     """Scores (N images, G offsets), one image's grid at a time (bounded memory)."""
     out = np.empty((len(sources), len(offsets_in)), np.float32)
     for i, src in enumerate(sources):
@@ -105,23 +109,40 @@ def flip_rate_per_offset(verdicts: np.ndarray, center: int) -> np.ndarray:
 
 def score_jitter(scores: np.ndarray) -> dict:
     std = scores.std(axis=1) if len(scores) else np.zeros(1)
-    return {"mean_std": float(std.mean()), "p95_std": float(np.percentile(std, 95)), "max_std": float(std.max())}
+    return {
+        "mean_std": float(std.mean()),
+        "p95_std": float(np.percentile(std, 95)),
+        "max_std": float(std.max()),
+    }
 
 
-def shift_robustness(score_fn: ScoreFn, sources: list[np.ndarray], spec: InputSpec, threshold: float,
-                     radius: int = 8, step: int = 1, pairs: int = 10, seed: int = 0) -> dict:
+def shift_robustness(
+    score_fn: ScoreFn,
+    sources: list[np.ndarray],
+    spec: InputSpec,
+    threshold: float,
+    radius: int = 8,
+    step: int = 1,
+    pairs: int = 10,
+    seed: int = 0,
+) -> dict:
     """All shift metrics for ``sources`` (BGR source crops) at ``threshold``."""
     offs = offsets_grid(radius, step)
     scores = grid_scores(score_fn, sources, spec, offs)
     verdicts = scores >= threshold
     c = center_index(offs)
     return {
-        "radius_px": radius, "step_px": step, "n_images": len(sources), "n_offsets": len(offs),
-        "pairs_per_image": pairs, "threshold": float(threshold),
+        "radius_px": radius,
+        "step_px": step,
+        "n_images": len(sources),
+        "n_offsets": len(offs),
+        "pairs_per_image": pairs,
+        "threshold": float(threshold),
         "consistency": consistency(verdicts, pairs, seed),
         "worst_case_flip_rate": worst_case_flip_rate(verdicts, c),
         "score_jitter": score_jitter(scores),
-        "offsets": offs.tolist(), "flip_rate_per_offset": flip_rate_per_offset(verdicts, c).tolist(),
+        "offsets": offs.tolist(),
+        "flip_rate_per_offset": flip_rate_per_offset(verdicts, c).tolist(),
     }
 
 

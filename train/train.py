@@ -63,12 +63,6 @@ def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-
-
-
-
-
-
 def build_model(cfg: TrainConfig) -> PooledCNN:
     m = cfg.model
     return PooledCNN(

@@ -22,8 +22,14 @@ def make(policy: str = "reject_all", **acfg):
     clock = Clock()
     reject, stop = RecordingOutput("reject", clock), RecordingOutput("stop", clock)
     alarms: list[tuple[str, float, dict]] = []
-    act = Actuator(ActuatorConfig(**acfg), FailsafeConfig(policy=policy), reject, stop,
-                   on_alarm=lambda n, t, i: alarms.append((n, t, i)), clock=clock)
+    act = Actuator(
+        ActuatorConfig(**acfg),
+        FailsafeConfig(policy=policy),
+        reject,
+        stop,
+        on_alarm=lambda n, t, i: alarms.append((n, t, i)),
+        clock=clock,
+    )
     return act, clock, reject, stop, alarms
 
 
@@ -32,7 +38,9 @@ def advance(act: Actuator, clock: Clock, until: float, step: float = 0.001) -> N
     act.run_due(clock.t)
     while clock.t < until:
         nxt = act.next_due()
-        clock.t = min(until, nxt) if nxt is not None and nxt > clock.t else min(until, clock.t + step)
+        clock.t = (
+            min(until, nxt) if nxt is not None and nxt > clock.t else min(until, clock.t + step)
+        )
         act.run_due(clock.t)
 
 
@@ -62,8 +70,12 @@ def test_late_decision_raises_alarm_and_does_not_fire():
     assert not act.decide("damaged", deadline=100.9, package=7)
     advance(act, clock, 102.0)
     assert reject.changes == [] and act.late == 1
-    (name, t, info), = alarms
-    assert name == "late_decision" and info["package_seq"] == 7 and info["late_ms"] == pytest.approx(100.0)
+    ((name, t, info),) = alarms
+    assert (
+        name == "late_decision"
+        and info["package_seq"] == 7
+        and info["late_ms"] == pytest.approx(100.0)
+    )
 
 
 def test_within_tolerance_still_fires():

@@ -81,7 +81,9 @@ def test_black_and_repeated_frames_are_never_yielded():
     good = numbered(6)
     seq = [good[0], np.zeros_like(good[0]), good[1], good[1].copy(), good[2]]
     caps = iter([FakeCapture(seq)])
-    src = LiveSource(lambda: next(caps, None), CaptureConfig(max_reconnects=0, backoff_initial_s=0.01))
+    src = LiveSource(
+        lambda: next(caps, None), CaptureConfig(max_reconnects=0, backoff_initial_s=0.01)
+    )
     got = []
     with pytest.raises(ParcelguardError, match="could not be reopened"):
         for f, _ in src:
@@ -103,7 +105,9 @@ def test_reconnect_yields_no_invented_frames_and_reports_down_time():
         if got[-1] == 59:
             break
     src.stop()
-    assert got == sorted(set(got)), "frames must be strictly new: no repeats while the camera was gone"
+    assert got == sorted(set(got)), (
+        "frames must be strictly new: no repeats while the camera was gone"
+    )
     assert got[-1] == 59 and src.stats.reconnects == 1
     assert cam.opens == 5  # first open, 3 failed opens, the reopen
     assert src.stats.last_reconnect_s is not None and src.stats.last_reconnect_s > 0
@@ -112,8 +116,12 @@ def test_reconnect_yields_no_invented_frames_and_reports_down_time():
 
 
 def test_restart_cap_gives_up_with_one_sentence():
-    src = LiveSource(lambda: None, CaptureConfig(max_reconnects=2, backoff_initial_s=0.01), name="/dev/video9")
-    with pytest.raises(ParcelguardError, match=r"camera /dev/video9 could not be reopened after 3 attempts"):
+    src = LiveSource(
+        lambda: None, CaptureConfig(max_reconnects=2, backoff_initial_s=0.01), name="/dev/video9"
+    )
+    with pytest.raises(
+        ParcelguardError, match=r"camera /dev/video9 could not be reopened after 3 attempts"
+    ):
         list(src)
     assert src.stats.state == "failed" and src.camera_down()
 
@@ -134,7 +142,11 @@ def test_openers_pass_buffer_size_and_ffmpeg_timeouts(monkeypatch):
     assert calls[0][1] == 0 and ("set", cv2.CAP_PROP_BUFFERSIZE, 1) in calls
     calls.clear()
     monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
-    live_open_fn(SourceConfig(kind="rtsp", uri="rtsp://127.0.0.1:8554/cam"), CaptureConfig(open_timeout_ms=1500), opener)()
+    live_open_fn(
+        SourceConfig(kind="rtsp", uri="rtsp://127.0.0.1:8554/cam"),
+        CaptureConfig(open_timeout_ms=1500),
+        opener,
+    )()
     _, uri, api, params = calls[0]
     assert api == cv2.CAP_FFMPEG and params[:2] == [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 1500]
     assert cv2.CAP_PROP_READ_TIMEOUT_MSEC in params
@@ -142,13 +154,17 @@ def test_openers_pass_buffer_size_and_ffmpeg_timeouts(monkeypatch):
 
     assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "rtsp_transport;tcp"
     with pytest.raises(ParcelguardError, match="appsink"):
-        live_open_fn(SourceConfig(kind="gstreamer", uri="v4l2src ! videoconvert"), CaptureConfig(), opener)
+        live_open_fn(
+            SourceConfig(kind="gstreamer", uri="v4l2src ! videoconvert"), CaptureConfig(), opener
+        )
     with pytest.raises(ParcelguardError, match="not an rtsp"):
         live_open_fn(SourceConfig(kind="rtsp", uri="/dev/video0"), CaptureConfig(), opener)
 
 
 def test_truncated_file_ends_cleanly_and_is_counted(tmp_path):
-    frames = [np.random.default_rng(i).integers(0, 255, (120, 160, 3), dtype=np.uint8) for i in range(60)]
+    frames = [
+        np.random.default_rng(i).integers(0, 255, (120, 160, 3), dtype=np.uint8) for i in range(60)
+    ]
     path = write_avi(tmp_path / "clip.avi", frames)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -159,7 +175,9 @@ def test_truncated_file_ends_cleanly_and_is_counted(tmp_path):
 
 
 def start_mjpeg(port: int) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-c", MJPEG_SERVER, str(port), "30"], stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", MJPEG_SERVER, str(port), "30"], stdout=subprocess.PIPE, text=True
+    )
     assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     return p
 
@@ -167,8 +185,16 @@ def start_mjpeg(port: int) -> subprocess.Popen:
 def test_real_mjpeg_stream_over_loopback_reconnects(tmp_path):
     port = free_port()
     server = start_mjpeg(port)
-    cfg = make_config(tmp_path, source={"kind": "http", "uri": f"http://127.0.0.1:{port}/stream.mjpg"},
-                      capture={"backoff_initial_s": 0.05, "backoff_max_s": 0.4, "open_timeout_ms": 1000, "read_timeout_ms": 1000})
+    cfg = make_config(
+        tmp_path,
+        source={"kind": "http", "uri": f"http://127.0.0.1:{port}/stream.mjpg"},
+        capture={
+            "backoff_initial_s": 0.05,
+            "backoff_max_s": 0.4,
+            "open_timeout_ms": 1000,
+            "read_timeout_ms": 1000,
+        },
+    )
     src = make_source(cfg)
     assert isinstance(src, LiveSource)
     seen: list[float] = []
@@ -185,10 +211,14 @@ def test_real_mjpeg_stream_over_loopback_reconnects(tmp_path):
         assert len(seen) - n_down <= 1, "frames were yielded while the camera was down"
         server = start_mjpeg(port)
         restarted = time.monotonic()
-        assert wait_for(lambda: src.stats.reconnects == 1 and len(seen) > n_down + 5, 15), "no reconnect"
+        assert wait_for(lambda: src.stats.reconnects == 1 and len(seen) > n_down + 5, 15), (
+            "no reconnect"
+        )
         back = min(t for t in seen if t > restarted)
-        print(f"\nMJPEG reconnect: outage {src.stats.last_reconnect_s:.3f} s (server down {restarted - killed:.3f} s), "
-              f"first frame {back - restarted:.3f} s after the server restarted; down total {src.down_seconds():.3f} s")
+        print(
+            f"\nMJPEG reconnect: outage {src.stats.last_reconnect_s:.3f} s (server down {restarted - killed:.3f} s), "
+            f"first frame {back - restarted:.3f} s after the server restarted; down total {src.down_seconds():.3f} s"
+        )
         assert src.stats.last_reconnect_s > 0 and not src.camera_down()
         assert np.all(np.diff(seen) > 0)
     finally:

@@ -26,8 +26,13 @@ def test_valid_config_with_creatable_events_dir_passes(tmp_path):
 
 @pytest.mark.parametrize(
     "where,needle",
-    [("file", "not a folder"), ("/dev/null", "pseudo file system"), ("/proc/1", "pseudo file system"),
-     ("under_file", "is not a folder"), ("/proc/1/new", "pseudo file system")],
+    [
+        ("file", "not a folder"),
+        ("/dev/null", "pseudo file system"),
+        ("/proc/1", "pseudo file system"),
+        ("under_file", "is not a folder"),
+        ("/proc/1/new", "pseudo file system"),
+    ],
     ids=["a_file", "dev_null", "proc_1", "under_a_file", "under_proc"],
 )
 def test_events_dir_that_run_cannot_use_is_refused(tmp_path, where, needle):
@@ -48,9 +53,16 @@ def test_events_dir_without_write_permission_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "roi,extra,needle",
-    [("[-5, 0, 100, 100]", "", "x, y >= 0"), ("[0, 0, 0, 100]", "", "w, h > 0"),
-     ("[0, 0, 100, -1]", "", "w, h > 0"),
-     ("[600, 0, 100, 100]", "capture:\n  width: 640\n  height: 480\n", "outside the 640x480 frame")],
+    [
+        ("[-5, 0, 100, 100]", "", "x, y >= 0"),
+        ("[0, 0, 0, 100]", "", "w, h > 0"),
+        ("[0, 0, 100, -1]", "", "w, h > 0"),
+        (
+            "[600, 0, 100, 100]",
+            "capture:\n  width: 640\n  height: 480\n",
+            "outside the 640x480 frame",
+        ),
+    ],
     ids=["negative", "zero_width", "negative_height", "off_frame"],
 )
 def test_bad_roi_is_refused(tmp_path, roi, extra, needle):
@@ -60,12 +72,14 @@ def test_bad_roi_is_refused(tmp_path, roi, extra, needle):
 
 @pytest.mark.parametrize(
     "text,needle",
-    [("belt:\n  camera_to_gate_m: 1e308\n", "camera_to_gate_m"),
-     ("belt:\n  camera_to_gate_m: .inf\n", "camera_to_gate_m"),
-     ("belt:\n  speed_mps: .nan\n", "speed_mps"),
-     ("belt:\n  speed_mps: 1.0e-9\n", "from camera to gate"),
-     ("fusion:\n  threshold: .nan\n", "fusion.threshold"),
-     ("events:\n  snapshots:\n    max_mb: .inf\n", "max_mb")],
+    [
+        ("belt:\n  camera_to_gate_m: 1e308\n", "camera_to_gate_m"),
+        ("belt:\n  camera_to_gate_m: .inf\n", "camera_to_gate_m"),
+        ("belt:\n  speed_mps: .nan\n", "speed_mps"),
+        ("belt:\n  speed_mps: 1.0e-9\n", "from camera to gate"),
+        ("fusion:\n  threshold: .nan\n", "fusion.threshold"),
+        ("events:\n  snapshots:\n    max_mb: .inf\n", "max_mb"),
+    ],
     ids=["gate_1e308", "gate_inf", "speed_nan", "speed_tiny", "threshold_nan", "max_mb_inf"],
 )
 def test_non_finite_or_absurd_physical_values_are_refused(tmp_path, text, needle):
@@ -79,7 +93,12 @@ def test_duplicate_yaml_key_is_refused_with_its_line(tmp_path):
     one_sentence(r, "device.yaml:4", "duplicate key 'speed_mps'", "first on line 2")
     # a merge key may still be overridden: that is what merges are for
     text = "belt:\n  <<: {speed_mps: 0.5, camera_to_gate_m: 1}\n  speed_mps: 1.0\n"
-    assert load_config(DeviceConfig, (tmp_path / "m.yaml").write_text(text) and tmp_path / "m.yaml").belt.speed_mps == 1.0
+    assert (
+        load_config(
+            DeviceConfig, (tmp_path / "m.yaml").write_text(text) and tmp_path / "m.yaml"
+        ).belt.speed_mps
+        == 1.0
+    )
 
 
 def test_config_over_the_size_limit_is_refused_cheaply(tmp_path):
@@ -94,6 +113,8 @@ def test_config_over_the_size_limit_is_refused_cheaply(tmp_path):
 def test_config_just_under_the_limit_parses_in_one_pass(tmp_path):
     """Near the limit the config is parsed once (libyaml when built in) and keys stay line-numbered."""
     p = tmp_path / "near.yaml"
-    p.write_text("belt:\n  speed_mps: 0.5\n" + "# c\n" * ((MAX_CONFIG_BYTES - 100) // 4) + "belt2: 1\n")
+    p.write_text(
+        "belt:\n  speed_mps: 0.5\n" + "# c\n" * ((MAX_CONFIG_BYTES - 100) // 4) + "belt2: 1\n"
+    )
     with pytest.raises(ParcelguardError, match=r"near\.yaml:\d+: belt2: unknown key"):
         load_config(DeviceConfig, p)

@@ -36,7 +36,9 @@ NEAR_GATE = {"camera_to_gate_m": 0.05, "speed_mps": 0.5}  # 0.1 s travel: pulses
 
 def alarms(events_dir) -> list[tuple[str, dict]]:
     with closing(sqlite3.connect(events_dir / "events.sqlite3")) as db:
-        return [(n, json.loads(b)) for n, b in db.execute("SELECT name, body FROM alarms ORDER BY t")]
+        return [
+            (n, json.loads(b)) for n, b in db.execute("SELECT name, body FROM alarms ORDER BY t")
+        ]
 
 
 def test_backend_error_skips_frame_and_run_continues(tmp_path):
@@ -44,45 +46,81 @@ def test_backend_error_skips_frame_and_run_continues(tmp_path):
     frames = belt_frames(3)
     backend = FakeBackend(score=0.9, raise_on={1})
     reject = RecordingOutput("reject")
-    d = Daemon(cfg, backend=backend, manifest=manifest(), source=Paced([(f, i / 30) for i, f in enumerate(frames)], realtime=False),
-               reject_output=reject, run_token="t1")
+    d = Daemon(
+        cfg,
+        backend=backend,
+        manifest=manifest(),
+        source=Paced([(f, i / 30) for i, f in enumerate(frames)], realtime=False),
+        reject_output=reject,
+        run_token="t1",
+    )
     summary = d.run()
     assert summary["frames"] == len(frames) and summary["backend_errors"] == 1
     assert summary["inferences"] == backend.calls - 1
     events = read_events(cfg.events.dir / "events.jsonl")
-    assert [e["verdict"] for e in events] == ["damaged"] * 3, "the run went on past the failed inference"
+    assert [e["verdict"] for e in events] == ["damaged"] * 3, (
+        "the run went on past the failed inference"
+    )
     assert d.metrics.backend_errors == 1 and not d.model_failed
     assert backend.closed
 
 
 def test_model_failing_engages_failsafe_and_healthz(tmp_path):
-    cfg = make_config(tmp_path, belt=NEAR_GATE, failsafe={"model_errors": 3, "policy": "reject_all"})
+    cfg = make_config(
+        tmp_path, belt=NEAR_GATE, failsafe={"model_errors": 3, "policy": "reject_all"}
+    )
     frames = belt_frames(2)
     reject = RecordingOutput("reject")
     backend = FakeBackend(always_raise=True)
-    d = Daemon(cfg, backend=backend, manifest=manifest(),
-               source=Paced([(f, i / 30) for i, f in enumerate(frames)], realtime=False), reject_output=reject, run_token="t2")
+    d = Daemon(
+        cfg,
+        backend=backend,
+        manifest=manifest(),
+        source=Paced([(f, i / 30) for i, f in enumerate(frames)], realtime=False),
+        reject_output=reject,
+        run_token="t2",
+    )
     seen = []
-    d.loop.hooks.on_frame = lambda i, ts, inf, f=d.loop.hooks.on_frame: (f(i, ts, inf), seen.append(d.healthy()))
+    d.loop.hooks.on_frame = lambda i, ts, inf, f=d.loop.hooks.on_frame: (
+        f(i, ts, inf),
+        seen.append(d.healthy()),
+    )
     summary = d.run()
-    assert d.model_failed and (False, f"model failing ({d.consecutive_errors} consecutive inference errors)") in seen
+    assert (
+        d.model_failed
+        and (False, f"model failing ({d.consecutive_errors} consecutive inference errors)") in seen
+    )
     assert reject.rising(), "reject_all must hold the gate while the model fails"
     events = read_events(cfg.events.dir / "events.jsonl")
     assert events and all(e["verdict"] == "reject_uninspected" for e in events)
-    assert summary["backend_errors"] == d.metrics.backend_errors == backend.calls > 3 and summary["inferences"] == 0
+    assert (
+        summary["backend_errors"] == d.metrics.backend_errors == backend.calls > 3
+        and summary["inferences"] == 0
+    )
     assert [n for n, _ in alarms(cfg.events.dir) if n == "model_error"] == ["model_error"]
 
 
 @pytest.mark.parametrize("policy", ["reject_all", "stop_line"])
 def test_camera_outage_failsafe_reconnect_no_invented_frames(tmp_path, policy):
-    cfg = make_config(tmp_path, belt=NEAR_GATE, failsafe={"policy": policy, "after_s": 0.0},
-                      capture={"backoff_initial_s": 0.1, "backoff_max_s": 0.4, "gap_close_s": 0.2})
+    cfg = make_config(
+        tmp_path,
+        belt=NEAR_GATE,
+        failsafe={"policy": policy, "after_s": 0.0},
+        capture={"backoff_initial_s": 0.1, "backoff_max_s": 0.4, "gap_close_s": 0.2},
+    )
     frames = belt_frames(3)
     cam = FlakyCamera(frames, fail_after=30, down_opens=3, period_s=0.004)
     src = LiveSource(cam, cfg.capture, name="flaky")
     reject, stop = RecordingOutput("reject"), RecordingOutput("stop")
-    d = Daemon(cfg, backend=FakeBackend(score=0.1), manifest=manifest(), source=src,
-               reject_output=reject, stop_output=stop, run_token="t3")
+    d = Daemon(
+        cfg,
+        backend=FakeBackend(score=0.1),
+        manifest=manifest(),
+        source=src,
+        reject_output=reject,
+        stop_output=stop,
+        run_token="t3",
+    )
 
     def stopper():
         end = time.monotonic() + 20
@@ -94,7 +132,9 @@ def test_camera_outage_failsafe_reconnect_no_invented_frames(tmp_path, policy):
     threading.Thread(target=stopper, daemon=True).start()
     summary = d.run()
     assert summary["reconnects"] == 1 and summary["camera_down_s"] > 0.2
-    assert summary["frames"] == src.stats.delivered <= len(frames), "frames invented while the camera was down"
+    assert summary["frames"] == src.stats.delivered <= len(frames), (
+        "frames invented while the camera was down"
+    )
     assert summary["gaps"] == 1
     held = reject if policy == "reject_all" else stop
     other = stop if policy == "reject_all" else reject
@@ -116,8 +156,13 @@ def onnx_package(tmp_path_factory):
 def test_sigterm_drains_and_exits_zero(tmp_path, onnx_package):
     video = write_avi(tmp_path / "belt.avi", belt_frames(8), fps=30)
     events_dir = tmp_path / "events"
-    cfg = {"source": {"kind": "file", "uri": str(video)}, "model": {"package": str(onnx_package), "backend": "onnx"},
-           "events": {"dir": str(events_dir)}, "belt": NEAR_GATE, "health": {"enabled": True, "port": 0}}
+    cfg = {
+        "source": {"kind": "file", "uri": str(video)},
+        "model": {"package": str(onnx_package), "backend": "onnx"},
+        "events": {"dir": str(events_dir)},
+        "belt": NEAR_GATE,
+        "health": {"enabled": True, "port": 0},
+    }
     (tmp_path / "device.yaml").write_text(yaml.safe_dump(cfg))
     sock_path = str(tmp_path / "notify.sock")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -125,13 +170,27 @@ def test_sigterm_drains_and_exits_zero(tmp_path, onnx_package):
     notify.settimeout(0.2)
     env = {**os.environ, "NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "400000"}
     env.pop("WATCHDOG_PID", None)
-    p = subprocess.Popen([sys.executable, "-m", "parcelguard.cli.main", "run", "--config", str(tmp_path / "device.yaml")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "parcelguard.cli.main",
+            "run",
+            "--config",
+            str(tmp_path / "device.yaml"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     msgs: list[str] = []
     try:
         end = time.monotonic() + 60
         jsonl = events_dir / "events.jsonl"
-        while time.monotonic() < end and not (jsonl.exists() and jsonl.read_text().count("\n") >= 2):
+        while time.monotonic() < end and not (
+            jsonl.exists() and jsonl.read_text().count("\n") >= 2
+        ):
             try:
                 msgs.append(notify.recv(4096).decode())
             except TimeoutError:
@@ -151,10 +210,14 @@ def test_sigterm_drains_and_exits_zero(tmp_path, onnx_package):
     assert p.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     events = read_events(events_dir / "events.jsonl")
-    assert 2 <= len(events) == summary["packages"] < 8, "stopped mid-run with every decided package flushed"
+    assert 2 <= len(events) == summary["packages"] < 8, (
+        "stopped mid-run with every decided package flushed"
+    )
     with closing(sqlite3.connect(events_dir / "events.sqlite3")) as db:
         assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == len(events)
-    assert any(m.startswith("READY=1") for m in msgs) and "WATCHDOG=1" in msgs and "STOPPING=1" in msgs
+    assert (
+        any(m.startswith("READY=1") for m in msgs) and "WATCHDOG=1" in msgs and "STOPPING=1" in msgs
+    )
     assert "Traceback" not in err
 
 

@@ -24,8 +24,6 @@ from parcelguard.device.testing import make_event
 ROI = (40, 30, 96, 96)
 
 
-
-
 def frame(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 255, (180, 240, 3), dtype=np.uint8)

@@ -37,7 +37,9 @@ def world(tmp_path_factory) -> dict:
     shape = tiny_onnx_package(root / "shape")  # the model takes 32x32; the manifest says 128x128
     # re-sealed: only the backend's input-shape check can catch it
     edit_manifest(shape, lambda m: m["input"].update(height=128, width=128), reseal=True)
-    edited = tiny_onnx_package(root / "edited")  # threshold raised by hand: the seal no longer matches
+    edited = tiny_onnx_package(
+        root / "edited"
+    )  # threshold raised by hand: the seal no longer matches
     edit_manifest(edited, lambda m: m.update(threshold=1.0))
     dup = tiny_onnx_package(root / "dup_classes")
     edit_manifest(dup, lambda m: m.update(classes=["damaged", "damaged"]), reseal=True)
@@ -57,21 +59,76 @@ def world(tmp_path_factory) -> dict:
 
 # case id -> (video, package, config, words the sentence must contain)
 CASES = {
-    "malformed_yaml": ("belt.avi", "pkg", "malformed_yaml", ["malformed_yaml.yaml:", "malformed YAML"]),
-    "wrong_type": ("belt.avi", "pkg", "wrong_type", ["wrong_type.yaml:2", "belt.speed_mps", "'fast'"]),
-    "unknown_key": ("belt.avi", "pkg", "unknown_key", ["unknown_key.yaml:2", "belt.sped_mps", "unknown key"]),
-    "negative_belt_speed": ("belt.avi", "pkg", "negative_speed", ["negative_speed.yaml:2", "belt.speed_mps", "greater than 0"]),
-    "truncated_video": ("cut.avi", "pkg", None, ["cut.avi", "truncated or corrupt", "partial results"]),
+    "malformed_yaml": (
+        "belt.avi",
+        "pkg",
+        "malformed_yaml",
+        ["malformed_yaml.yaml:", "malformed YAML"],
+    ),
+    "wrong_type": (
+        "belt.avi",
+        "pkg",
+        "wrong_type",
+        ["wrong_type.yaml:2", "belt.speed_mps", "'fast'"],
+    ),
+    "unknown_key": (
+        "belt.avi",
+        "pkg",
+        "unknown_key",
+        ["unknown_key.yaml:2", "belt.sped_mps", "unknown key"],
+    ),
+    "negative_belt_speed": (
+        "belt.avi",
+        "pkg",
+        "negative_speed",
+        ["negative_speed.yaml:2", "belt.speed_mps", "greater than 0"],
+    ),
+    "truncated_video": (
+        "cut.avi",
+        "pkg",
+        None,
+        ["cut.avi", "truncated or corrupt", "partial results"],
+    ),
     "corrupt_video": ("garbage.mp4", "pkg", None, ["garbage.mp4"]),
-    "modified_model_file": ("belt.avi", "modified", None, ["model.onnx", "does not match its sha256"]),
-    "manifest_missing_field": ("belt.avi", "missing_field", None, ["manifest.json", "threshold", "Field required"]),
+    "modified_model_file": (
+        "belt.avi",
+        "modified",
+        None,
+        ["model.onnx", "does not match its sha256"],
+    ),
+    "manifest_missing_field": (
+        "belt.avi",
+        "missing_field",
+        None,
+        ["manifest.json", "threshold", "Field required"],
+    ),
     "wrong_input_shape": ("belt.avi", "shape", None, ["32", "128", "manifest says"]),
     "missing_package": ("belt.avi", "nope", None, ["nope", "does not exist"]),
     "missing_video": ("nope.avi", "pkg", None, ["nope.avi"]),
-    "unsigned_but_required": ("belt.avi", "pkg", "require_signature", ["is not signed", "model.public_key is set", "allow_unsigned"]),
-    "manifest_hand_edited": ("belt.avi", "edited", None, ["edited", "does not match its package_id"]),
-    "duplicate_classes": ("belt.avi", "dup_classes", None, ["manifest.json", "classes", "distinct"]),
-    "three_classes_two_outputs": ("belt.avi", "three_classes", None, ["three_classes", "gives 2 outputs", "3 classes"]),
+    "unsigned_but_required": (
+        "belt.avi",
+        "pkg",
+        "require_signature",
+        ["is not signed", "model.public_key is set", "allow_unsigned"],
+    ),
+    "manifest_hand_edited": (
+        "belt.avi",
+        "edited",
+        None,
+        ["edited", "does not match its package_id"],
+    ),
+    "duplicate_classes": (
+        "belt.avi",
+        "dup_classes",
+        None,
+        ["manifest.json", "classes", "distinct"],
+    ),
+    "three_classes_two_outputs": (
+        "belt.avi",
+        "three_classes",
+        None,
+        ["three_classes", "gives 2 outputs", "3 classes"],
+    ),
 }
 
 
@@ -80,14 +137,25 @@ def test_cli_bad_input_is_one_sentence(world, case, tmp_path):
     video, pkg, config, words = CASES[case]
     root = world["root"]
     out = tmp_path / "out"
-    args = ["replay", str(root / video), "--model", str(root / pkg), "--backend", "onnx", "--out", str(out)]
+    args = [
+        "replay",
+        str(root / video),
+        "--model",
+        str(root / pkg),
+        "--backend",
+        "onnx",
+        "--out",
+        str(out),
+    ]
     if config:
         args += ["--config", str(root / f"{config}.yaml")]
     t0 = time.perf_counter()
     r = run_cli(*args)
     dt = time.perf_counter() - t0
     errors = [line for line in r.stderr.splitlines() if line.startswith("parcelguard: error:")]
-    print(f"\n[sweep] {case}: exit {r.returncode}, stderr lines {len(r.stderr.splitlines())}, {dt:.2f} s: {errors[:1]}")
+    print(
+        f"\n[sweep] {case}: exit {r.returncode}, stderr lines {len(r.stderr.splitlines())}, {dt:.2f} s: {errors[:1]}"
+    )
     assert r.returncode != 0, r.stdout
     assert "Traceback" not in r.stderr and len(errors) == 1, r.stderr
     assert "\n" not in errors[0].strip()
@@ -97,4 +165,6 @@ def test_cli_bad_input_is_one_sentence(world, case, tmp_path):
         report = json.loads((out / "report.json").read_text())
         lines = (out / "events.jsonl").read_text().splitlines()
         assert report["complete"] is False and len(lines) == report["packages"] >= 1
-        print(f"[sweep] truncated_video: {len(lines)} event(s) written before the fault kept, 0 lost")
+        print(
+            f"[sweep] truncated_video: {len(lines)} event(s) written before the fault kept, 0 lost"
+        )

@@ -24,17 +24,46 @@ from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.replay.labels import load_labels
 from parcelguard.device.testing import tiny_onnx_package
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], derandomize=True)
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,
+)
 
 # Values that break naive readers: wrong types, negative/NaN/inf/huge numbers, odd strings.
 scalars = st.one_of(
-    st.none(), st.booleans(),
+    st.none(),
+    st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from([0, -1, 1e308, -1e-308, float("nan"), float("inf"), 2**63, "", "0", "-1", "nan", "../../etc/passwd", "\x00", "ü"]),
+    st.sampled_from(
+        [
+            0,
+            -1,
+            1e308,
+            -1e-308,
+            float("nan"),
+            float("inf"),
+            2**63,
+            "",
+            "0",
+            "-1",
+            "nan",
+            "../../etc/passwd",
+            "\x00",
+            "ü",
+        ]
+    ),
     st.text(max_size=12),
 )
-values = st.recursive(scalars, lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=8), kids, max_size=4)), max_leaves=12)
+values = st.recursive(
+    scalars,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 # Keys of DeviceConfig sections, so the fuzz reaches the field validators, not only "unknown key".
 _DEFAULT = json.loads(DeviceConfig().model_dump_json())
@@ -44,10 +73,14 @@ SECTIONS = {k: (sorted(v) if isinstance(v, dict) else []) for k, v in _DEFAULT.i
 @st.composite
 def config_dicts(draw) -> dict:
     data: dict = {}
-    for section in draw(st.lists(st.sampled_from(sorted(SECTIONS) + ["unknown_section"]), max_size=4, unique=True)):
+    for section in draw(
+        st.lists(st.sampled_from(sorted(SECTIONS) + ["unknown_section"]), max_size=4, unique=True)
+    ):
         fields = SECTIONS.get(section, [])
         if fields and draw(st.booleans()):
-            keys = draw(st.lists(st.sampled_from(fields + ["bogus"]), min_size=1, max_size=3, unique=True))
+            keys = draw(
+                st.lists(st.sampled_from(fields + ["bogus"]), min_size=1, max_size=3, unique=True)
+            )
             data[section] = {k: draw(values) for k in keys}
         else:
             data[section] = draw(values)
@@ -62,7 +95,13 @@ def _yaml_text(data) -> str:
 
 
 yamlish = st.one_of(
-    st.lists(st.sampled_from(list("abc:-[]{}!&*#|>'\"%@`? \n\t,.01_") + ["belt:", "speed_mps:", "!!python/object", "\x00", "  "]), max_size=40).map("".join),
+    st.lists(
+        st.sampled_from(
+            list("abc:-[]{}!&*#|>'\"%@`? \n\t,.01_")
+            + ["belt:", "speed_mps:", "!!python/object", "\x00", "  "]
+        ),
+        max_size=40,
+    ).map("".join),
     st.text(max_size=60),
 )
 
@@ -126,9 +165,14 @@ def test_valid_configs_survive_a_round_trip_of_their_numbers(tmp_path):
     path = tmp_path / "device.yaml"
 
     @SETTINGS
-    @given(st.floats(allow_nan=True, allow_infinity=True), st.floats(allow_nan=True, allow_infinity=True))
+    @given(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.floats(allow_nan=True, allow_infinity=True),
+    )
     def check(speed: float, thr: float) -> None:
-        path.write_text(yaml.safe_dump({"belt": {"speed_mps": speed}, "fusion": {"threshold": thr}}))
+        path.write_text(
+            yaml.safe_dump({"belt": {"speed_mps": speed}, "fusion": {"threshold": thr}})
+        )
         try:
             cfg = load_config(DeviceConfig, path)
         except ParcelguardError:
@@ -139,8 +183,19 @@ def test_valid_configs_survive_a_round_trip_of_their_numbers(tmp_path):
     check()
 
 
-HEADERS = ["package_id,label,enter_frame,exit_frame", "package_id,label,damage_type,severity,enter_frame,exit_frame,center_frame", "label,enter_frame", ""]
-cells = st.one_of(st.integers(-5, 10**12).map(str), st.sampled_from(["", "nan", "1e3", "ok", "damaged", "../../x", '"', '"a,b"', "\x00", "-0", " 7 "]), st.text(max_size=6))
+HEADERS = [
+    "package_id,label,enter_frame,exit_frame",
+    "package_id,label,damage_type,severity,enter_frame,exit_frame,center_frame",
+    "label,enter_frame",
+    "",
+]
+cells = st.one_of(
+    st.integers(-5, 10**12).map(str),
+    st.sampled_from(
+        ["", "nan", "1e3", "ok", "damaged", "../../x", '"', '"a,b"', "\x00", "-0", " 7 "]
+    ),
+    st.text(max_size=6),
+)
 
 
 @st.composite
@@ -149,7 +204,9 @@ def label_csvs(draw) -> str:
         return draw(st.text(max_size=120))
     header = draw(st.sampled_from(HEADERS))
     rows = draw(st.lists(st.lists(cells, min_size=0, max_size=8), max_size=5))
-    return "\n".join([header] + [",".join(r) for r in rows]) + draw(st.sampled_from(["", "\n", "\r\n"]))
+    return "\n".join([header] + [",".join(r) for r in rows]) + draw(
+        st.sampled_from(["", "\n", "\r\n"])
+    )
 
 
 def test_load_labels_random_csv(tmp_path):
@@ -158,7 +215,9 @@ def test_load_labels_random_csv(tmp_path):
 
     @SETTINGS
     @given(label_csvs(), st.sampled_from([None, 50]), st.sampled_from([None, ["ok", "damaged"]]))
-    @example(HEADERS[0] + "\n" + "x" * 200_000 + ",ok,1,2\n", None, None)  # found: csv.Error escaped
+    @example(
+        HEADERS[0] + "\n" + "x" * 200_000 + ",ok,1,2\n", None, None
+    )  # found: csv.Error escaped
     @example(HEADERS[0] + '\n"a,ok,1,2\n', None, None)  # unterminated quote: a short row
     @example(HEADERS[0] + "\nP1,ok,1,5\n", None, None)  # a valid file (random rows seldom are)
     @example(HEADERS[0] + "\n", None, None)  # header only: refused, recall over nothing is not 1.0
@@ -213,7 +272,13 @@ def test_load_package_random_and_mutated_manifests(pkg_dir):
     @given(
         st.one_of(
             st.tuples(
-                st.lists(st.tuples(st.sampled_from(paths), st.sampled_from(["delete", "set", "wrap"]), values), min_size=1, max_size=3),
+                st.lists(
+                    st.tuples(
+                        st.sampled_from(paths), st.sampled_from(["delete", "set", "wrap"]), values
+                    ),
+                    min_size=1,
+                    max_size=3,
+                ),
                 st.booleans(),
             ).map(lambda t: ("mutate", t)),
             values.map(lambda v: ("json", v)),
@@ -222,11 +287,17 @@ def test_load_package_random_and_mutated_manifests(pkg_dir):
     )
     @example(("mutate", ([(["metrics"], "delete", None)], True)))  # harmless mutations still load
     @example(("mutate", ([(["threshold"], "set", 0.25), (["name"], "set", "renamed")], True)))
-    @example(("mutate", ([(["status"], "set", "ok"), (["threshold"], "set", 1.0)], False)))  # hand edit
+    @example(
+        ("mutate", ([(["status"], "set", "ok"), (["threshold"], "set", 1.0)], False))
+    )  # hand edit
     @example(("mutate", ([(["classes"], "set", ["ok", "ok"])], True)))  # duplicate classes
-    @example(("mutate", ([(["files", "onnx_fp32", "path"], "set", "m\x00.onnx")], True)))  # NUL in a path
+    @example(
+        ("mutate", ([(["files", "onnx_fp32", "path"], "set", "m\x00.onnx")], True))
+    )  # NUL in a path
     @example(("mutate", ([(["threshold"], "set", float("nan"))], True)))  # NaN cannot be sealed
-    @example(("bytes", b"[" * 100_000 + b"]" * 100_000))  # json.loads RecursionError, now one sentence
+    @example(
+        ("bytes", b"[" * 100_000 + b"]" * 100_000)
+    )  # json.loads RecursionError, now one sentence
     def check(case) -> None:
         kind, payload = case
         if kind == "mutate":
@@ -269,6 +340,8 @@ def _changed(data: dict, original: dict) -> bool:
     """Whether the mutation changed the content the package id covers."""
     strip = lambda d: {k: v for k, v in d.items() if k != "package_id"}  # noqa: E731
     try:
-        return json.dumps(strip(data), sort_keys=True) != json.dumps(strip(original), sort_keys=True)
+        return json.dumps(strip(data), sort_keys=True) != json.dumps(
+            strip(original), sort_keys=True
+        )
     except (ValueError, RecursionError):
         return True

@@ -94,14 +94,32 @@ def test_replay_records_decoded_frames_and_tells_a_decoder_change(tmp_path):
         [np.clip(f.astype(np.int16) + 2, 0, 255).astype(np.uint8) for f in frames],
     )
     pkg = tiny_onnx_package(tmp_path / "pkg")
-    r = replay(video, pkg, tmp_path / "a", DeviceConfig(), ReplayOptions(labels=None, backend="onnx", html=False))
+    r = replay(
+        video,
+        pkg,
+        tmp_path / "a",
+        DeviceConfig(),
+        ReplayOptions(labels=None, backend="onnx", html=False),
+    )
     rec = json.loads((tmp_path / "a" / "events.decode.json").read_text())
     assert rec["frames"] == len(frames) == r["decode"]["frames"] and len(rec["sha256"]) == 64
     golden = tmp_path / "a" / "events.jsonl"
-    again = replay(video, pkg, tmp_path / "b", DeviceConfig(), ReplayOptions(labels=None, backend="onnx", golden=golden, html=False))
+    again = replay(
+        video,
+        pkg,
+        tmp_path / "b",
+        DeviceConfig(),
+        ReplayOptions(labels=None, backend="onnx", golden=golden, html=False),
+    )
     assert again["golden"]["decoded_frames"] == "same" and again["golden"]["passed"]
     assert (tmp_path / "b" / "events.jsonl").read_bytes() == golden.read_bytes()
-    moved = replay(brighter, pkg, tmp_path / "c", DeviceConfig(), ReplayOptions(labels=None, backend="onnx", golden=golden, html=False))
+    moved = replay(
+        brighter,
+        pkg,
+        tmp_path / "c",
+        DeviceConfig(),
+        ReplayOptions(labels=None, backend="onnx", golden=golden, html=False),
+    )
     assert moved["golden"]["decoded_frames"] == "differ"
     assert moved["golden"]["score_tolerance"] == DECODE_CHANGE_TOLERANCE
 

@@ -38,7 +38,10 @@ def parse_prometheus(text: str) -> dict[str, dict]:
     for line in text.splitlines():
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ", 3)
-            assert kind in ("counter", "gauge", "histogram", "summary", "untyped") and name not in types
+            assert (
+                kind in ("counter", "gauge", "histogram", "summary", "untyped")
+                and name not in types
+            )
             types[name] = kind
         elif line.startswith("#") or not line:
             continue
@@ -51,8 +54,12 @@ def parse_prometheus(text: str) -> dict[str, dict]:
     return {"types": types, "samples": samples}
 
 
-def request(port: int, path: str, method: str = "GET", token: str | None = None, timeout: float = 5) -> tuple[int, str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=b"" if method == "POST" else None)
+def request(
+    port: int, path: str, method: str = "GET", token: str | None = None, timeout: float = 5
+) -> tuple[int, str]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method, data=b"" if method == "POST" else None
+    )
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -68,8 +75,12 @@ def server(monkeypatch):
     state = {"ok": True}
     metrics = Metrics()
     resets = []
-    srv = HealthServer(HealthConfig(port=0, token=TOKEN), metrics, lambda: (state["ok"], "ok" if state["ok"] else "camera down"),
-                       {"reset-counters": lambda p: (resets.append(1), metrics.reset(), {})[2]})
+    srv = HealthServer(
+        HealthConfig(port=0, token=TOKEN),
+        metrics,
+        lambda: (state["ok"], "ok" if state["ok"] else "camera down"),
+        {"reset-counters": lambda p: (resets.append(1), metrics.reset(), {})[2]},
+    )
     srv.start()
     yield srv, metrics, state, resets
     srv.close()
@@ -85,10 +96,19 @@ def test_metrics_parse_as_prometheus_text(server):
     assert code == 200
     m = parse_prometheus(text)
     s = m["samples"]
-    assert s["parcelguard_frames_total"] == 2 and s['parcelguard_verdicts_total{verdict="damaged"}'] == 1
-    assert s['parcelguard_inference_seconds_bucket{le="0.005"}'] == 1 and s["parcelguard_inference_seconds_count"] == 1
+    assert (
+        s["parcelguard_frames_total"] == 2
+        and s['parcelguard_verdicts_total{verdict="damaged"}'] == 1
+    )
+    assert (
+        s['parcelguard_inference_seconds_bucket{le="0.005"}'] == 1
+        and s["parcelguard_inference_seconds_count"] == 1
+    )
     assert s['parcelguard_inference_seconds_bucket{le="0.002"}'] == 0
-    assert m["types"]["parcelguard_inference_seconds"] == "histogram" and s["parcelguard_frame_age_seconds"] == 0.25
+    assert (
+        m["types"]["parcelguard_inference_seconds"] == "histogram"
+        and s["parcelguard_frame_age_seconds"] == 0.25
+    )
     assert s["parcelguard_fps"] == pytest.approx(10.0)
 
 
@@ -113,14 +133,18 @@ def test_post_needs_bearer_token(server):
 
 def test_token_from_env_and_none_configured_refuses(monkeypatch):
     monkeypatch.setenv("PARCELGUARD_API_TOKEN", TOKEN)
-    srv = HealthServer(HealthConfig(port=0), Metrics(), lambda: (True, "ok"), {"reset-counters": lambda p: {}})
+    srv = HealthServer(
+        HealthConfig(port=0), Metrics(), lambda: (True, "ok"), {"reset-counters": lambda p: {}}
+    )
     srv.start()
     try:
         assert request(srv.port, "/reset-counters", "POST", token=TOKEN)[0] == 200
     finally:
         srv.close()
     monkeypatch.delenv("PARCELGUARD_API_TOKEN")
-    srv = HealthServer(HealthConfig(port=0), Metrics(), lambda: (True, "ok"), {"reset-counters": lambda p: {}})
+    srv = HealthServer(
+        HealthConfig(port=0), Metrics(), lambda: (True, "ok"), {"reset-counters": lambda p: {}}
+    )
     srv.start()
     try:
         assert request(srv.port, "/reset-counters", "POST", token=TOKEN)[0] == 401
@@ -142,7 +166,9 @@ def test_bound_to_loopback_by_default():
 def test_daemon_exports_capture_metrics_and_503_while_camera_down(tmp_path, monkeypatch):
     monkeypatch.setenv("PARCELGUARD_API_TOKEN", TOKEN)
     cfg = make_config(tmp_path, health={"enabled": True, "port": 0})
-    src = LiveSource(lambda: None, CaptureConfig(backoff_initial_s=0.05, backoff_max_s=0.1), name="gone")
+    src = LiveSource(
+        lambda: None, CaptureConfig(backoff_initial_s=0.05, backoff_max_s=0.1), name="gone"
+    )
     d = Daemon(cfg, backend=FakeBackend(), manifest=manifest(), source=src, run_token="h1")
     t = threading.Thread(target=d.run, daemon=True)
     t.start()
@@ -151,9 +177,22 @@ def test_daemon_exports_capture_metrics_and_503_while_camera_down(tmp_path, monk
         code, reason = request(port, "/healthz")
         assert code == 503 and reason.startswith("camera down")
         s = parse_prometheus(request(port, "/metrics")[1])["samples"]
-        for name in ("frames_total", "fps", "frame_age_seconds", "frames_dropped_total", "camera_reconnects_total",
-                     "camera_down_seconds_total", "camera_up", "failsafe_active", "backend_errors_total", "model_ok",
-                     "reject_pulses_total", "late_decisions_total", "inference_seconds_count", "outbox_depth"):
+        for name in (
+            "frames_total",
+            "fps",
+            "frame_age_seconds",
+            "frames_dropped_total",
+            "camera_reconnects_total",
+            "camera_down_seconds_total",
+            "camera_up",
+            "failsafe_active",
+            "backend_errors_total",
+            "model_ok",
+            "reject_pulses_total",
+            "late_decisions_total",
+            "inference_seconds_count",
+            "outbox_depth",
+        ):
             if name != "frame_age_seconds":  # no frame yet: the gauge is absent, not invented
                 assert f"parcelguard_{name}" in s, name
         assert "parcelguard_frame_age_seconds" not in s and s["parcelguard_camera_up"] == 0
@@ -202,7 +241,9 @@ def quick(monkeypatch):
     srv.close()
 
 
-POST = b"POST /reset-counters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n"
+POST = (
+    b"POST /reset-counters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +253,17 @@ POST = b"POST /reset-counters HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + T
         (POST + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n", 400),  # int() refuses 5000 digits
         (POST + b"Content-Length: 1, 2\r\n\r\n", 400),
         (POST + b"Content-Length: 99999999\r\n\r\n", 413),
-        (POST + b"Transfer-Encoding: chunked\r\n\r\n" + b"8000\r\n" + b"x" * 0x8000 + b"\r\n" + b"8001\r\n" + b"x" * 0x8001 + b"\r\n0\r\n\r\n", 413),
+        (
+            POST
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+            + b"8000\r\n"
+            + b"x" * 0x8000
+            + b"\r\n"
+            + b"8001\r\n"
+            + b"x" * 0x8001
+            + b"\r\n0\r\n\r\n",
+            413,
+        ),
         (POST + b"Transfer-Encoding: gzip\r\n\r\n", 501),
         (b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
         (b"NOT AN HTTP REQUEST\r\n\r\n", 400),
@@ -246,7 +297,11 @@ def test_disconnects_mid_request_leave_no_traceback(quick, caplog, capfd):
     """Before: every early disconnect printed a traceback to stderr, bypassing --log-json."""
     caplog.set_level(logging.DEBUG)
     port = quick.port
-    for data in (b"GET /metr", POST + b"Content-Length: 100\r\n\r\nab", b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"):
+    for data in (
+        b"GET /metr",
+        POST + b"Content-Length: 100\r\n\r\nab",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    ):
         for linger in (False, True):
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
             if linger:  # close with a RST instead of a FIN
@@ -294,15 +349,50 @@ def test_short_env_token_is_refused_in_one_sentence(monkeypatch):
 
 def _request_bytes():
     sep = st.sampled_from([b"\r\n", b"\n", b"\r"])
-    method = st.sampled_from([b"GET", b"HEAD", b"POST", b"PUT", b"OPTIONS", b"CONNECT", b""]) | st.binary(max_size=8)
-    target = st.sampled_from([b"/metrics", b"/healthz", b"/reset-counters", b"/trigger?state=1", b"/%ff%00", b"*", b""]) | st.binary(max_size=30)
+    method = st.sampled_from(
+        [b"GET", b"HEAD", b"POST", b"PUT", b"OPTIONS", b"CONNECT", b""]
+    ) | st.binary(max_size=8)
+    target = st.sampled_from(
+        [b"/metrics", b"/healthz", b"/reset-counters", b"/trigger?state=1", b"/%ff%00", b"*", b""]
+    ) | st.binary(max_size=30)
     version = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/9", b""])
-    name = st.sampled_from([b"Host", b"Content-Length", b"Transfer-Encoding", b"Authorization", b"Connection", b"Expect", b"Upgrade"]) | st.binary(max_size=12)
-    value = st.sampled_from([b"x", b"abc", b"-1", b"5", b"9" * 40, b"chunked", b"gzip, chunked", b"Bearer " + TOKEN.encode(),
-                             b"100-continue", b"close", b"keep-alive", b"websocket"]) | st.binary(max_size=40)
+    name = st.sampled_from(
+        [
+            b"Host",
+            b"Content-Length",
+            b"Transfer-Encoding",
+            b"Authorization",
+            b"Connection",
+            b"Expect",
+            b"Upgrade",
+        ]
+    ) | st.binary(max_size=12)
+    value = st.sampled_from(
+        [
+            b"x",
+            b"abc",
+            b"-1",
+            b"5",
+            b"9" * 40,
+            b"chunked",
+            b"gzip, chunked",
+            b"Bearer " + TOKEN.encode(),
+            b"100-continue",
+            b"close",
+            b"keep-alive",
+            b"websocket",
+        ]
+    ) | st.binary(max_size=40)
     body = st.binary(max_size=200) | st.sampled_from([b"5\r\nhello\r\n0\r\n\r\n", b"zz\r\n"])
-    return st.tuples(method, target, version, st.lists(st.tuples(name, value), max_size=6), sep, body,
-                     st.none() | st.integers(0, 400)).map(_assemble)
+    return st.tuples(
+        method,
+        target,
+        version,
+        st.lists(st.tuples(name, value), max_size=6),
+        sep,
+        body,
+        st.none() | st.integers(0, 400),
+    ).map(_assemble)
 
 
 def _assemble(parts) -> bytes:
@@ -316,7 +406,9 @@ def test_fuzzed_requests_get_a_well_formed_response_or_a_clean_close(quick, capl
     port = quick.port
     allowed = {200, 400, 401, 404, 405, 408, 409, 413, 431, 501, 503}
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @settings(
+        max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+    )
     @given(_request_bytes())
     def check(data):
         resp = raw_exchange(port, data)
@@ -369,8 +461,13 @@ SERVE_WITH_FEW_FDS = textwrap.dedent("""
 def test_out_of_file_handles_metrics_still_answer(tmp_path):
     """Before: with file handles exhausted the accept loop spun and /metrics never answered."""
     err = (tmp_path / "stderr").open("w+")
-    proc = subprocess.Popen([sys.executable, "-c", SERVE_WITH_FEW_FDS], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=err, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE_WITH_FEW_FDS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+    )
     socks = []
     try:
         port = int(proc.stdout.readline())
@@ -396,10 +493,15 @@ def test_healthz_reports_an_unreachable_broker_after_the_grace(tmp_path, monkeyp
     from parcelguard.device.testing import free_port
 
     monkeypatch.delenv("PARCELGUARD_API_TOKEN", raising=False)
-    cfg = make_config(tmp_path, health={"enabled": True, "port": 0, "broker_grace_s": 0.2},
-                      mqtt={"enabled": True, "host": "127.0.0.1", "port": free_port()},
-                      events={"snapshots": {"enabled": True}})
-    src = LiveSource(lambda: None, CaptureConfig(backoff_initial_s=0.05, backoff_max_s=0.1), name="gone")
+    cfg = make_config(
+        tmp_path,
+        health={"enabled": True, "port": 0, "broker_grace_s": 0.2},
+        mqtt={"enabled": True, "host": "127.0.0.1", "port": free_port()},
+        events={"snapshots": {"enabled": True}},
+    )
+    src = LiveSource(
+        lambda: None, CaptureConfig(backoff_initial_s=0.05, backoff_max_s=0.1), name="gone"
+    )
     d = Daemon(cfg, backend=FakeBackend(), manifest=manifest(), source=src, run_token="b1")
     d.source.camera_down = lambda: False  # isolate the broker reason from the (absent) camera
     t = threading.Thread(target=d.run, daemon=True)
@@ -410,9 +512,19 @@ def test_healthz_reports_an_unreachable_broker_after_the_grace(tmp_path, monkeyp
             time.sleep(0.1)
         assert r[0] == 503 and r[1].startswith("degraded: MQTT broker unreachable"), r
         s = parse_prometheus(request(d.health.port, "/metrics")[1])["samples"]
-        for name in ("mqtt_published_total", "mqtt_acked_total", "mqtt_connects_total", "mqtt_disconnects_total",
-                     "mqtt_connected", "mqtt_inflight", "outbox_depth", "snapshots_written_total",
-                     "snapshots_skipped_total", "events_recorded_total", "mqtt_down_seconds"):
+        for name in (
+            "mqtt_published_total",
+            "mqtt_acked_total",
+            "mqtt_connects_total",
+            "mqtt_disconnects_total",
+            "mqtt_connected",
+            "mqtt_inflight",
+            "outbox_depth",
+            "snapshots_written_total",
+            "snapshots_skipped_total",
+            "events_recorded_total",
+            "mqtt_down_seconds",
+        ):
             assert f"parcelguard_{name}" in s, name
         assert s["parcelguard_mqtt_connected"] == 0 and s["parcelguard_mqtt_down_seconds"] > 0.2
     finally:

@@ -74,10 +74,16 @@ def test_sign_refuses_a_package_whose_gate_failed(pkg, keys):
     p = load_package(pkg)
     p.manifest.status = "failed"
     write_manifest(pkg, p.manifest)
-    one_sentence(run_cli("sign", str(pkg), "--key", str(keys["priv"])), "failed its parity gate", "refusing to sign")
+    one_sentence(
+        run_cli("sign", str(pkg), "--key", str(keys["priv"])),
+        "failed its parity gate",
+        "refusing to sign",
+    )
     assert not (pkg / "manifest.sig").exists()
     hand_edit(pkg, _set("status", "ok"))  # "un-failing" it by hand does not get it signed either
-    one_sentence(run_cli("sign", str(pkg), "--key", str(keys["priv"])), "does not match its package_id")
+    one_sentence(
+        run_cli("sign", str(pkg), "--key", str(keys["priv"])), "does not match its package_id"
+    )
     assert not (pkg / "manifest.sig").exists()
 
 
@@ -109,7 +115,9 @@ def test_allow_unsigned_config_shape(tmp_path, keys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  allow_unsigned: true\n")
     one_sentence(run_cli("validate-config", str(bad)), "needs model.public_key")
-    bad.write_text(f"model:\n  public_key: {keys['pub']}\n  allow_unsigned: true\n  require_signature: true\n")
+    bad.write_text(
+        f"model:\n  public_key: {keys['pub']}\n  allow_unsigned: true\n  require_signature: true\n"
+    )
     one_sentence(run_cli("validate-config", str(bad)), "contradict")
 
 
@@ -117,8 +125,14 @@ def test_allow_unsigned_config_shape(tmp_path, keys):
     "mutate,needle",
     [
         (_set("classes", ["ok", "ok"]), "distinct"),
-        (lambda d: d["files"]["onnx_fp32"].__setitem__("path", "model\x00.onnx"), "files.onnx_fp32.path"),
-        (lambda d: d["files"]["onnx_fp32"].__setitem__("path", "/etc/passwd"), "files.onnx_fp32.path"),
+        (
+            lambda d: d["files"]["onnx_fp32"].__setitem__("path", "model\x00.onnx"),
+            "files.onnx_fp32.path",
+        ),
+        (
+            lambda d: d["files"]["onnx_fp32"].__setitem__("path", "/etc/passwd"),
+            "files.onnx_fp32.path",
+        ),
         (_set("classes", ["ok", "dam\naged"]), "printable"),
         (_set("threshold", float("nan")), "NaN"),
     ],
@@ -136,12 +150,16 @@ def test_malformed_sealed_manifest_is_one_sentence(pkg, mutate, needle):
 def test_three_classes_on_a_two_output_model_is_refused_at_load(pkg):
     hand_edit(pkg, _set("classes", ["ok", "damaged", "wet"]), reseal=True)
     p = load_package(pkg)
-    with pytest.raises(ParcelguardError, match=r"gives 2 outputs but the manifest lists 3 classes") as exc:
+    with pytest.raises(
+        ParcelguardError, match=r"gives 2 outputs but the manifest lists 3 classes"
+    ) as exc:
         open_backend(p, "onnx")
     assert str(pkg) in str(exc.value)
 
 
-@pytest.mark.parametrize("content", [b"\x00garbage" * 50, "truncated"], ids=["garbage", "truncated"])
+@pytest.mark.parametrize(
+    "content", [b"\x00garbage" * 50, "truncated"], ids=["garbage", "truncated"]
+)
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_inspect_of_an_unreadable_model_file_is_one_sentence(tmp_path, fmt, content):
     pkg = tiny_onnx_package(tmp_path / "pkg")
@@ -150,7 +168,11 @@ def test_inspect_of_an_unreadable_model_file_is_one_sentence(tmp_path, fmt, cont
     data = model.read_bytes()
     body = data[: len(data) // 2] if content == "truncated" else content
     if fmt == "tflite":
-        body = (b"\x1c\x00\x00\x00TFL3" + data)[: len(data) // 2] if content == "truncated" else content
+        body = (
+            (b"\x1c\x00\x00\x00TFL3" + data)[: len(data) // 2]
+            if content == "truncated"
+            else content
+        )
         model.unlink()
         model = pkg / "model_int8.tflite"
     model.write_bytes(body)
@@ -167,7 +189,9 @@ def test_backend_refuses_logits_of_another_width_at_infer(pkg, monkeypatch):
     """A model with a dynamic output width is caught at the first inference, not by IndexError."""
     pytest.importorskip("onnxruntime")
     be = open_backend(load_package(pkg), "onnx")
-    monkeypatch.setattr(be.sess, "run", lambda *a, **k: [np.zeros((1, 3), np.float32)], raising=False)
+    monkeypatch.setattr(
+        be.sess, "run", lambda *a, **k: [np.zeros((1, 3), np.float32)], raising=False
+    )
     with pytest.raises(ParcelguardError, match="logits of shape"):
         be.infer(np.zeros((1, 32, 32, 3), np.uint8))
     shutil.rmtree(pkg)

@@ -24,8 +24,12 @@ def pkg(tmp_path):
     f = root / "model_int8.tflite"
     f.write_bytes(b"not really a model but hashed all the same")
     m = Manifest(
-        schema_version=SCHEMA_VERSION, name="t", created="2026-01-01T00:00:00+00:00", classes=["ok", "damaged"],
-        positive_class="damaged", input=InputSpec(),
+        schema_version=SCHEMA_VERSION,
+        name="t",
+        created="2026-01-01T00:00:00+00:00",
+        classes=["ok", "damaged"],
+        positive_class="damaged",
+        input=InputSpec(),
         files={"tflite_int8": ModelFile.of(f, "tflite", "int8")},
         threshold=0.5,
     )
@@ -67,7 +71,9 @@ def test_missing_package_and_manifest(tmp_path):
 
 
 def test_path_escape_is_refused(pkg):
-    edit_manifest(pkg, lambda d: d["files"]["tflite_int8"].update(path="../../etc/passwd"), reseal=True)
+    edit_manifest(
+        pkg, lambda d: d["files"]["tflite_int8"].update(path="../../etc/passwd"), reseal=True
+    )
     with pytest.raises(ParcelguardError, match="escapes the package folder"):
         load_package(pkg)
 

@@ -23,7 +23,9 @@ def test_roi_crop_then_resize_matches_manual_pipeline():
     f = frame()
     spec = InputSpec(height=128, width=128)
     out = preprocess(f, spec, (208, 128, 224, 224))
-    manual = cv2.cvtColor(cv2.resize(f[128:352, 208:432], (128, 128), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    manual = cv2.cvtColor(
+        cv2.resize(f[128:352, 208:432], (128, 128), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB
+    )
     assert out.dtype == np.uint8 and out.shape == (128, 128, 3)
     assert np.array_equal(out, manual)
 

@@ -38,16 +38,44 @@ def clip(tmp_path_factory) -> dict:
 def _write_gt(path: Path, labels: list[str], extra: list[tuple[int, int]] = ()) -> Path:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["package_id", "label", "damage_type", "severity", "enter_frame", "exit_frame", "center_frame"])
-        for k, lab in enumerate(labels):  # package k is inside the ROI (x 208..432) at block frames 1..13
-            w.writerow([f"p{k}", lab, "crush" if lab == "damaged" else "", 0.5, BLOCK * k + 1, BLOCK * k + 13, BLOCK * k + 7])
+        w.writerow(
+            [
+                "package_id",
+                "label",
+                "damage_type",
+                "severity",
+                "enter_frame",
+                "exit_frame",
+                "center_frame",
+            ]
+        )
+        for k, lab in enumerate(
+            labels
+        ):  # package k is inside the ROI (x 208..432) at block frames 1..13
+            w.writerow(
+                [
+                    f"p{k}",
+                    lab,
+                    "crush" if lab == "damaged" else "",
+                    0.5,
+                    BLOCK * k + 1,
+                    BLOCK * k + 13,
+                    BLOCK * k + 7,
+                ]
+            )
         for i, (a, b) in enumerate(extra):
             w.writerow([f"x{i}", "damaged", "tear", 0.5, a, b, (a + b) // 2])
     return path
 
 
 def _run(clip, out: Path, **kw) -> dict:
-    return replay(clip["video"], clip["pkg"], out, DeviceConfig(), ReplayOptions(labels=kw.pop("labels", clip["gt"]), backend="onnx", **kw))
+    return replay(
+        clip["video"],
+        clip["pkg"],
+        out,
+        DeviceConfig(),
+        ReplayOptions(labels=kw.pop("labels", clip["gt"]), backend="onnx", **kw),
+    )
 
 
 def test_virtual_replay_is_deterministic_and_reports(clip, tmp_path):
@@ -55,14 +83,26 @@ def test_virtual_replay_is_deterministic_and_reports(clip, tmp_path):
     r2 = _run(clip, tmp_path / "b")
     e1 = (tmp_path / "a" / "events.jsonl").read_bytes()
     assert e1 and e1 == (tmp_path / "b" / "events.jsonl").read_bytes()
-    assert r1["complete"] and r1["mode"] == "virtual" and r1["frames"] == r1["frames_decoded"] == N_PKG * BLOCK
+    assert (
+        r1["complete"]
+        and r1["mode"] == "virtual"
+        and r1["frames"] == r1["frames_decoded"] == N_PKG * BLOCK
+    )
     m = r1["metrics"]
     assert (m["packages_gt"], m["packages_seen"], m["spurious_events"]) == (N_PKG, N_PKG, 0)
-    assert m["recall"] == 1.0 and m["precision"] == 1.0 and m["recall_per_damage_type"] == {"crush": 1.0}
-    assert r1["decode_only_fps"] > 0 and r1["replay_vs_decode"] == pytest.approx(r1["replay_fps"] / r1["decode_only_fps"])
+    assert (
+        m["recall"] == 1.0
+        and m["precision"] == 1.0
+        and m["recall_per_damage_type"] == {"crush": 1.0}
+    )
+    assert r1["decode_only_fps"] > 0 and r1["replay_vs_decode"] == pytest.approx(
+        r1["replay_fps"] / r1["decode_only_fps"]
+    )
     assert set(r1["stages"]) == {"decode", "presence", "preprocess", "inference", "fusion"}
     t = r1["timing"]
-    assert t["decisions"] == N_PKG and not t["late"] and t["margin_ms"]["min"] > 2000  # 3 s travel, ms latency
+    assert (
+        t["decisions"] == N_PKG and not t["late"] and t["margin_ms"]["min"] > 2000
+    )  # 3 s travel, ms latency
     page = (tmp_path / "a" / "report.html").read_text()
     assert page.count("<svg") >= 2 and "Confusion" in page
     # the report needs no plotting library (a device install has none)
@@ -78,7 +118,9 @@ def test_realtime_drops_frames_the_loop_cannot_keep_up_with(clip, tmp_path, monk
 
     real_open = replay_mod.open_backend
 
-    def slow_open(*a, **kw):  # a device whose inference takes 60 ms: longer than 2 frames at 4x speed
+    def slow_open(
+        *a, **kw
+    ):  # a device whose inference takes 60 ms: longer than 2 frames at 4x speed
         be = real_open(*a, **kw)
         infer = be.infer
         be.infer = lambda batch: (time.sleep(0.06), infer(batch))[1]
@@ -105,7 +147,9 @@ def test_annotated_video_has_every_processed_frame(clip, tmp_path):
 
 
 def test_missed_and_false_packages_get_snapshots(clip, tmp_path):
-    gt = _write_gt(tmp_path / "gt.csv", ["damaged", "ok", "damaged", "damaged"], extra=[(20, 26)])  # x0: an empty stretch
+    gt = _write_gt(
+        tmp_path / "gt.csv", ["damaged", "ok", "damaged", "damaged"], extra=[(20, 26)]
+    )  # x0: an empty stretch
     r = _run(clip, tmp_path / "o", labels=gt)
     m = r["metrics"]
     assert [f["gt"] for f in m["false_alarms"]] == ["p1"] and m["missed_packages"] == ["x0"]
@@ -124,19 +168,52 @@ def test_golden_regression_and_ab(clip, tmp_path):
     ev = json.loads(lines[1])
     ev["verdict"], ev["score"] = "ok", ev["score"] - 0.05
     golden.write_text("\n".join([lines[0], json.dumps(ev), *lines[2:]]) + "\n")
-    same = run_cli("replay", str(clip["video"]), "--model", str(clip["pkg"]), "--backend", "onnx",
-                   "--golden", str(base / "events.jsonl"), "--out", str(tmp_path / "g0"))
+    same = run_cli(
+        "replay",
+        str(clip["video"]),
+        "--model",
+        str(clip["pkg"]),
+        "--backend",
+        "onnx",
+        "--golden",
+        str(base / "events.jsonl"),
+        "--out",
+        str(tmp_path / "g0"),
+    )
     assert same.returncode == 0 and "no differences" in same.stdout, same.stderr
-    bad = run_cli("replay", str(clip["video"]), "--model", str(clip["pkg"]), "--backend", "onnx",
-                  "--golden", str(golden), "--out", str(tmp_path / "g1"))
-    assert bad.returncode == 1 and "REGRESSION: 1 difference" in bad.stdout and "package #2" in bad.stdout, bad.stdout
+    bad = run_cli(
+        "replay",
+        str(clip["video"]),
+        "--model",
+        str(clip["pkg"]),
+        "--backend",
+        "onnx",
+        "--golden",
+        str(golden),
+        "--out",
+        str(tmp_path / "g1"),
+    )
+    assert (
+        bad.returncode == 1
+        and "REGRESSION: 1 difference" in bad.stdout
+        and "package #2" in bad.stdout
+    ), bad.stdout
     # B: the same model with a threshold nobody passes -> every verdict flips, scores identical
     pkg_b = tmp_path / "pkg_b"
     shutil.copytree(clip["pkg"], pkg_b)
     edit_manifest(pkg_b, lambda m: m.__setitem__("threshold", 0.999), reseal=True)
     from parcelguard.device.replay.ab import replay_ab
 
-    ab = replay_ab(clip["video"], clip["pkg"], pkg_b, tmp_path / "ab", DeviceConfig(), clip["gt"], "onnx", "onnx")
+    ab = replay_ab(
+        clip["video"],
+        clip["pkg"],
+        pkg_b,
+        tmp_path / "ab",
+        DeviceConfig(),
+        clip["gt"],
+        "onnx",
+        "onnx",
+    )
     assert ab["verdict_changes"] == N_PKG and ab["score_deltas"]["max_abs"] < 1e-6
     assert ab["a"]["recall"] == 1.0 and ab["b"]["recall"] == 0.0
     assert (tmp_path / "ab" / "ab.html").is_file()
@@ -144,17 +221,41 @@ def test_golden_regression_and_ab(clip, tmp_path):
 
 def test_record_clip_replays_on_its_sidecar_clock_and_triggers(clip, tmp_path):
     frames = belt_frames(2, seed=2)
-    video = write_avi(tmp_path / "clip.mp4", frames)  # record writes .mp4; the container does not matter here
-    t_rel = [i / 30 + (1.0 if i >= 28 else 0.0) for i in range(len(frames))]  # a 1 s camera stall before pkg 2
-    side = {"video": "clip.mp4", "fps": 30.0, "n_frames": len(frames), "trigger_mode": "external",
-            "frames": [{"i": i, "t": 100 + t, "t_rel": t} for i, t in enumerate(t_rel)],
-            "triggers": [{"t": 0, "t_rel": t_rel[3], "state": True}, {"t": 0, "t_rel": t_rel[10], "state": False},
-                         {"t": 0, "t_rel": t_rel[31], "state": True}, {"t": 0, "t_rel": t_rel[38], "state": False}]}
+    video = write_avi(
+        tmp_path / "clip.mp4", frames
+    )  # record writes .mp4; the container does not matter here
+    t_rel = [
+        i / 30 + (1.0 if i >= 28 else 0.0) for i in range(len(frames))
+    ]  # a 1 s camera stall before pkg 2
+    side = {
+        "video": "clip.mp4",
+        "fps": 30.0,
+        "n_frames": len(frames),
+        "trigger_mode": "external",
+        "frames": [{"i": i, "t": 100 + t, "t_rel": t} for i, t in enumerate(t_rel)],
+        "triggers": [
+            {"t": 0, "t_rel": t_rel[3], "state": True},
+            {"t": 0, "t_rel": t_rel[10], "state": False},
+            {"t": 0, "t_rel": t_rel[31], "state": True},
+            {"t": 0, "t_rel": t_rel[38], "state": False},
+        ],
+    }
     (tmp_path / "clip.json").write_text(json.dumps(side))
-    r = replay(video, clip["pkg"], tmp_path / "o", DeviceConfig(), ReplayOptions(labels=None, backend="onnx"))
+    r = replay(
+        video,
+        clip["pkg"],
+        tmp_path / "o",
+        DeviceConfig(),
+        ReplayOptions(labels=None, backend="onnx"),
+    )
     evs = [json.loads(x) for x in (tmp_path / "o" / "events.jsonl").read_text().splitlines()]
-    assert r["clock"] == "sidecar" and [(e["frame_enter"], e["frame_exit"]) for e in evs] == [(3, 9), (31, 37)]
-    assert evs[1]["t_enter"] == pytest.approx(t_rel[31], abs=1e-5)  # the stall is on the replay clock
+    assert r["clock"] == "sidecar" and [(e["frame_enter"], e["frame_exit"]) for e in evs] == [
+        (3, 9),
+        (31, 37),
+    ]
+    assert evs[1]["t_enter"] == pytest.approx(
+        t_rel[31], abs=1e-5
+    )  # the stall is on the replay clock
 
 
 def _one_sentence(r, *needles):
@@ -170,14 +271,28 @@ def test_bad_inputs_give_one_sentence_and_keep_partial_results(clip, tmp_path):
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: len(data) // 2])
     out = tmp_path / "cut_out"
-    r = run_cli("replay", str(cut), "--model", str(clip["pkg"]), "--backend", "onnx", "--labels", str(clip["gt"]), "--out", str(out))
+    r = run_cli(
+        "replay",
+        str(cut),
+        "--model",
+        str(clip["pkg"]),
+        "--backend",
+        "onnx",
+        "--labels",
+        str(clip["gt"]),
+        "--out",
+        str(out),
+    )
     _one_sentence(r, "cut.avi", "truncated or corrupt", "partial results")
     report = json.loads((out / "report.json").read_text())
     assert report["complete"] is False and 0 < report["frames"] < N_PKG * BLOCK
     assert len((out / "events.jsonl").read_text().splitlines()) == report["packages"] >= 1
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(bytes(range(256)) * 64)
-    _one_sentence(run_cli("replay", str(garbage), "--model", str(clip["pkg"]), "--out", str(tmp_path / "g")), "garbage.mp4")
+    _one_sentence(
+        run_cli("replay", str(garbage), "--model", str(clip["pkg"]), "--out", str(tmp_path / "g")),
+        "garbage.mp4",
+    )
     other = _write_gt(tmp_path / "other.csv", ["damaged"] * 9)  # labels of a longer video
     with pytest.raises(ParcelguardError, match=r"other\.csv.*p4.*labels of another video"):
         _run(clip, tmp_path / "x", labels=other)
@@ -188,7 +303,13 @@ def test_bad_inputs_give_one_sentence_and_keep_partial_results(clip, tmp_path):
 @pytest.mark.slow
 def test_trained_model_on_unseen_video_matches_packages_one_to_one(tiny_run, tmp_path):
     v = tiny_run["video"]
-    r = replay(v["video"], tiny_run["package"], tmp_path / "o", DeviceConfig(), ReplayOptions(labels=v["gt"]))
+    r = replay(
+        v["video"],
+        tiny_run["package"],
+        tmp_path / "o",
+        DeviceConfig(),
+        ReplayOptions(labels=v["gt"]),
+    )
     m = r["metrics"]
     n_pos = sum(1 for row in csv.DictReader(open(v["gt"])) if row["label"] == "damaged")
     # segmentation is model-independent: every package seen exactly once, nothing spurious
@@ -196,6 +317,10 @@ def test_trained_model_on_unseen_video_matches_packages_one_to_one(tiny_run, tmp
     assert m["tp"] + len(m["missed"]) == n_pos and m["fn"] == len(m["missed"])
     # the tiny model (6 epochs, 480 crops) barely discriminates (it flagged all 10 when measured), so
     # only the bookkeeping is checked: every flagged event is a TP or an FP, every damaged one a TP or FN
-    flagged = sum(1 for e in map(json.loads, (tmp_path / "o" / "events.jsonl").read_text().splitlines()) if e["verdict"] != "ok")
+    flagged = sum(
+        1
+        for e in map(json.loads, (tmp_path / "o" / "events.jsonl").read_text().splitlines())
+        if e["verdict"] != "ok"
+    )
     assert m["tp"] + m["fp"] == flagged and 0.0 <= m["precision"] <= 1.0
     assert not r["timing"]["late"]

@@ -29,7 +29,6 @@ from parcelguard.device.testing import belt_frames, one_sentence, tiny_onnx_pack
 pytest.importorskip("cryptography")
 
 
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("keys")
@@ -38,7 +37,11 @@ def keys(tmp_path_factory) -> dict:
     from parcelguard.device.contract.signing import keygen
 
     keygen(root / "b")  # a second, unrelated key pair
-    return {"priv": root / "a" / "private.pem", "pub": root / "a" / "public.pem", "other_pub": root / "b" / "public.pem"}
+    return {
+        "priv": root / "a" / "private.pem",
+        "pub": root / "a" / "public.pem",
+        "other_pub": root / "b" / "public.pem",
+    }
 
 
 def test_keygen_private_key_is_owner_only_and_never_overwritten(keys):
@@ -79,7 +82,18 @@ def test_require_signature_from_device_config_through_the_cli(keys, tmp_path):
     video = write_avi(tmp_path / "belt.avi", belt_frames(1, seed=2))
     cfg = tmp_path / "device.yaml"
     cfg.write_text(f"model:\n  public_key: {keys['pub']}\n  require_signature: true\n")
-    args = ("replay", str(video), "--model", str(pkg), "--backend", "onnx", "--config", str(cfg), "--out", str(tmp_path / "o"))
+    args = (
+        "replay",
+        str(video),
+        "--model",
+        str(pkg),
+        "--backend",
+        "onnx",
+        "--config",
+        str(cfg),
+        "--out",
+        str(tmp_path / "o"),
+    )
     one_sentence(run_cli(*args), "is not signed", "model.public_key is set")
     assert run_cli("sign", str(pkg), "--key", str(keys["priv"])).returncode == 0
     r = run_cli(*args)
@@ -87,7 +101,9 @@ def test_require_signature_from_device_config_through_the_cli(keys, tmp_path):
     # require_signature without a key is a config error naming the field
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  require_signature: true\n")
-    one_sentence(run_cli("validate-config", str(bad)), "bad.yaml", "model", "needs model.public_key")
+    one_sentence(
+        run_cli("validate-config", str(bad)), "bad.yaml", "model", "needs model.public_key"
+    )
     with pytest.raises(ParcelguardError, match="needs model.public_key"):
         load_config(DeviceConfig, bad)
 
@@ -100,7 +116,16 @@ def test_sign_refuses_a_package_that_does_not_verify(keys, tmp_path):
 
 
 # -- nothing is unpickled ---------------------------------------------------------------------
-_BANNED_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal", "torch"}
+_BANNED_MODULES = {
+    "pickle",
+    "cPickle",
+    "dill",
+    "cloudpickle",
+    "joblib",
+    "shelve",
+    "marshal",
+    "torch",
+}
 
 
 def unpickling_findings(source: str, where: str) -> list[str]:
@@ -109,8 +134,16 @@ def unpickling_findings(source: str, where: str) -> list[str]:
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            out += [f"{where}:{node.lineno}: imports {n}" for n in names if n.split(".")[0] in _BANNED_MODULES]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+            )
+            out += [
+                f"{where}:{node.lineno}: imports {n}"
+                for n in names
+                if n.split(".")[0] in _BANNED_MODULES
+            ]
         elif isinstance(node, ast.keyword) and node.arg == "allow_pickle":
             if not (isinstance(node.value, ast.Constant) and node.value.value is False):
                 out.append(f"{where}:{node.value.lineno}: allow_pickle is not False")
@@ -122,25 +155,47 @@ def torch_load_findings(source: str, where: str) -> list[str]:
     """``torch.load(...)`` calls without ``weights_only=True``."""
     out = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load":
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "load"
+        ):
             if isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
-                ok = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True for k in node.keywords)
+                ok = any(
+                    k.arg == "weights_only"
+                    and isinstance(k.value, ast.Constant)
+                    and k.value.value is True
+                    for k in node.keywords
+                )
                 if not ok:
                     out.append(f"{where}:{node.lineno}: torch.load without weights_only=True")
     return out
 
 
 def test_the_checkers_catch_what_they_look_for():
-    assert len(unpickling_findings("import pickle\nimport numpy as np\nnp.load(f, allow_pickle=True)\n", "x")) == 2
+    assert (
+        len(
+            unpickling_findings(
+                "import pickle\nimport numpy as np\nnp.load(f, allow_pickle=True)\n", "x"
+            )
+        )
+        == 2
+    )
     assert unpickling_findings("import torch\nx = torch.load(p)\n", "x")
     assert not unpickling_findings("import numpy as np\nnp.load(f, allow_pickle=False)\n", "x")
-    assert torch_load_findings("torch.load(p)\ntorch.load(p, weights_only=False)\n", "x") and not torch_load_findings("torch.load(p, weights_only=True)", "x")
+    assert torch_load_findings(
+        "torch.load(p)\ntorch.load(p, weights_only=False)\n", "x"
+    ) and not torch_load_findings("torch.load(p, weights_only=True)", "x")
 
 
 def test_device_never_unpickles():
     files = sorted((ROOT / "device").rglob("*.py"))
     assert len(files) > 20
-    found = [f for p in files for f in unpickling_findings(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))]
+    found = [
+        f
+        for p in files
+        for f in unpickling_findings(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))
+    ]
     print(f"\n[security] device/ files scanned: {len(files)}, unpickling findings: {len(found)}")
     assert not found, found
 
@@ -148,17 +203,30 @@ def test_device_never_unpickles():
 def test_train_and_export_load_checkpoints_weights_only():
     files = sorted([*(ROOT / "train").rglob("*.py"), *(ROOT / "export").rglob("*.py")])
     calls = sum(
-        1 for p in files for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "load"
-        and isinstance(n.func.value, ast.Name) and n.func.value.id == "torch"
+        1
+        for p in files
+        for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr == "load"
+        and isinstance(n.func.value, ast.Name)
+        and n.func.value.id == "torch"
     )
-    found = [f for p in files for f in torch_load_findings(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))]
-    print(f"\n[security] torch.load calls in train/ + export/: {calls}, without weights_only=True: {len(found)}")
+    found = [
+        f
+        for p in files
+        for f in torch_load_findings(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))
+    ]
+    print(
+        f"\n[security] torch.load calls in train/ + export/: {calls}, without weights_only=True: {len(found)}"
+    )
     assert calls >= 1 and not found, found
 
 
 # -- paths stay inside their folders ----------------------------------------------------------
-@pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", "", "a\x00b", "..", "snap/../../.."])
+@pytest.mark.parametrize(
+    "name", ["../x", "a/../../x", "/etc/passwd", "", "a\x00b", "..", "snap/../../.."]
+)
 def test_safe_join_refuses_escapes(tmp_path, name):
     with pytest.raises(ParcelguardError, match="escapes|not a relative path"):
         safe_join(tmp_path / "root", name)
@@ -169,7 +237,9 @@ def test_safe_join_refuses_a_symlink_out(tmp_path):
     (tmp_path / "root" / "link").symlink_to(tmp_path)
     with pytest.raises(ParcelguardError, match="escapes"):
         safe_join(tmp_path / "root", "link/x.jpg")
-    assert safe_join(tmp_path / "root", "sub/x.jpg") == (tmp_path / "root" / "sub" / "x.jpg").resolve()
+    assert (
+        safe_join(tmp_path / "root", "sub/x.jpg") == (tmp_path / "root" / "sub" / "x.jpg").resolve()
+    )
     assert safe_name("../../etc/passwd") == "_.._etc_passwd" and safe_name("..") == "_"
 
 
@@ -184,7 +254,9 @@ def test_label_package_ids_cannot_place_snapshots_outside_the_replay_folder(tmp_
     with open(gt, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["package_id", "label", "enter_frame", "exit_frame", "center_frame"])
-        for k, pid in enumerate(ids):  # ok packages the tiny model flags: false alarms get snapshots
+        for k, pid in enumerate(
+            ids
+        ):  # ok packages the tiny model flags: false alarms get snapshots
             w.writerow([pid, "ok", 28 * k + 1, 28 * k + 13, 28 * k + 7])
     out = tmp_path / "work" / "out"
     (out / "snapshots" / "false_").mkdir(parents=True)  # would let "false_/../../escaped" resolve
@@ -192,9 +264,13 @@ def test_label_package_ids_cannot_place_snapshots_outside_the_replay_folder(tmp_
     jpgs = sorted(tmp_path.rglob("*.jpg"))
     outside = [p for p in jpgs if (out / "snapshots") not in p.parents]
     snaps = [r.get("snapshot") for r in report["metrics"]["false_alarms"]]
-    print(f"\n[security] hostile package_ids: {len(ids)}, snapshots written: {len(jpgs)}, outside snapshots/: {len(outside)}")
+    print(
+        f"\n[security] hostile package_ids: {len(ids)}, snapshots written: {len(jpgs)}, outside snapshots/: {len(outside)}"
+    )
     assert len(jpgs) == 2 and not outside, jpgs
-    assert all(s and s.startswith("snapshots/") and "/" not in s[len("snapshots/"):] for s in snaps), snaps
+    assert all(
+        s and s.startswith("snapshots/") and "/" not in s[len("snapshots/") :] for s in snaps
+    ), snaps
     json.loads((out / "report.json").read_text())  # still a valid report
 
 

@@ -28,7 +28,10 @@ NEAR_GATE = {"camera_to_gate_m": 0.05, "speed_mps": 0.5}
 
 def alarms(events_dir) -> list[tuple[str, dict]]:
     with closing(sqlite3.connect(events_dir / "events.sqlite3")) as db:
-        return [(n, json.loads(b)) for n, b in db.execute("SELECT name, body FROM alarms ORDER BY t, alarm_id")]
+        return [
+            (n, json.loads(b))
+            for n, b in db.execute("SELECT name, body FROM alarms ORDER BY t, alarm_id")
+        ]
 
 
 def candidate_manifest():
@@ -55,21 +58,40 @@ def sample(text: str, name: str) -> float:
 
 
 def test_shadow_candidate_that_disagrees_is_recorded_and_never_actuates(tmp_path):
-    cfg = make_config(tmp_path, belt=NEAR_GATE, events={"snapshots": {"enabled": True, "uncertain_band": 0}})
+    cfg = make_config(
+        tmp_path, belt=NEAR_GATE, events={"snapshots": {"enabled": True, "uncertain_band": 0}}
+    )
     frames = belt_frames(4)
     cand = FakeBackend(score=0.1)  # says "ok" where the live model says "damaged"
     reject = RecordingOutput("reject")
-    d = Daemon(cfg, backend=FakeBackend(score=0.9), manifest=manifest(), source=paced(frames),
-               reject_output=reject, run_token="sh", watch_loaders={"shadow_loader": lambda: (cand, candidate_manifest())})
+    d = Daemon(
+        cfg,
+        backend=FakeBackend(score=0.9),
+        manifest=manifest(),
+        source=paced(frames),
+        reject_output=reject,
+        run_token="sh",
+        watch_loaders={"shadow_loader": lambda: (cand, candidate_manifest())},
+    )
     summary = d.run()
     events = read_events(cfg.events.dir / "events.jsonl")
-    assert [e["verdict"] for e in events] == ["damaged"] * 4 and summary["reject_pulses"] == 4, "the candidate drove nothing"
+    assert [e["verdict"] for e in events] == ["damaged"] * 4 and summary["reject_pulses"] == 4, (
+        "the candidate drove nothing"
+    )
     assert cand.calls == summary["inferences"], "the candidate saw every scored crop"
     ab = json.loads((cfg.events.dir / "shadow" / "ab.json").read_text())
-    assert ab["verdict_changes"] == 4 and ab["shadow"]["packages"] == 4 and ab["shadow"]["agreement"] == 0.0
+    assert (
+        ab["verdict_changes"] == 4
+        and ab["shadow"]["packages"] == 4
+        and ab["shadow"]["agreement"] == 0.0
+    )
     assert {d_["kind"] for d_ in ab["differences"]} == {"verdict"}
-    assert [(d_["golden_verdict"], d_["verdict"]) for d_ in ab["differences"]] == [("damaged", "ok")] * 4
-    assert abs(ab["score_deltas"]["mean_abs"] - 0.8) < 1e-5 and ab["a"]["model"] == events[0]["model"]
+    assert [(d_["golden_verdict"], d_["verdict"]) for d_ in ab["differences"]] == [
+        ("damaged", "ok")
+    ] * 4
+    assert (
+        abs(ab["score_deltas"]["mean_abs"] - 0.8) < 1e-5 and ab["a"]["model"] == events[0]["model"]
+    )
     assert ab["b"]["model"].startswith("candidate@")
     for d_ in ab["differences"]:
         assert d_["snapshot"] and (cfg.events.dir / "shadow" / "disagreements").is_dir()
@@ -78,28 +100,47 @@ def test_shadow_candidate_that_disagrees_is_recorded_and_never_actuates(tmp_path
     assert [e["verdict"] for e in cand_events] == ["ok"] * 4
     assert (cfg.events.dir / "shadow" / "ab.html").is_file()
     text = d.metrics.render()
-    assert sample(text, "shadow_agreement") == 0.0 and sample(text, "shadow_verdict_changes_total") == 4
+    assert (
+        sample(text, "shadow_agreement") == 0.0
+        and sample(text, "shadow_verdict_changes_total") == 4
+    )
     assert sample(text, "shadow_packages_total") == 4
-    with pytest.raises(ParcelguardError, match="does not meet the budget: 4 packages compared, 200 needed"):
+    with pytest.raises(
+        ParcelguardError, match="does not meet the budget: 4 packages compared, 200 needed"
+    ):
         d.watch.promote()
     assert cand.closed
 
 
 def test_promote_refused_below_agreement_budget(tmp_path):
     cfg = make_config(tmp_path, belt=NEAR_GATE, shadow={"min_packages": 3})
-    d = Daemon(cfg, backend=FakeBackend(score=0.9), manifest=manifest(), source=paced(belt_frames(3)),
-               run_token="sb", watch_loaders={"shadow_loader": lambda: (FakeBackend(score=0.1), candidate_manifest())})
+    d = Daemon(
+        cfg,
+        backend=FakeBackend(score=0.9),
+        manifest=manifest(),
+        source=paced(belt_frames(3)),
+        run_token="sb",
+        watch_loaders={"shadow_loader": lambda: (FakeBackend(score=0.1), candidate_manifest())},
+    )
     d.run()
-    with pytest.raises(ParcelguardError, match=r"agreement 0\.0% is below shadow.min_agreement 98\.0%"):
+    with pytest.raises(
+        ParcelguardError, match=r"agreement 0\.0% is below shadow.min_agreement 98\.0%"
+    ):
         d.watch.promote()
-    assert d.watch.promotions == 0 and not [n for n, _ in alarms(cfg.events.dir) if n.startswith("model_")]
+    assert d.watch.promotions == 0 and not [
+        n for n, _ in alarms(cfg.events.dir) if n.startswith("model_")
+    ]
 
 
 def test_promoted_model_that_fails_inference_rolls_back_by_itself(tmp_path):
     """Shadow agrees -> promote (mid-run, on the loop thread) -> the promoted runtime raises on
     every crop -> after shadow.rollback_errors errors the loop switches back to the old model."""
-    cfg = make_config(tmp_path, belt=NEAR_GATE, shadow={"min_packages": 3, "rollback_errors": 2},
-                      failsafe={"model_errors": 50})
+    cfg = make_config(
+        tmp_path,
+        belt=NEAR_GATE,
+        shadow={"min_packages": 3, "rollback_errors": 2},
+        failsafe={"model_errors": 50},
+    )
     frames = belt_frames(8)
     live = FakeBackend(score=0.9)
     loads = [FakeBackend(score=0.9), FakeBackend(always_raise=True)]  # shadow start, then promote
@@ -111,21 +152,32 @@ def test_promoted_model_that_fails_inference_rolls_back_by_itself(tmp_path):
         if i == 3 * per_pkg:  # three packages compared: the budget is met
             result["promote"] = d.watch.promote()
 
-    d = Daemon(cfg, backend=live, manifest=manifest(), source=paced(frames, hook), run_token="rb",
-               watch_loaders={"shadow_loader": lambda: (loads.pop(0), candidate_manifest())})
+    d = Daemon(
+        cfg,
+        backend=live,
+        manifest=manifest(),
+        source=paced(frames, hook),
+        run_token="rb",
+        watch_loaders={"shadow_loader": lambda: (loads.pop(0), candidate_manifest())},
+    )
     summary = d.run()
     assert result["promote"]["promoted"] and result["promote"]["shadow"]["agreement"] == 1.0
     names = [n for n, _ in alarms(cfg.events.dir)]
     assert "model_promoted" in names and "model_rolled_back" in names
     assert names.index("model_promoted") < names.index("model_rolled_back")
-    assert loaded[1].calls >= 2 and loaded[1].closed, "it failed, then the promoted runtime was closed"
+    assert loaded[1].calls >= 2 and loaded[1].closed, (
+        "it failed, then the promoted runtime was closed"
+    )
     assert summary["backend_errors"] == loaded[1].calls
     events = read_events(cfg.events.dir / "events.jsonl")
     old_id, new_id = manifest().model_id, candidate_manifest().model_id
     assert {e["model"] for e in events[:3]} == {old_id}
     assert [e["verdict"] for e in events if e["model"] == new_id] == ["reject_uninspected"], (
-        "the promoted model failed on one package (rejected: fail safe), then it was gone")
-    assert events[-1]["model"] == old_id and events[-1]["verdict"] == "damaged", "back on the old model"
+        "the promoted model failed on one package (rejected: fail safe), then it was gone"
+    )
+    assert events[-1]["model"] == old_id and events[-1]["verdict"] == "damaged", (
+        "back on the old model"
+    )
     assert len(events) == 8
     assert sample(d.metrics.render(), "model_rollbacks_total") == 1
     assert sample(d.metrics.render(), "model_promotions_total") == 1
@@ -150,7 +202,9 @@ def add_failing_selftest(pkg) -> None:
     for name, level in (("black", 0), ("white", 255)):
         path = pkg / f"selftest_{name}.png"
         cv2.imwrite(str(path), np.full((32, 32, 3), level, np.uint8))
-        crops.append(SelfTestCrop(path=path.name, sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
+        crops.append(
+            SelfTestCrop(path=path.name, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+        )
     m = load_package(pkg).manifest
     m.selftest = SelfTest(crops=crops, scores={"onnx_fp32": [0.99, 0.01]}, tolerance=0.02)
     write_manifest(pkg, m)
@@ -164,8 +218,12 @@ def test_promote_whose_candidate_fails_at_load_keeps_the_live_model(tmp_path, fa
     live_pkg = tiny_onnx_package(tmp_path / "live")
     cand_pkg = tmp_path / "cand"
     shutil.copytree(live_pkg, cand_pkg)
-    cfg = make_config(tmp_path, belt=NEAR_GATE, model={"package": str(live_pkg), "backend": "onnx"},
-                      shadow={"package": str(cand_pkg), "min_packages": 2})
+    cfg = make_config(
+        tmp_path,
+        belt=NEAR_GATE,
+        model={"package": str(live_pkg), "backend": "onnx"},
+        shadow={"package": str(cand_pkg), "min_packages": 2},
+    )
     frames = belt_frames(4)
     per_pkg = len(frames) // 4
     result = {}
@@ -188,7 +246,9 @@ def test_promote_whose_candidate_fails_at_load_keeps_the_live_model(tmp_path, fa
     d.run()
     assert result["shadow"]["packages"] == 2 and result["shadow"]["agreement"] == 1.0
     why = "failed its self-test on backend 'onnx'" if fault == "selftest" else "sha256"
-    assert result["error"].startswith("promotion rolled back") and why in result["error"], result["error"]
+    assert result["error"].startswith("promotion rolled back") and why in result["error"], result[
+        "error"
+    ]
     assert d.watch.promotion is None and d.watch.promotions == 0
     events = read_events(cfg.events.dir / "events.jsonl")
     assert len(events) == 4 and {e["model"] for e in events} == {live_id}, "the live model stayed"
@@ -202,8 +262,13 @@ def test_shadow_candidate_with_other_input_is_refused(tmp_path):
     other.input = other.input.model_copy(update={"height": 64, "width": 64})
     cfg = make_config(tmp_path)
     with pytest.raises(ParcelguardError, match="another input spec or other classes"):
-        Daemon(cfg, backend=FakeBackend(), manifest=manifest(), source=paced([]),
-               watch_loaders={"shadow_loader": lambda: (FakeBackend(), other)})
+        Daemon(
+            cfg,
+            backend=FakeBackend(),
+            manifest=manifest(),
+            source=paced([]),
+            watch_loaders={"shadow_loader": lambda: (FakeBackend(), other)},
+        )
 
 
 def test_shadow_and_promote_commands_talk_to_the_running_daemon(tmp_path, monkeypatch):
@@ -215,8 +280,12 @@ def test_shadow_and_promote_commands_talk_to_the_running_daemon(tmp_path, monkey
 
     token = "shadow-token-0123456789"
     monkeypatch.delenv("PARCELGUARD_API_TOKEN", raising=False)
-    cfg = make_config(tmp_path, belt=NEAR_GATE, health={"enabled": True, "port": 0, "token": token},
-                      shadow={"min_packages": 3})
+    cfg = make_config(
+        tmp_path,
+        belt=NEAR_GATE,
+        health={"enabled": True, "port": 0, "token": token},
+        shadow={"min_packages": 3},
+    )
     frames = belt_frames(4)
     per_pkg = len(frames) // 4
     go, waiting = threading.Event(), threading.Event()
@@ -226,8 +295,14 @@ def test_shadow_and_promote_commands_talk_to_the_running_daemon(tmp_path, monkey
             waiting.set()
             go.wait(120)
 
-    d = Daemon(cfg, backend=FakeBackend(score=0.9), manifest=manifest(), source=paced(frames, hook), run_token="cli",
-               watch_loaders={"shadow_loader": lambda: (FakeBackend(score=0.1), candidate_manifest())})
+    d = Daemon(
+        cfg,
+        backend=FakeBackend(score=0.9),
+        manifest=manifest(),
+        source=paced(frames, hook),
+        run_token="cli",
+        watch_loaders={"shadow_loader": lambda: (FakeBackend(score=0.1), candidate_manifest())},
+    )
     t = threading.Thread(target=d.run)
     t.start()
     try:
@@ -237,10 +312,19 @@ def test_shadow_and_promote_commands_talk_to_the_running_daemon(tmp_path, monkey
         r = run_cli("shadow", "--url", url, env=env)
         assert r.returncode == 0, r.stderr
         st = json.loads(r.stdout)
-        assert st["ok"] and st["packages"] == 3 and st["agreement"] == 0.0 and st["verdict_changes"] == 3
+        assert (
+            st["ok"]
+            and st["packages"] == 3
+            and st["agreement"] == 0.0
+            and st["verdict_changes"] == 3
+        )
         r = run_cli("promote", "--url", url, env=env)
-        one_sentence(r, "refused promote (HTTP 409)", "agreement 0.0% is below shadow.min_agreement")
-        r = run_cli("promote", "--url", url, env={"PARCELGUARD_API_TOKEN": "wrong-token-0123456789"})
+        one_sentence(
+            r, "refused promote (HTTP 409)", "agreement 0.0% is below shadow.min_agreement"
+        )
+        r = run_cli(
+            "promote", "--url", url, env={"PARCELGUARD_API_TOKEN": "wrong-token-0123456789"}
+        )
         one_sentence(r, "HTTP 401")
     finally:
         go.set()

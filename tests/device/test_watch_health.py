@@ -61,9 +61,14 @@ def int8_package(root: Path, agree: bool) -> Path:
 def test_live_parity_alarm_when_int8_disagrees_with_fp32(tmp_path, agree):
     pkg = int8_package(tmp_path / "pkg", agree)
     video = write_avi(tmp_path / "belt.avi", belt_frames(4), fps=30)
-    cfg = make_config(tmp_path, belt=NEAR_GATE, source={"kind": "file", "uri": str(video)},
-                      capture={"realtime": False}, model={"package": str(pkg), "backend": "onnx_int8"},
-                      live_parity={"enabled": True, "fraction": 0.5, "min_samples": 4, "queue": 10_000})
+    cfg = make_config(
+        tmp_path,
+        belt=NEAR_GATE,
+        source={"kind": "file", "uri": str(video)},
+        capture={"realtime": False},
+        model={"package": str(pkg), "backend": "onnx_int8"},
+        live_parity={"enabled": True, "fraction": 0.5, "min_samples": 4, "queue": 10_000},
+    )
     d = Daemon(cfg, run_token="lp")
     summary = d.run()
     par = d.watch.parity
@@ -74,7 +79,9 @@ def test_live_parity_alarm_when_int8_disagrees_with_fp32(tmp_path, agree):
     assert sample(text, "live_parity_samples_total") == par.samples
     raised = [a for a in alarms(cfg.events.dir) if a[0] == "parity_low"]
     if agree:
-        assert par.disagreements == 0 and sample(text, "live_parity_agreement") == 1.0 and not raised
+        assert (
+            par.disagreements == 0 and sample(text, "live_parity_agreement") == 1.0 and not raised
+        )
     else:
         assert par.disagreements == par.samples and sample(text, "live_parity_agreement") == 0.0
         assert raised == [("parity_low", True)]
@@ -93,10 +100,20 @@ def test_camera_health_alarms_for_blur_dark_and_frozen_frames(tmp_path):
     dark = [(f // 20).astype(np.uint8) for f in belt_frames(1, seed=3)[:20]]
     frozen = [sharp[3]] * 20
     frames = sharp + blurred + sharp + dark + sharp + frozen
-    cfg = make_config(tmp_path, source={"kind": "file", "uri": str(_video(tmp_path, frames))},
-                      capture={"realtime": False},
-                      monitor={"every_frames": 2, "persist": 2, "focus_min": 50.0, "brightness_min": 10.0,
-                               "clipped_max": 0.5, "frozen_checks": 4, "frozen_tolerance": 0.0})
+    cfg = make_config(
+        tmp_path,
+        source={"kind": "file", "uri": str(_video(tmp_path, frames))},
+        capture={"realtime": False},
+        monitor={
+            "every_frames": 2,
+            "persist": 2,
+            "focus_min": 50.0,
+            "brightness_min": 10.0,
+            "clipped_max": 0.5,
+            "frozen_checks": 4,
+            "frozen_tolerance": 0.0,
+        },
+    )
     seen: dict[str, list] = {"focus": [], "brightness": [], "frozen": []}
     d = Daemon(cfg, backend=FakeBackend(score=0.1), manifest=manifest(), run_token="cam")
     mon = d.watch.monitor
@@ -113,9 +130,13 @@ def test_camera_health_alarms_for_blur_dark_and_frozen_frames(tmp_path):
     d.run()
     assert mon.checks == len(frames) // 2
     foc, bri = seen["focus"], seen["brightness"]
-    assert min(foc[:10]) > 50.0 > max(foc[10:20]), "blurred frames have a low variance of the Laplacian"
+    assert min(foc[:10]) > 50.0 > max(foc[10:20]), (
+        "blurred frames have a low variance of the Laplacian"
+    )
     assert min(bri[:30]) > 10.0 > max(bri[30:40]), "dark frames have a low mean"
-    assert max(seen["frozen"][:30]) == 0 and seen["frozen"][-1] == 9, "ten identical checks in a row"
+    assert max(seen["frozen"][:30]) == 0 and seen["frozen"][-1] == 9, (
+        "ten identical checks in a row"
+    )
     got = alarms(cfg.events.dir)
     # a dark image has no contrast either: the dark stretch is out of focus as well
     assert [a for n, a in got if n == "camera_blurred"] == [True, False, True, False]
@@ -123,7 +144,10 @@ def test_camera_health_alarms_for_blur_dark_and_frozen_frames(tmp_path):
     assert [a for n, a in got if n == "camera_frozen"] == [True]
     assert got[-1] == ("camera_frozen", True)
     text = d.metrics.render()
-    assert sample(text, "camera_frozen_checks") == 9 and sample(text, "camera_checks_total") == mon.checks
+    assert (
+        sample(text, "camera_frozen_checks") == 9
+        and sample(text, "camera_checks_total") == mon.checks
+    )
     for name, raised in (("camera_blurred", 2), ("camera_exposure", 1), ("camera_frozen", 1)):
         assert f'parcelguard_alarms_total{{alarm="{name}"}} {raised}' in text
 
@@ -143,10 +167,25 @@ def test_score_drift_and_reject_rate_alarms_against_the_commissioning_baseline(t
                 backend.score = 0.1  # between packages: the line changed
             yield f, i / 30
 
-    cfg = make_config(tmp_path, belt=NEAR_GATE,
-                      drift={"baseline": str(baseline), "commission_packages": 10, "window": 10,
-                             "min_packages": 10, "psi_max": 0.25, "reject_rate_delta_max": 0.3})
-    d = Daemon(cfg, backend=backend, manifest=manifest(), source=Paced(gen(), realtime=False), run_token="dr")
+    cfg = make_config(
+        tmp_path,
+        belt=NEAR_GATE,
+        drift={
+            "baseline": str(baseline),
+            "commission_packages": 10,
+            "window": 10,
+            "min_packages": 10,
+            "psi_max": 0.25,
+            "reject_rate_delta_max": 0.3,
+        },
+    )
+    d = Daemon(
+        cfg,
+        backend=backend,
+        manifest=manifest(),
+        source=Paced(gen(), realtime=False),
+        run_token="dr",
+    )
     summary = d.run()
     assert summary["packages"] == n
     base = json.loads(baseline.read_text())
@@ -156,10 +195,17 @@ def test_score_drift_and_reject_rate_alarms_against_the_commissioning_baseline(t
     assert sample(text, "score_psi") > 0.25 and sample(text, "reject_rate") == 0.0
     assert sample(text, "baseline_reject_rate") == 1.0
     # a second run reads the baseline it left instead of commissioning again
-    d2 = Daemon(cfg, backend=FakeBackend(score=0.95), manifest=manifest(),
-                source=Paced(((f, i / 30) for i, f in enumerate(belt_frames(12))), realtime=False), run_token="d2")
+    d2 = Daemon(
+        cfg,
+        backend=FakeBackend(score=0.95),
+        manifest=manifest(),
+        source=Paced(((f, i / 30) for i, f in enumerate(belt_frames(12))), realtime=False),
+        run_token="d2",
+    )
     d2.run()
-    assert d2.watch.drift.psi == pytest.approx(0.0, abs=1e-9) and not d2.watch.drift.psi_latch.active
+    assert (
+        d2.watch.drift.psi == pytest.approx(0.0, abs=1e-9) and not d2.watch.drift.psi_latch.active
+    )
 
 
 def test_psi_is_zero_for_equal_histograms_and_grows_with_shift():
@@ -172,7 +218,11 @@ def test_psi_is_zero_for_equal_histograms_and_grows_with_shift():
 def scene(frame: np.ndarray) -> np.ndarray:
     """The belt frame inside a static, textured surround (rails, floor) that stays put."""
     rng = np.random.default_rng(7)
-    tex = cv2.resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (640, 480), interpolation=cv2.INTER_NEAREST)
+    tex = cv2.resize(
+        rng.integers(0, 255, (12, 16, 3), dtype=np.uint8),
+        (640, 480),
+        interpolation=cv2.INTER_NEAREST,
+    )
     out = frame.copy()
     out[:100], out[400:] = tex[:100], tex[400:]
     out[:, :120], out[:, 520:] = tex[:, :120], tex[:, 520:]
@@ -188,9 +238,12 @@ def test_moved_camera_alarm_from_phase_correlation_against_the_reference(tmp_pat
     moved = [np.roll(scene(f), (8, 10), axis=(0, 1)) for f in belt_frames(2, seed=2)]
     back = [scene(f) for f in belt_frames(2, seed=3)]
     ref = tmp_path / "reference.png"
-    cfg = make_config(tmp_path, source={"kind": "file", "uri": str(_video(tmp_path, normal + moved + back))},
-                      capture={"realtime": False},
-                      monitor={"every_frames": 4, "persist": 2, "moved_px_max": 5.0, "reference": str(ref)})
+    cfg = make_config(
+        tmp_path,
+        source={"kind": "file", "uri": str(_video(tmp_path, normal + moved + back))},
+        capture={"realtime": False},
+        monitor={"every_frames": 4, "persist": 2, "moved_px_max": 5.0, "reference": str(ref)},
+    )
     shifts: list[float] = []
     d = Daemon(cfg, backend=FakeBackend(score=0.1), manifest=manifest(), run_token="mv")
     mon = d.watch.monitor
@@ -205,12 +258,15 @@ def test_moved_camera_alarm_from_phase_correlation_against_the_reference(tmp_pat
     summary = d.run()
     assert summary["packages"] == 6, "the surround does not disturb presence"
     n = len(normal) // 4
-    still = shifts[:n] + [0.0] + shifts[2 * n:]
+    still = shifts[:n] + [0.0] + shifts[2 * n :]
     # a package entering the view beside the ROI can pull one check off; persist: 2 ignores it
     assert not any(a > 5.0 and b > 5.0 for a, b in zip(still, still[1:], strict=False)), shifts
     assert sorted(still)[len(still) // 2] < 1.0, shifts
-    assert all(abs(s - np.hypot(10, 8)) < 3.0 for s in shifts[n:2 * n]), shifts
-    assert [(a, b) for a, b in alarms(cfg.events.dir)] == [("camera_moved", True), ("camera_moved", False)]
+    assert all(abs(s - np.hypot(10, 8)) < 3.0 for s in shifts[n : 2 * n]), shifts
+    assert [(a, b) for a, b in alarms(cfg.events.dir)] == [
+        ("camera_moved", True),
+        ("camera_moved", False),
+    ]
     assert ref.is_file() and cv2.imread(str(ref), cv2.IMREAD_GRAYSCALE).shape == (120, 160)
     assert 'parcelguard_alarms_total{alarm="camera_moved"} 1' in d.metrics.render()
 
@@ -223,8 +279,13 @@ def test_a_failing_watch_hook_never_stops_inspection(tmp_path):
     def broken(*_):
         raise RuntimeError("simulated monitor bug")
 
-    d = Daemon(cfg, backend=FakeBackend(score=0.9), manifest=manifest(),
-               source=Paced(((f, i / 30) for i, f in enumerate(belt_frames(3))), realtime=False), run_token="wg")
+    d = Daemon(
+        cfg,
+        backend=FakeBackend(score=0.9),
+        manifest=manifest(),
+        source=Paced(((f, i / 30) for i, f in enumerate(belt_frames(3))), realtime=False),
+        run_token="wg",
+    )
     d.watch.monitor._alarms = broken  # the check itself raises after measuring
     summary = d.run()
     assert summary["packages"] == 3 and summary["frames"] == len(belt_frames(3))
@@ -247,8 +308,12 @@ def test_live_parity_queue_drops_and_never_blocks_the_loop():
             return super().infer(batch)
 
     raised = []
-    par = LiveParity(Stuck(score=0.9), manifest(), LiveParityConfig(enabled=True, fraction=1.0, queue=2, min_samples=1),
-                     lambda *a: raised.append(a))
+    par = LiveParity(
+        Stuck(score=0.9),
+        manifest(),
+        LiveParityConfig(enabled=True, fraction=1.0, queue=2, min_samples=1),
+        lambda *a: raised.append(a),
+    )
     x = np.zeros((32, 32, 3), np.uint8)
     par.offer(x, 0.9, 0.5, manifest().model_id)
     assert entered.wait(60), "the worker took the first crop"

@@ -44,7 +44,9 @@ def test_backend_conformance(reference, name):
         be.close()
     assert scores.shape == (len(images),) and scores.dtype == np.float32
     assert np.all((scores >= 0) & (scores <= 1))
-    np.testing.assert_allclose(again, scores[:3], atol=1e-6, err_msg="batch size changes the answer")
+    np.testing.assert_allclose(
+        again, scores[:3], atol=1e-6, err_msg="batch size changes the answer"
+    )
     diff = np.abs(scores - ref)
     assert diff.max() <= TOLERANCE[key], (name, float(diff.max()))
     # Verdicts: a crop whose reference score is further from the threshold than the backend's
@@ -53,7 +55,9 @@ def test_backend_conformance(reference, name):
     # (the parity gate judges that, with statistics, on a real held-out set).
     thr = pkg.manifest.threshold
     clear = np.abs(ref - thr) > TOLERANCE[key]
-    assert clear.sum() >= len(ref) // 2, f"only {int(clear.sum())} of {len(ref)} crops are clear of the threshold"
+    assert clear.sum() >= len(ref) // 2, (
+        f"only {int(clear.sum())} of {len(ref)} crops are clear of the threshold"
+    )
     assert np.array_equal(scores[clear] >= thr, ref[clear] >= thr), name
 
 
@@ -66,7 +70,9 @@ def test_corrupt_model_file_is_one_sentence(tiny_run, tmp_path, name):
     path = root / load_package(root).manifest.files[key].path
     path.write_bytes(b"\x00garbage, not a model\xff" * 64)
     # re-seal so only the loader can catch it
-    edit_manifest(root, lambda d: d["files"][key].__setitem__("sha256", sha256_file(path)), reseal=True)
+    edit_manifest(
+        root, lambda d: d["files"][key].__setitem__("sha256", sha256_file(path)), reseal=True
+    )
     with pytest.raises(ParcelguardError, match=f"could not load .*{path.name}") as e:
         open_backend(load_package(root), name)
     assert "\n" not in str(e.value)
@@ -77,7 +83,10 @@ def test_corrupt_model_file_is_one_sentence(tiny_run, tmp_path, name):
 def test_wrong_input_is_one_sentence(tiny_run, name):
     be = open_backend(load_package(tiny_run["package"]), name)
     try:
-        with pytest.raises(ParcelguardError, match=r"takes uint8 batches of shape \(N, 128, 128, 3\), got uint8 \(1, 64, 64, 3\)"):
+        with pytest.raises(
+            ParcelguardError,
+            match=r"takes uint8 batches of shape \(N, 128, 128, 3\), got uint8 \(1, 64, 64, 3\)",
+        ):
             be.infer(np.zeros((1, 64, 64, 3), np.uint8))
         with pytest.raises(ParcelguardError, match="got float32"):
             be.infer(np.zeros((1, 128, 128, 3), np.float32))
@@ -91,8 +100,12 @@ def test_provider_resolution(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     have = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     names, opts = resolve_providers(
-        ["CPUExecutionProvider", {"TensorrtExecutionProvider": {"trt_fp16_enable": True}},
-         {"CUDAExecutionProvider": {"device_id": 0}}, "OpenVINOExecutionProvider"],
+        [
+            "CPUExecutionProvider",
+            {"TensorrtExecutionProvider": {"trt_fp16_enable": True}},
+            {"CUDAExecutionProvider": {"device_id": 0}},
+            "OpenVINOExecutionProvider",
+        ],
         have,
     )
     assert names == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -102,7 +115,10 @@ def test_provider_resolution(tmp_path, monkeypatch, caplog):
     assert (tmp_path / "cache" / "parcelguard" / "trt_engines").is_dir()
     assert opts[1] == {"device_id": "0"} and opts[2] == {}
     assert "OpenVINOExecutionProvider is not in this onnxruntime build" in caplog.text
-    names, opts = resolve_providers([{"TensorrtExecutionProvider": {"trt_engine_cache_path": str(tmp_path / "e")}}], ["CPUExecutionProvider"])
+    names, opts = resolve_providers(
+        [{"TensorrtExecutionProvider": {"trt_engine_cache_path": str(tmp_path / "e")}}],
+        ["CPUExecutionProvider"],
+    )
     assert names == ["CPUExecutionProvider"] and opts == [{}]
 
 
@@ -111,9 +127,16 @@ def test_provider_options_in_device_config(tmp_path):
     from parcelguard.device.config.device import DeviceConfig
 
     cfg = tmp_path / "d.yaml"
-    cfg.write_text("model:\n  backend: onnx_int8\n  providers:\n    - TensorrtExecutionProvider: {trt_engine_cache_path: /var/cache/pg, trt_fp16_enable: false}\n    - CUDAExecutionProvider\n")
+    cfg.write_text(
+        "model:\n  backend: onnx_int8\n  providers:\n    - TensorrtExecutionProvider: {trt_engine_cache_path: /var/cache/pg, trt_fp16_enable: false}\n    - CUDAExecutionProvider\n"
+    )
     model = load_config(DeviceConfig, cfg).model
-    assert model.providers[0] == {"TensorrtExecutionProvider": {"trt_engine_cache_path": "/var/cache/pg", "trt_fp16_enable": False}}
+    assert model.providers[0] == {
+        "TensorrtExecutionProvider": {
+            "trt_engine_cache_path": "/var/cache/pg",
+            "trt_fp16_enable": False,
+        }
+    }
     cfg.write_text("model:\n  providers:\n    - {A: {}, B: {}}\n")
     with pytest.raises(ParcelguardError, match="exactly one provider"):
         load_config(DeviceConfig, cfg)
@@ -130,7 +153,9 @@ def _cuda_available() -> bool:
 
 @pytest.mark.gpu
 @pytest.mark.slow
-@pytest.mark.skipif(not _cuda_available(), reason="this onnxruntime build has no CUDAExecutionProvider")
+@pytest.mark.skipif(
+    not _cuda_available(), reason="this onnxruntime build has no CUDAExecutionProvider"
+)
 def test_cuda_provider_matches_cpu(reference):
     pkg, images, _ = reference
     cpu = open_backend(pkg, "onnx")

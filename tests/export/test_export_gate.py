@@ -25,15 +25,30 @@ def _fake_split(strata: dict[tuple[str, str, str], int], seed: int = 0):
         for _ in range(n):
             i = len(samples)
             light = f"{rng.uniform(0.5, 1.5):.4f}"
-            samples.append(Sample(Path(f"{i}.png"), label, dtype, 0.0, f"p{i}", {"package_kind": kind, "lighting": light}))
+            samples.append(
+                Sample(
+                    Path(f"{i}.png"),
+                    label,
+                    dtype,
+                    0.0,
+                    f"p{i}",
+                    {"package_kind": kind, "lighting": light},
+                )
+            )
     images = np.zeros((len(samples), 2, 2, 3), np.uint8)
     images[:, 0, 0, 0] = np.arange(len(samples)) % 256
     images[:, 0, 0, 1] = np.arange(len(samples)) // 256
     return Split(samples, images, np.zeros(len(samples), np.int64))
 
 
-STRATA = {("ok", "", "box"): 700, ("ok", "", "mailer"): 200, ("damaged", "puncture", "box"): 60,
-          ("damaged", "crushed_corner", "mailer"): 30, ("damaged", "water_stain", "box"): 6, ("empty", "", "empty"): 4}
+STRATA = {
+    ("ok", "", "box"): 700,
+    ("ok", "", "mailer"): 200,
+    ("damaged", "puncture", "box"): 60,
+    ("damaged", "crushed_corner", "mailer"): 30,
+    ("damaged", "water_stain", "box"): 6,
+    ("empty", "", "empty"): 4,
+}
 
 
 def test_calibration_is_stratified_and_proportional():
@@ -58,7 +73,10 @@ def test_calibration_is_seeded_and_keeps_rare_strata():
     from parcelguard.export.calibration import calibration_indices, select_calibration, strata_keys
 
     split = _fake_split(STRATA)
-    a, b = calibration_indices(split.samples, 40, seed=0), calibration_indices(split.samples, 40, seed=0)
+    a, b = (
+        calibration_indices(split.samples, 40, seed=0),
+        calibration_indices(split.samples, 40, seed=0),
+    )
     assert np.array_equal(a, b)
     assert not np.array_equal(a, calibration_indices(split.samples, 40, seed=5))
     keys = strata_keys(split.samples)
@@ -75,11 +93,15 @@ def test_calibration_warns_below_300(caplog):
     with caplog.at_level(logging.WARNING, logger="parcelguard.export.calibration"):
         idx = calibration_indices(split.samples, 500)
     assert len(idx) == 100
-    assert [r.message for r in caplog.records] == ["only 100 calibration images available (recommended: at least 300)"]
+    assert [r.message for r in caplog.records] == [
+        "only 100 calibration images available (recommended: at least 300)"
+    ]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="parcelguard.export.calibration"):
         calibration_indices(split.samples, 50)
-    assert any("calibration size 50 is below the recommended 300" in r.message for r in caplog.records)
+    assert any(
+        "calibration size 50 is below the recommended 300" in r.message for r in caplog.records
+    )
 
 
 # --- the real package (tiny_run) --------------------------------------------------------------
@@ -96,11 +118,15 @@ def test_manifest_is_complete(tiny_run):
     assert man.status == "ok" and man.schema_version == 1 and man.classes == ["ok", "damaged"]
     assert man.input.height == 128 and man.input.color_order == "rgb"
     for key, f in man.files.items():
-        assert f.sha256 == sha256_file(pkg / f.path) and f.bytes == (pkg / f.path).stat().st_size, key
+        assert f.sha256 == sha256_file(pkg / f.path) and f.bytes == (pkg / f.path).stat().st_size, (
+            key
+        )
     q_in, q_out = man.files["tflite_int8"].input, man.files["tflite_int8"].output
     assert q_in.zero_point == -128 and q_out.scale > 0 and q_out.dtype == "int8"
     assert man.source_checkpoint_sha256 == sha256_file(tiny_run["checkpoint"])
-    assert {"torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert", "python"} <= set(man.tools)
+    assert {"torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert", "python"} <= set(
+        man.tools
+    )
     assert man.metrics["training"]["best_val_accuracy"] is not None
     assert man.metrics["parity"]["passed"] is True and man.metrics["heldout"]["split"] == "test"
     cal = man.metrics["calibration"]
@@ -117,19 +143,27 @@ def test_package_passes_the_budgets_it_was_exported_with(tiny_run):
     budget = parity["budget"]
     assert parity["passed"], parity["failures"]
     assert parity["reference"] == "torch_fp32"
-    for key, m in parity["models"].items():  # the rule of export/gate.py, re-derived from the report
+    for key, m in parity[
+        "models"
+    ].items():  # the rule of export/gate.py, re-derived from the report
         ag = m["checks"]["agreement"]
-        assert m["agreement"] >= ag["hard_cap"] and (m["agreement"] >= budget["min_agreement"] or ag["p_value"] >= budget["alpha"]), key
+        assert m["agreement"] >= ag["hard_cap"] and (
+            m["agreement"] >= budget["min_agreement"] or ag["p_value"] >= budget["alpha"]
+        ), key
         for name, ch in m["checks"].items():
             if "b" not in ch:
                 continue
             assert ch["drop"] == pytest.approx((ch["b"] - ch["c"]) / ch["n"]), (key, name)
-            assert ch["drop"] <= ch["hard_cap"] and (ch["drop"] <= ch["budget"] or ch["p_value"] >= budget["alpha"]), (key, name)
+            assert ch["drop"] <= ch["hard_cap"] and (
+                ch["drop"] <= ch["budget"] or ch["p_value"] >= budget["alpha"]
+            ), (key, name)
             assert ch["verdict"] in ("pass", "insufficient evidence"), (key, name)
         acc = m["checks"]["accuracy"]
         assert parity["torch_fp32"]["accuracy"] - m["accuracy"] == pytest.approx(acc["drop"]), key
         lo, hi = m["ci95"]["accuracy"]
-        assert lo <= m["accuracy"] <= hi and set(m["ci95"]["recall_per_damage_type"]) == set(m["recall_per_damage_type"])
+        assert lo <= m["accuracy"] <= hi and set(m["ci95"]["recall_per_damage_type"]) == set(
+            m["recall_per_damage_type"]
+        )
     assert parity["sizes"]["tflite_to_onnx_fp32_ratio"] <= 0.30
     assert parity["lint"] == {"tflite_int8": [], "onnx_int8": []}
 
@@ -142,7 +176,10 @@ def test_verify_cli_round_trip_then_device_loads(tiny_run, tmp_path):
     pkg = tmp_path / "pkg"
     shutil.copytree(tiny_run["package"], pkg)
     b = tiny_run["parity"]["budget"]  # the tiny model's own budgets (see conftest)
-    sets = [f"--set=budget.{k}={b[k]}" for k in ("min_agreement", "max_accuracy_drop", "max_recall_drop_per_type")]
+    sets = [
+        f"--set=budget.{k}={b[k]}"
+        for k in ("min_agreement", "max_accuracy_drop", "max_recall_drop_per_type")
+    ]
     r = run_cli("verify", str(pkg), "--checkpoint", str(tiny_run["checkpoint"]), "--json", *sets)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout[: r.stdout.rindex("}") + 1])
@@ -160,10 +197,14 @@ def test_broken_calibration_fails_the_gate(tiny_run, tmp_path):
     from parcelguard.export.package import export_package
 
     out = tmp_path / "broken"
-    cfg = ExportConfig(checkpoint=tiny_run["checkpoint"], out=out, formats=["onnx_fp32", "tflite_int8"])
+    cfg = ExportConfig(
+        checkpoint=tiny_run["checkpoint"], out=out, formats=["onnx_fp32", "tflite_int8"]
+    )
     report = export_package(cfg, calib_override=np.zeros((16, 128, 128, 3), np.uint8))
     assert not report["passed"]
-    assert any("tflite_int8 broke the" in f and "budget" in f for f in report["failures"]), report["failures"]
+    assert any("tflite_int8 broke the" in f and "budget" in f for f in report["failures"]), report[
+        "failures"
+    ]
     assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
     with pytest.raises(ParcelguardError, match="failed its parity gate"):
         load_package(out)
@@ -182,12 +223,16 @@ def test_gate_fails_on_lint_problem_naming_the_op(tiny_run, monkeypatch):
     from parcelguard.export.verify import _recorded_heldout
 
     pkg = load_package(tiny_run["package"])
-    monkeypatch.setattr(graph_lint, "lint_tflite", lambda p: ["MIRROR_PAD (op 3) is present; use zero padding."])
+    monkeypatch.setattr(
+        graph_lint, "lint_tflite", lambda p: ["MIRROR_PAD (op 3) is present; use zero padding."]
+    )
     heldout = _recorded_heldout(pkg.manifest, pkg.root)
     budget = tiny_run["parity"]["budget"]  # the tiny model's own budgets (see conftest)
     report = run_parity(pkg.root, heldout, ParityBudget(**budget))
     assert not report["passed"]
-    assert report["failures"] == ["tflite_int8 failed the graph lint: MIRROR_PAD (op 3) is present; use zero padding"]
+    assert report["failures"] == [
+        "tflite_int8 failed the graph lint: MIRROR_PAD (op 3) is present; use zero padding"
+    ]
     assert run_parity(pkg.root, heldout, ParityBudget(**{**budget, "lint": False}))["passed"]
 
 
@@ -199,7 +244,9 @@ def test_tampered_or_incomplete_package_is_refused(tiny_run, tmp_path):
 
     pkg = tmp_path / "pkg"
     shutil.copytree(tiny_run["package"], pkg)
-    with pytest.raises(ParcelguardError, match="checkpoint .* is not the one this package was exported from"):
+    with pytest.raises(
+        ParcelguardError, match="checkpoint .* is not the one this package was exported from"
+    ):
         bogus = tmp_path / "other.pt"
         bogus.write_bytes(b"x")
         verify_package(pkg, checkpoint=bogus)
@@ -222,8 +269,13 @@ def test_inspect_reports_sizes_ops_and_latency(tiny_run):
 
     info = inspect_package(tiny_run["package"], runs=5, threads=(1, 2))
     assert info["status"] == "ok" and info["gate"]["passed"]
-    assert info["ops"]["tflite_int8"]["CONV_2D"] >= 1 and "QuantizeLinear" in info["ops"]["onnx_int8"]
+    assert (
+        info["ops"]["tflite_int8"]["CONV_2D"] >= 1 and "QuantizeLinear" in info["ops"]["onnx_int8"]
+    )
     lat = info["latency"]["litert"]
-    assert set(lat) == {"1 thread", "2 threads"} and 0 < lat["1 thread"]["median_ms"] <= lat["1 thread"]["p99_ms"]
+    assert (
+        set(lat) == {"1 thread", "2 threads"}
+        and 0 < lat["1 thread"]["median_ms"] <= lat["1 thread"]["p99_ms"]
+    )
     text = format_inspect(info)
     assert "of fp32 ONNX" in text and "p99" in text and "MAX_POOL_2D" in text  # the global max head

@@ -71,7 +71,9 @@ def strongly_connected(nodes: set[str], edges: dict[str, set[str]]) -> list[list
 
 def project_edges(graph) -> tuple[set[str], dict[str, set[str]]]:
     nodes = {m for m in graph.modules if m.startswith(tuple(PACKAGES))}
-    edges = {m: {d for d in graph.find_modules_directly_imported_by(m) if d in nodes} for m in nodes}
+    edges = {
+        m: {d for d in graph.find_modules_directly_imported_by(m) if d in nodes} for m in nodes
+    }
     # a package's __init__ is importing its own submodule only by re-export; none of ours do
     return nodes, edges
 
@@ -105,7 +107,9 @@ def test_layers_import_only_downwards(graph):
 def test_device_never_imports_workstation_packages(graph, heavy):
     assert heavy in graph.modules, f"the workstation layers import {heavy}: the graph must see it"
     importers = sorted(
-        m for m in graph.find_modules_that_directly_import(heavy) if m.startswith("parcelguard.device")
+        m
+        for m in graph.find_modules_that_directly_import(heavy)
+        if m.startswith("parcelguard.device")
     )
     assert not importers, f"{heavy} imported by {importers}"
 

@@ -28,7 +28,16 @@ def test_replay_is_deterministic_and_scored(tiny_run, tmp_path):
     v = tiny_run["video"]
     outs = []
     for i in range(2):
-        r = run_cli("replay", str(v["video"]), "--model", str(tiny_run["package"]), "--labels", str(v["gt"]), "--out", str(tmp_path / f"r{i}"))
+        r = run_cli(
+            "replay",
+            str(v["video"]),
+            "--model",
+            str(tiny_run["package"]),
+            "--labels",
+            str(v["gt"]),
+            "--out",
+            str(tmp_path / f"r{i}"),
+        )
         assert r.returncode == 0, r.stderr
         outs.append((tmp_path / f"r{i}" / "events.jsonl").read_bytes())
     assert outs[0] == outs[1] and outs[0]
@@ -65,5 +74,7 @@ def test_cli_missing_package_and_bad_config(tiny_run, tmp_path):
     _assert_one_sentence_error(r, "does not exist")
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("belt:\n  speed_mps: -2\n")
-    r = run_cli("replay", str(v["video"]), "--model", str(tiny_run["package"]), "--config", str(cfg))
+    r = run_cli(
+        "replay", str(v["video"]), "--model", str(tiny_run["package"]), "--config", str(cfg)
+    )
     _assert_one_sentence_error(r, "belt.speed_mps", "bad.yaml:2")

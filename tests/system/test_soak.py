@@ -22,8 +22,18 @@ def _soak(tmp_path: Path) -> dict:
     """Run the soak benchmark as a user would (a script, not an import: benchmarks stay outside the
     test tree's imports), 35 s, and read its JSON."""
     out = tmp_path / "soak.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_soak.py"), "--minutes", str(35 / 60),
-           "--warmup-s", "8", "--sample-s", "3", "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_soak.py"),
+        "--minutes",
+        str(35 / 60),
+        "--warmup-s",
+        "8",
+        "--sample-s",
+        "3",
+        "--json",
+        str(out),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert r.returncode in (0, 1) and out.exists(), r.stdout + r.stderr  # 1: the budget was missed
     return json.loads(out.read_text())
@@ -32,9 +42,11 @@ def _soak(tmp_path: Path) -> dict:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for VmRSS")
 def test_short_soak_rss_growth_under_5_mb(tmp_path):
     res = _soak(tmp_path)
-    print(f"\n[soak] {res['seconds']} s, {res['frames']} frames, {res['packages']} packages, {res['passes']} passes: "
-          f"RSS {res['rss_start_mb']:.1f} -> {res['rss_end_mb']:.1f} MB, growth {res['rss_growth_mb']:+.2f} MB "
-          f"(peak {res['rss_peak_growth_mb']:+.2f} MB): {res['result']}")
+    print(
+        f"\n[soak] {res['seconds']} s, {res['frames']} frames, {res['packages']} packages, {res['passes']} passes: "
+        f"RSS {res['rss_start_mb']:.1f} -> {res['rss_end_mb']:.1f} MB, growth {res['rss_growth_mb']:+.2f} MB "
+        f"(peak {res['rss_peak_growth_mb']:+.2f} MB): {res['result']}"
+    )
     assert res["passes"] >= 3 and res["packages"] >= 10, res  # it really looped the video
     assert len(res["samples"]) >= 5
     assert res["rss_growth_mb"] < 5.0 and res["rss_peak_growth_mb"] < 5.0, res["samples"]
@@ -49,10 +61,18 @@ def test_live_loop_keeps_only_bounded_state():
     from parcelguard.device.testing import FakeBackend, belt_frames, manifest
 
     frames = belt_frames(3)
-    loop = InspectionLoop(DeviceConfig(), FakeBackend(), manifest(), None, "t", hooks=LoopHooks(history=16))
+    loop = InspectionLoop(
+        DeviceConfig(), FakeBackend(), manifest(), None, "t", hooks=LoopHooks(history=16)
+    )
     loop.run((f, i / 30) for i, f in enumerate(frames * 30))  # 90 packages, 2520 frames
-    caps = {k: v.maxlen for k, v in loop.stats.stage_s.items()} | {"frame_scores": loop.stats.frame_scores.maxlen, "events": loop.events.maxlen}
+    caps = {k: v.maxlen for k, v in loop.stats.stage_s.items()} | {
+        "frame_scores": loop.stats.frame_scores.maxlen,
+        "events": loop.events.maxlen,
+    }
     print(f"\n[soak] bounded state caps: {caps}; packages {loop.stats.packages}")
     assert isinstance(loop.events, deque) and loop.events.maxlen == min(16, LIVE_EVENTS_KEPT)
-    assert all(len(v) <= 16 for v in loop.stats.stage_s.values()) and len(loop.stats.frame_scores) <= 16
+    assert (
+        all(len(v) <= 16 for v in loop.stats.stage_s.values())
+        and len(loop.stats.frame_scores) <= 16
+    )
     assert loop.stats.packages == 90 and not loop._best_frame

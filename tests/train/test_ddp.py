@@ -18,15 +18,38 @@ from parcelguard.train.synth import world as synth  # noqa: E402
 
 @pytest.mark.slow
 def test_two_process_gloo_epoch(tmp_path):
-    crops = synth.make_crops(synth.SynthCropsConfig(n_ok=40, n_damaged=40, seed=8), tmp_path / "crops")
-    cfg = {"data": str(crops), "out": str(tmp_path / "ddp"), "epochs": 1, "batch_size": 8, "threads": 1,
-           "device": "cpu", "input": {"height": 64, "width": 64}, "model": {"widths": [8, 16], "blocks": [1, 1]}}
+    crops = synth.make_crops(
+        synth.SynthCropsConfig(n_ok=40, n_damaged=40, seed=8), tmp_path / "crops"
+    )
+    cfg = {
+        "data": str(crops),
+        "out": str(tmp_path / "ddp"),
+        "epochs": 1,
+        "batch_size": 8,
+        "threads": 1,
+        "device": "cpu",
+        "input": {"height": 64, "width": 64},
+        "model": {"widths": [8, 16], "blocks": [1, 1]},
+    }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "parcelguard.cli.main", "train", "--config", str(tmp_path / "train.yaml")],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "parcelguard.cli.main",
+            "train",
+            "--config",
+            str(tmp_path / "train.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ck = load_checkpoint(tmp_path / "ddp" / "best.pt")
@@ -39,6 +62,12 @@ def test_two_process_gloo_epoch(tmp_path):
     from parcelguard.device.contract.preprocess import InputSpec
     from parcelguard.train.data import load_splits
 
-    n_train = len(load_splits(crops, ["ok", "damaged"], InputSpec(height=64, width=64), 0.15, 0.15, 0)["train"].labels)
-    assert last["scheduler"]["last_epoch"] == n_train // 16  # each rank takes half of every global batch
+    n_train = len(
+        load_splits(crops, ["ok", "damaged"], InputSpec(height=64, width=64), 0.15, 0.15, 0)[
+            "train"
+        ].labels
+    )
+    assert (
+        last["scheduler"]["last_epoch"] == n_train // 16
+    )  # each rank takes half of every global batch
     assert proc.stdout.count('"best_val_accuracy"') == 1  # only rank 0 reports

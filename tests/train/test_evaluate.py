@@ -69,9 +69,14 @@ def test_threshold_for_accuracy_one_se_rule_keeps_half_unless_the_evidence_is_cl
     s, y = np.r_[neg, pos, 0.3, 0.9], np.r_[np.zeros(200, bool), np.ones(200, bool), True, False]
     t = threshold_for_accuracy(s, y)
     assert t["threshold"] == 0.5 and t["accuracy"] < t["best_accuracy"]
-    assert threshold_for_accuracy(s, y, one_se=False)["threshold"] == pytest.approx((0.3 + neg.max()) / 2)
+    assert threshold_for_accuracy(s, y, one_se=False)["threshold"] == pytest.approx(
+        (0.3 + neg.max()) / 2
+    )
     # Twenty positives at 0.3..0.35: 0.5 loses 20 samples, far beyond one SE -> the low cut wins.
-    s2, y2 = np.r_[neg, pos, rng.uniform(0.3, 0.35, 20)], np.r_[np.zeros(200, bool), np.ones(220, bool)]
+    s2, y2 = (
+        np.r_[neg, pos, rng.uniform(0.3, 0.35, 20)],
+        np.r_[np.zeros(200, bool), np.ones(220, bool)],
+    )
     t2 = threshold_for_accuracy(s2, y2)
     assert t2["threshold"] < 0.3 and t2["accuracy"] == 1.0
 
@@ -101,9 +106,13 @@ def test_source_offsets_scale_to_the_source_resolution():
 def test_consistency_of_an_exactly_invariant_model_is_one():
     # global mean brightness: dark sources are "ok", bright ones "damaged"; shifts never matter
     rng = np.random.default_rng(3)
-    sources = [np.clip(rng.normal(m, 20, (48, 48, 3)), 0, 255).astype(np.uint8) for m in [60, 190] * 6]
+    sources = [
+        np.clip(rng.normal(m, 20, (48, 48, 3)), 0, 255).astype(np.uint8) for m in [60, 190] * 6
+    ]
     spec = InputSpec(height=32, width=32)
-    r = shift.shift_robustness(lambda b: b.mean(axis=(1, 2, 3)) / 255.0, sources, spec, 0.5, radius=4)
+    r = shift.shift_robustness(
+        lambda b: b.mean(axis=(1, 2, 3)) / 255.0, sources, spec, 0.5, radius=4
+    )
     assert r["consistency"] == 1.0 and r["worst_case_flip_rate"] == 0.0
     assert r["n_offsets"] == 81
 
@@ -111,7 +120,9 @@ def test_consistency_of_an_exactly_invariant_model_is_one():
 def test_consistency_of_a_single_pixel_model_is_low():
     spec = InputSpec(height=32, width=32)
     sources = _noise(30, 32, 4)
-    r = shift.shift_robustness(lambda b: b[:, 0, 0, 0] / 255.0, sources, spec, 0.5, radius=4, pairs=20)
+    r = shift.shift_robustness(
+        lambda b: b[:, 0, 0, 0] / 255.0, sources, spec, 0.5, radius=4, pairs=20
+    )
     assert r["consistency"] < 0.7
     assert r["worst_case_flip_rate"] > 0.9
     assert r["score_jitter"]["mean_std"] > 0.2
@@ -134,16 +145,27 @@ def test_evaluate_checkpoint_writes_reports(tmp_path):
     from parcelguard.train.synth import world as synth
     from parcelguard.train.train import train
 
-    crops = synth.make_crops(synth.SynthCropsConfig(n_ok=40, n_damaged=40, seed=6), tmp_path / "crops")
-    train(TrainConfig(data=crops, out=tmp_path / "t", epochs=1, batch_size=16, threads=1,
-                      input={"height": 64, "width": 64}, model={"widths": [8, 16], "blocks": [1, 1]}))
+    crops = synth.make_crops(
+        synth.SynthCropsConfig(n_ok=40, n_damaged=40, seed=6), tmp_path / "crops"
+    )
+    train(
+        TrainConfig(
+            data=crops,
+            out=tmp_path / "t",
+            epochs=1,
+            batch_size=16,
+            threads=1,
+            input={"height": 64, "width": 64},
+            model={"widths": [8, 16], "blocks": [1, 1]},
+        )
+    )
     r = evaluate(tmp_path / "t" / "best.pt", shift_px=2, shift_images=6, out=tmp_path / "ev")
     rep = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert rep["shift"]["n_images"] == 6 and rep["shift"]["n_offsets"] == 25
     assert rep["operating_point"]["chosen_on"] == "val"
     assert set(rep["per_damage_type"]) <= set(synth.DAMAGE_TYPES)
     html = (tmp_path / "ev" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 5 and "src=\"/" not in html
+    assert html.count("data:image/png;base64,") >= 5 and 'src="/' not in html
     assert r["at_threshold"]["n"] == rep["n"] > 0
 
 
@@ -151,9 +173,16 @@ def test_evaluate_checkpoint_writes_reports(tmp_path):
 def test_evaluate_package_through_the_int8_backend(tiny_run, tmp_path):
     from parcelguard.train.evaluate import evaluate
 
-    r = evaluate(tiny_run["checkpoint"], package=tiny_run["package"], out=tmp_path / "ev8", shift_px=2,
-                 shift_images=10, plots=False)
+    r = evaluate(
+        tiny_run["checkpoint"],
+        package=tiny_run["package"],
+        out=tmp_path / "ev8",
+        shift_px=2,
+        shift_images=10,
+        plots=False,
+    )
     assert "litert" in r["source"]
     assert r["at_threshold"]["accuracy"] == pytest.approx(
-        tiny_run["parity"]["models"]["tflite_int8"]["accuracy"], abs=1e-9)
+        tiny_run["parity"]["models"]["tflite_int8"]["accuracy"], abs=1e-9
+    )
     assert os.path.isfile(tmp_path / "ev8" / "report.json")

@@ -65,9 +65,14 @@ def test_ingest_folder_copies_validates_and_reports(folder, tmp_path):
     by_src = {r["file"]: r for r in rows}
     assert {r["package_id"] for r in rows if r["label"] == "ok"} == {"box0", "box1", "box2"}
     assert sorted(r["damage_type"] for r in rows if r["label"] == "damaged") == [
-        "puncture", "puncture", "torn_label"]
+        "puncture",
+        "puncture",
+        "torn_label",
+    ]
     assert all(r["damage_type"] == "" and r["severity"] == "" for r in rows if r["label"] == "ok")
-    assert (out / "ok" / "box1_0001.png").read_bytes() == (folder / "ok" / "box1_0001.png").read_bytes()
+    assert (out / "ok" / "box1_0001.png").read_bytes() == (
+        folder / "ok" / "box1_0001.png"
+    ).read_bytes()
     assert all((out / f).is_file() for f in by_src)
     assert [u["file"] for u in rep.unreadable] == ["ok/corrupt.jpg"]
     assert rep.duplicates[0]["file"] == "ok/copy_of_box0.png"
@@ -102,18 +107,22 @@ def test_ingest_csv_reports_bad_rows_and_keeps_good_ones(tmp_path):
         _img(d / "imgs" / f"{i}.png", 200 + i)
     (d / "imgs" / "bad.jpg").write_bytes(b"garbage" * 10)
     (d / "imgs" / "dup.png").write_bytes((d / "imgs" / "0.png").read_bytes())
-    manifest = _write_csv(d / "labels.csv", ["file", "label", "damage_type", "severity", "package_id"], [
-        ["imgs/0.png", "ok", "", "0", "pkgA"],                # line 2: good
-        ["imgs/1.png", "damaged", "puncture", "0.7", "pkgB"],  # 3: good
-        ["imgs/missing.png", "ok", "", "", "pkgC"],          # 4: file not found
-        ["imgs/2.png", "brokenish", "", "", "pkgD"],          # 5: unknown label
-        ["imgs/2.png", "damaged", "dent", "very", "pkgD"],    # 6: non-numeric severity
-        ["imgs/2.png", "damaged", "dent", "1.5", "pkgD"],     # 7: severity outside 0..1
-        ["", "ok", "", "", ""],                              # 8: empty path
-        ["imgs/bad.jpg", "ok", "", "", "pkgE"],               # 9: corrupt image
-        ["imgs/dup.png", "ok", "", "", "pkgF"],               # 10: duplicate of line 2
-        ["imgs/2.png", "damaged", "dent", "", ""],            # 11: good, package from name
-    ])
+    manifest = _write_csv(
+        d / "labels.csv",
+        ["file", "label", "damage_type", "severity", "package_id"],
+        [
+            ["imgs/0.png", "ok", "", "0", "pkgA"],  # line 2: good
+            ["imgs/1.png", "damaged", "puncture", "0.7", "pkgB"],  # 3: good
+            ["imgs/missing.png", "ok", "", "", "pkgC"],  # 4: file not found
+            ["imgs/2.png", "brokenish", "", "", "pkgD"],  # 5: unknown label
+            ["imgs/2.png", "damaged", "dent", "very", "pkgD"],  # 6: non-numeric severity
+            ["imgs/2.png", "damaged", "dent", "1.5", "pkgD"],  # 7: severity outside 0..1
+            ["", "ok", "", "", ""],  # 8: empty path
+            ["imgs/bad.jpg", "ok", "", "", "pkgE"],  # 9: corrupt image
+            ["imgs/dup.png", "ok", "", "", "pkgF"],  # 10: duplicate of line 2
+            ["imgs/2.png", "damaged", "dent", "", ""],  # 11: good, package from name
+        ],
+    )
     rep = ingest_csv(manifest, tmp_path / "out", IngestOptions(min_class_size=0))
     bad = {b["line"]: b["field"] for b in rep.bad_rows}
     assert bad == {4: "file", 5: "label", 6: "severity", 7: "severity", 8: "file"}
@@ -121,7 +130,10 @@ def test_ingest_csv_reports_bad_rows_and_keeps_good_ones(tmp_path):
     assert rep.duplicates[0]["file"].startswith("labels.csv:10")
     rows = _read(tmp_path / "out" / "manifest.csv")
     assert [(r["label"], r["severity"], r["package_id"]) for r in rows] == [
-        ("ok", "0", "pkgA"), ("damaged", "0.7", "pkgB"), ("damaged", "", "imgs/2")]
+        ("ok", "0", "pkgA"),
+        ("damaged", "0.7", "pkgB"),
+        ("damaged", "", "imgs/2"),
+    ]
     assert rows[1]["damage_type"] == "puncture"
 
 
@@ -146,7 +158,9 @@ def test_splits_are_by_package_reproducible_and_used_by_training(tmp_path):
     ingest_folder(src, tmp_path / "a", opts)
     ingest_folder(src, tmp_path / "b", opts)
     rows = _read(tmp_path / "a" / "manifest.csv")
-    assert [r["split"] for r in rows] == [r["split"] for r in _read(tmp_path / "b" / "manifest.csv")]
+    assert [r["split"] for r in rows] == [
+        r["split"] for r in _read(tmp_path / "b" / "manifest.csv")
+    ]
     splits_of_pkg: dict[str, set] = {}
     for r in rows:
         splits_of_pkg.setdefault(r["package_id"], set()).add(r["split"])
@@ -154,11 +168,18 @@ def test_splits_are_by_package_reproducible_and_used_by_training(tmp_path):
     assert len(splits_of_pkg) == 40 and all(len(s) == 1 for s in splits_of_pkg.values())
     assert set(Counter(r["split"] for r in rows)) == {"train", "val", "test"}
     # training takes the manifest's split column, whatever fractions its config has
-    got = load_splits(tmp_path / "a" / "manifest.csv", ["ok", "damaged"], InputSpec(height=8, width=8),
-                      0.0, 0.0, 0)
+    got = load_splits(
+        tmp_path / "a" / "manifest.csv",
+        ["ok", "damaged"],
+        InputSpec(height=8, width=8),
+        0.0,
+        0.0,
+        0,
+    )
     for name, split in got.items():
         assert {s.file.name for s in split.samples} == {
-            Path(r["file"]).name for r in rows if r["split"] == name}
+            Path(r["file"]).name for r in rows if r["split"] == name
+        }
     # a hand-edited manifest that puts one package in two splits is refused
     rows[1]["split"] = "test" if rows[0]["split"] != "test" else "val"
     with open(tmp_path / "a" / "manifest.csv", "w", newline="") as f:
@@ -166,8 +187,14 @@ def test_splits_are_by_package_reproducible_and_used_by_training(tmp_path):
         w.writeheader()
         w.writerows(rows)
     with pytest.raises(ParcelguardError, match=f"package {rows[0]['package_id']} is in both"):
-        load_splits(tmp_path / "a" / "manifest.csv", ["ok", "damaged"], InputSpec(height=8, width=8),
-                    0.0, 0.0, 0)
+        load_splits(
+            tmp_path / "a" / "manifest.csv",
+            ["ok", "damaged"],
+            InputSpec(height=8, width=8),
+            0.0,
+            0.0,
+            0,
+        )
 
 
 def test_dataset_card_counts_match_the_manifest(folder, tmp_path):
@@ -199,12 +226,16 @@ def test_image_size_reads_headers_like_opencv(tmp_path):
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> dict:
-    return synth.make_video(synth.SynthVideoConfig(n_packages=4, seed=5), tmp_path_factory.mktemp("v"))
+    return synth.make_video(
+        synth.SynthVideoConfig(n_packages=4, seed=5), tmp_path_factory.mktemp("v")
+    )
 
 
 def test_video_ingest_cuts_centred_crops_for_each_package(video, tmp_path):
     cfg = DeviceConfig()
-    rep = ingest_video(video["video"], video["gt"], tmp_path / "out", cfg, IngestOptions(min_class_size=0))
+    rep = ingest_video(
+        video["video"], video["gt"], tmp_path / "out", cfg, IngestOptions(min_class_size=0)
+    )
     gt = {g["package_id"]: g for g in _read(video["gt"])}
     rows = _read(tmp_path / "out" / "manifest.csv")
     assert {r["package_id"] for r in rows} == set(gt)
@@ -222,7 +253,9 @@ def test_video_ingest_cuts_centred_crops_for_each_package(video, tmp_path):
         assert abs(xs.mean() - crop.shape[1] / 2) <= half + 12
         assert abs(ys.mean() - crop.shape[0] / 2) <= 0.2 * crop.shape[0]
     for pid, g in gt.items():  # the crop at the package's true centre frame is well centred
-        at_centre = [r for r in rows if r["file"].endswith(f"{pid}_{int(g['center_frame']):06d}.png")]
+        at_centre = [
+            r for r in rows if r["file"].endswith(f"{pid}_{int(g['center_frame']):06d}.png")
+        ]
         assert len(at_centre) == 1, pid
         crop = cv2.imread(str(tmp_path / "out" / at_centre[0]["file"]))
         xs = np.nonzero(crop[:, :, 1] > cfg.presence.threshold)[1]
@@ -233,18 +266,28 @@ def test_video_label_rows_that_do_not_fit_are_reported(video, tmp_path):
     gt = _read(video["gt"])
     cols = ["package_id", "label", "damage_type", "severity", "enter_frame", "exit_frame"]
     good = [[g[c] for c in cols] for g in gt[:3]]  # p0003 left out: its track matches no label
-    labels = _write_csv(tmp_path / "labels.csv", cols, good + [
-        ["late", "ok", "", "", "5000", "5010"],        # line 5: beyond the video
-        ["backwards", "ok", "", "", "50", "40"],        # 6: exit before enter
-        ["weird", "smashed", "", "", "10", "20"],       # 7: unknown label
-        ["sev", "damaged", "dent", "lots", "10", "20"],  # 8: non-numeric severity
-        ["ghost", "ok", "", "", "214", "226"],           # 9: empty belt: no track
-        ["p0000", "ok", "", "", "28", "62"],             # 10: duplicate package id
-    ])
+    labels = _write_csv(
+        tmp_path / "labels.csv",
+        cols,
+        good
+        + [
+            ["late", "ok", "", "", "5000", "5010"],  # line 5: beyond the video
+            ["backwards", "ok", "", "", "50", "40"],  # 6: exit before enter
+            ["weird", "smashed", "", "", "10", "20"],  # 7: unknown label
+            ["sev", "damaged", "dent", "lots", "10", "20"],  # 8: non-numeric severity
+            ["ghost", "ok", "", "", "214", "226"],  # 9: empty belt: no track
+            ["p0000", "ok", "", "", "28", "62"],  # 10: duplicate package id
+        ],
+    )
     out = tmp_path / "out"
     rep = ingest_video(video["video"], labels, out, DeviceConfig(), IngestOptions(min_class_size=0))
     assert {b["line"]: b["field"] for b in rep.bad_rows} == {
-        5: "enter_frame", 6: "exit_frame", 7: "label", 8: "severity", 10: "package_id"}
+        5: "enter_frame",
+        6: "exit_frame",
+        7: "label",
+        8: "severity",
+        10: "package_id",
+    }
     assert [u["package_id"] for u in rep.video["unmatched_labels"]] == ["ghost"]
     (track,) = rep.video["unmatched_tracks"]
     p3 = gt[3]
@@ -266,15 +309,23 @@ def test_video_labels_missing_columns_and_roi_outside_frame_are_clear_errors(vid
 
 def test_cli_data_commands_and_synth_card(folder, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["data", "ingest-folder", str(folder), "--out", str(out), "--min-class-size", "1"]) == 0
+    assert (
+        main(["data", "ingest-folder", str(folder), "--out", str(out), "--min-class-size", "1"])
+        == 0
+    )
     assert "ingested 9 images" in capsys.readouterr().out
     (out / "dataset_card.md").unlink()
     assert main(["data", "card", str(out / "manifest.csv")]) == 0
     assert (out / "dataset_card.md").is_file()
-    assert main(["data", "ingest-csv", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(["data", "ingest-csv", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x")]) == 2
+    )
     assert "nope.csv does not exist" in capsys.readouterr().err
     crops = tmp_path / "crops"
-    assert main(["synth", "crops", "--out", str(crops), "--set", "n_ok=2", "--set", "n_damaged=3"]) == 0
+    assert (
+        main(["synth", "crops", "--out", str(crops), "--set", "n_ok=2", "--set", "n_damaged=3"])
+        == 0
+    )
     card = json.loads((crops / "dataset_card.json").read_text())
     assert {c: v["images"] for c, v in card["classes"].items()} == {"damaged": 3, "ok": 2}
     assert card["split_source"].startswith("computed by package")
@@ -284,9 +335,11 @@ def test_ingest_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    probe = ("import sys, parcelguard.train.ingest.folders, parcelguard.train.ingest.video, "
-             "parcelguard.train.ingest.card, parcelguard.cli.data, parcelguard.cli.main; "
-             "parcelguard.cli.main.build_parser(); print('torch' in sys.modules)")
+    probe = (
+        "import sys, parcelguard.train.ingest.folders, parcelguard.train.ingest.video, "
+        "parcelguard.train.ingest.card, parcelguard.cli.data, parcelguard.cli.main; "
+        "parcelguard.cli.main.build_parser(); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -32,11 +32,19 @@ def _img(path: Path, seed: int, wh=(16, 12)) -> Path:
 def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
     """A valid PNG header claiming width x height (the IDAT is a stub: decoding would allocate
     width*height*3 bytes before failing or succeeding)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _rows(out: Path) -> list[dict]:
@@ -80,7 +88,9 @@ def test_non_utf8_file_name_is_reported_not_a_crash(tmp_path):
         f.write((src / "ok" / "a_0001.png").read_bytes()[:-1] + b"\x01")  # a different image
     rep = ingest_folder(src, tmp_path / "out", OPTS)
     assert rep.images == 1
-    assert rep.unreadable == [{"file": "ok/caf\\xe9_0002.png", "reason": "file name is not valid UTF-8"}]
+    assert rep.unreadable == [
+        {"file": "ok/caf\\xe9_0002.png", "reason": "file name is not valid UTF-8"}
+    ]
     json.loads((tmp_path / "out" / "ingest_report.json").read_text())  # written, valid JSON
 
 
@@ -123,16 +133,27 @@ def test_formula_cells_are_neutralised_and_the_card_is_escaped(tmp_path):
     out = _rows(tmp_path / "out")
     for r in out:
         for col, v in r.items():
-            assert not v.startswith(("=", "@", "+")) or v.lstrip("+").replace(".", "").isdigit(), (col, v)
+            assert not v.startswith(("=", "@", "+")) or v.lstrip("+").replace(".", "").isdigit(), (
+                col,
+                v,
+            )
     assert {r["damage_type"] for r in out} >= {"'" + evil[0], "'" + evil[1], "'" + evil[2]}
-    assert {r["package_id"] for r in out} >= {"-5"} and {r["severity"] for r in out} >= {"-0"}  # numbers stay
+    assert {r["package_id"] for r in out} >= {"-5"} and {r["severity"] for r in out} >= {
+        "-0"
+    }  # numbers stay
     md = (tmp_path / "out" / "dataset_card.md").read_text()
     assert "<script>" not in md and "&lt;script&gt;" in md
 
 
 def test_neutralise_rules():
-    assert neutralise("=1+1") == "'=1+1" and neutralise("\tx") == "'\tx" and neutralise("\rx") == "'\rx"
-    assert neutralise("-0.5") == "-0.5" and neutralise("+3e2") == "+3e2" and neutralise("ok") == "ok"
+    assert (
+        neutralise("=1+1") == "'=1+1"
+        and neutralise("\tx") == "'\tx"
+        and neutralise("\rx") == "'\rx"
+    )
+    assert (
+        neutralise("-0.5") == "-0.5" and neutralise("+3e2") == "+3e2" and neutralise("ok") == "ok"
+    )
     assert neutralise("-cmd") == "'-cmd" and neutralise(None) == ""
 
 

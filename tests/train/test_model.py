@@ -23,7 +23,9 @@ torch.set_num_threads(1)
 @pytest.mark.parametrize("downsample", DOWNSAMPLE_CHOICES)
 def test_each_variant_trains_a_step(downsample):
     torch.manual_seed(0)
-    model = PooledCNN(ModelConfig(widths=[8, 16], blocks=[1, 1], downsample=downsample, dropout=0.0))
+    model = PooledCNN(
+        ModelConfig(widths=[8, 16], blocks=[1, 1], downsample=downsample, dropout=0.0)
+    )
     x = torch.rand(8, 3, 64, 64)
     y = torch.tensor([0, 1] * 4)
     x[y == 1, :, 16:48, 16:48] = 1.0  # a learnable difference: a bright square
@@ -39,7 +41,11 @@ def test_each_variant_trains_a_step(downsample):
     assert model(x).shape == (8, 2)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0]
-    changed = [k for k, v in model.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
+    changed = [
+        k
+        for k, v in model.state_dict().items()
+        if v.dtype.is_floating_point and not torch.equal(v, before[k])
+    ]
     assert any("head" in k for k in changed) and any("features.0" in k for k in changed)
 
 
@@ -49,7 +55,9 @@ def test_blurpool_is_zero_padded_depthwise_binomial():
     assert torch.allclose(bp.weight[0, 0], torch.tensor([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16.0)
     y = bp(torch.ones(1, 4, 8, 8))
     assert y.shape == (1, 4, 4, 4)
-    assert torch.allclose(y[0, :, 1:, 1:], torch.ones(4, 3, 3))  # interior: a constant stays constant
+    assert torch.allclose(
+        y[0, :, 1:, 1:], torch.ones(4, 3, 3)
+    )  # interior: a constant stays constant
     assert float(y[0, 0, 0, 0]) == pytest.approx(9 / 16)  # corner: zero padding, never reflect
     # depthwise: channel c of the output depends only on channel c of the input
     x = torch.zeros(1, 4, 8, 8)

@@ -30,7 +30,9 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,11 @@ def video(tmp_path_factory) -> dict[str, Path]:
 def _package_mask(params: dict, size: int, shrink: int) -> np.ndarray:
     """Interior of the rotated package rectangle in crop pixels, ``shrink`` px from its edges."""
     pkg, (jx, jy) = params["pkg"], params["jitter"]
-    rect = ((size / 2 + jx, size / 2 + jy), (pkg["x_len"] - 2 * shrink, pkg["y_len"] - 2 * shrink),
-            -pkg["angle"])
+    rect = (
+        (size / 2 + jx, size / 2 + jy),
+        (pkg["x_len"] - 2 * shrink, pkg["y_len"] - 2 * shrink),
+        -pkg["angle"],
+    )
     mask = np.zeros((size, size), np.uint8)
     cv2.fillPoly(mask, [cv2.boxPoints(rect).astype(np.int32)], 1)
     return mask > 0
@@ -60,7 +65,9 @@ def test_crops_deterministic(crops, tmp_path):
     make_crops(SynthCropsConfig(seed=3, **SMALL), again)
     assert _tree_bytes(again) == _tree_bytes(crops)
     parallel = tmp_path / "parallel"
-    make_crops(SynthCropsConfig(seed=3, **SMALL), parallel, workers=2)  # worker processes: same bytes
+    make_crops(
+        SynthCropsConfig(seed=3, **SMALL), parallel, workers=2
+    )  # worker processes: same bytes
     assert _tree_bytes(parallel) == _tree_bytes(crops)
     other = tmp_path / "other"
     make_crops(SynthCropsConfig(seed=4, **SMALL), other)
@@ -70,8 +77,9 @@ def test_crops_deterministic(crops, tmp_path):
 
 def test_render_crop_reproduces_a_manifest_row(crops):
     row = [r for r in _read_csv(crops / "manifest.csv") if r["label"] == "damaged"][2]
-    img, params = render_crop(int(row["seed"]), "damaged", row["damage_type"],
-                              SynthCropsConfig(seed=3, **SMALL))
+    img, params = render_crop(
+        int(row["seed"]), "damaged", row["damage_type"], SynthCropsConfig(seed=3, **SMALL)
+    )
     assert img.shape == (224, 224, 3) and img.dtype == np.uint8
     assert np.array_equal(img, cv2.imread(str(crops / row["file"])))
     assert json.loads(row["params"]) == json.loads(json.dumps(params))
@@ -89,7 +97,9 @@ def test_manifest_columns_and_every_damage_type(crops):
     assert all(r["damage_type"] == "" and float(r["severity"]) == 0 for r in ok)
     assert {r["package_kind"] for r in ok} <= {"box", "mailer", "empty"}
     assert len({r["package_id"] for r in rows}) == len(rows)
-    assert all((crops / r["file"]).is_file() and r["file"].startswith(r["label"] + "/") for r in rows)
+    assert all(
+        (crops / r["file"]).is_file() and r["file"].startswith(r["label"] + "/") for r in rows
+    )
     assert all(json.loads(r["params"])["look"]["gain"] > 0 for r in rows)
 
 
@@ -98,8 +108,10 @@ def test_unknown_damage_type_rejected(tmp_path):
         make_crops(SynthCropsConfig(n_ok=0, n_damaged=1, damage_types=["melted"]), tmp_path)
 
 
-@pytest.mark.parametrize("label,dtype,min_bright", [("ok", None, 0.9), ("damaged", "water_stain", 0.6),
-                                                    ("damaged", "puncture", 0.8)])
+@pytest.mark.parametrize(
+    "label,dtype,min_bright",
+    [("ok", None, 0.9), ("damaged", "water_stain", 0.6), ("damaged", "puncture", 0.8)],
+)
 def test_presence_invariant_on_packages(label, dtype, min_bright):
     cfg = SynthCropsConfig()
     for seed in range(6):
@@ -133,7 +145,7 @@ def test_severity_range_configurable():
 
 def _roi_bright(frame: np.ndarray, roi) -> float:
     x, y, w, h = roi
-    return float((frame[y:y + h, x:x + w, 1] > 100).mean())
+    return float((frame[y : y + h, x : x + w, 1] > 100).mean())
 
 
 def _read_frames(path: Path) -> list[np.ndarray]:
@@ -160,9 +172,11 @@ def test_video_ground_truth_matches_pixels(video):
         busy.update(range(enter, exit_ + 1))
         x, y, w, h = roi
         area = int(r["x_len_px"]) * int(r["y_len_px"]) / (w * h)
-        assert _roi_bright(frames[centre], roi) > 0.7 * area > 0.1  # just after entering, bright pixels sit at the ROI's left edge
-        assert (frames[enter + 1][y:y + h, x:x + 24, 1] > 100).mean() > 0.1
-        assert (frames[enter + 1][y:y + h, x + w // 2:x + w, 1] > 100).mean() < 0.01
+        assert (
+            _roi_bright(frames[centre], roi) > 0.7 * area > 0.1
+        )  # just after entering, bright pixels sit at the ROI's left edge
+        assert (frames[enter + 1][y : y + h, x : x + 24, 1] > 100).mean() > 0.1
+        assert (frames[enter + 1][y : y + h, x + w // 2 : x + w, 1] > 100).mean() < 0.01
     idle = [f for f in range(geo["n_frames"]) if f not in busy]
     assert idle
     assert max(_roi_bright(frames[f], roi) for f in idle) < 0.02
@@ -173,7 +187,7 @@ def test_video_package_matches_crop_statistics(video):
     frames = _read_frames(video["video"])
     x, y, w, h = geo["roi"]
     for r in _read_csv(video["gt"]):
-        roi = frames[int(r["center_frame"])][y:y + h, x:x + w]
+        roi = frames[int(r["center_frame"])][y : y + h, x : x + w]
         cx = np.nonzero((roi[..., 1] > 100).mean(axis=0) > 0.2)[0]
         assert abs((cx[0] + cx[-1]) / 2 - w / 2) < 8  # package centred in the ROI at center_frame
 

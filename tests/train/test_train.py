@@ -24,12 +24,23 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def crops(tmp_path_factory):
-    return synth.make_crops(synth.SynthCropsConfig(n_ok=40, n_damaged=40, seed=5), tmp_path_factory.mktemp("crops"))
+    return synth.make_crops(
+        synth.SynthCropsConfig(n_ok=40, n_damaged=40, seed=5), tmp_path_factory.mktemp("crops")
+    )
 
 
 def _cfg(crops, out, **kw) -> TrainConfig:
-    base = dict(data=crops, out=out, epochs=3, batch_size=16, threads=1, patience=10, seed=7,
-                input={"height": 64, "width": 64}, model={"widths": [8, 16], "blocks": [1, 1]})
+    base = dict(
+        data=crops,
+        out=out,
+        epochs=3,
+        batch_size=16,
+        threads=1,
+        patience=10,
+        seed=7,
+        input={"height": 64, "width": 64},
+        model={"widths": [8, 16], "blocks": [1, 1]},
+    )
     return TrainConfig.model_validate({**base, **kw})
 
 
@@ -39,7 +50,10 @@ def test_resume_continues_the_same_run(crops, tmp_path):
     assert first["epochs_run"] == 1
     assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 0
     train(_cfg(crops, tmp_path / "split", resume=tmp_path / "split" / "last.pt"))
-    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    a, b = (
+        load_checkpoint(tmp_path / "full" / "last.pt"),
+        load_checkpoint(tmp_path / "split" / "last.pt"),
+    )
     assert a["epoch"] == b["epoch"] == 2
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
@@ -51,11 +65,15 @@ def test_resume_continues_the_same_run(crops, tmp_path):
 
 
 def test_threshold_is_chosen_on_val_and_stored(crops, tmp_path):
-    summary = train(_cfg(crops, tmp_path / "run", epochs=2, threshold_rule="recall", target_recall=0.9))
+    summary = train(
+        _cfg(crops, tmp_path / "run", epochs=2, threshold_rule="recall", target_recall=0.9)
+    )
     ck = load_checkpoint(tmp_path / "run" / "best.pt")
     assert ck["threshold"] == pytest.approx(summary["threshold"])
     cfg = _cfg(crops, tmp_path / "run")
-    val = load_splits(crops, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed)["val"]
+    val = load_splits(crops, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed)[
+        "val"
+    ]
     scores = predict_scores(model_from_checkpoint(ck), val.images, 1)
     is_pos = val.labels == 1
     assert ck["threshold"] == pytest.approx(threshold_for_recall(scores, is_pos, 0.9)["threshold"])
@@ -70,9 +88,13 @@ def test_default_threshold_is_within_one_se_of_the_best_val_accuracy(crops, tmp_
     train(_cfg(crops, tmp_path / "acc", epochs=2))
     ck = load_checkpoint(tmp_path / "acc" / "best.pt")
     cfg = _cfg(crops, tmp_path / "acc")
-    val = load_splits(crops, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed)["val"]
+    val = load_splits(crops, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed)[
+        "val"
+    ]
     scores = predict_scores(model_from_checkpoint(ck), val.images, 1)
-    best = max(((scores >= t) == (val.labels == 1)).mean() for t in np.r_[0.0, np.sort(scores), 1.01])
+    best = max(
+        ((scores >= t) == (val.labels == 1)).mean() for t in np.r_[0.0, np.sort(scores), 1.01]
+    )
     rule = threshold_for_accuracy(scores, val.labels == 1)
     assert ck["threshold"] == pytest.approx(rule["threshold"]) and "one-SE" in ck["threshold_rule"]
     assert rule["best_accuracy"] == pytest.approx(best) and rule["standard_error"] > 0
@@ -80,7 +102,9 @@ def test_default_threshold_is_within_one_se_of_the_best_val_accuracy(crops, tmp_
     assert best - rule["standard_error"] - 1e-9 <= acc <= best
     if acc < best:  # it gave up val accuracy only to move toward 0.5
         u = np.unique(scores)
-        better = [t for t in (u[:-1] + u[1:]) / 2 if ((scores >= t) == (val.labels == 1)).mean() == best]
+        better = [
+            t for t in (u[:-1] + u[1:]) / 2 if ((scores >= t) == (val.labels == 1)).mean() == best
+        ]
         assert all(abs(t - 0.5) >= abs(ck["threshold"] - 0.5) for t in better)
 
 
@@ -115,7 +139,9 @@ def test_same_config_and_seed_give_a_bit_identical_checkpoint(crops, tmp_path):
     digests = []
     for _ in range(2):
         summary = train(_cfg(crops, out, threads=2))
-        digests.append((_ckpt_bytes(out / "best.pt"), _ckpt_bytes(out / "last.pt"), summary["threshold"]))
+        digests.append(
+            (_ckpt_bytes(out / "best.pt"), _ckpt_bytes(out / "last.pt"), summary["threshold"])
+        )
         for f in ("best.pt", "last.pt"):
             (out / f).unlink()
     assert digests[0][2] == digests[1][2]

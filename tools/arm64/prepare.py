@@ -119,7 +119,13 @@ def main() -> None:
     n = ffv1_copy(v["video"], out / "video" / "belt_ffv1.avi")
     for backend in ("litert", "onnx_int8"):
         for name, video in (("mp4", v["video"]), ("ffv1", out / "video" / "belt_ffv1.avi")):
-            r = replay(video, out / "package", out / f"x86_{backend}_{name}", DeviceConfig(), ReplayOptions(labels=v["gt"], backend=backend))
+            r = replay(
+                video,
+                out / "package",
+                out / f"x86_{backend}_{name}",
+                DeviceConfig(),
+                ReplayOptions(labels=v["gt"], backend=backend),
+            )
             print(f"x86 replay {backend} {name}: {r['packages']} packages")
     meta = {
         "frames": n,

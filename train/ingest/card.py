@@ -61,8 +61,9 @@ def severity_bin(value: str) -> str:
     return "> 1"
 
 
-def build_card(manifest: Path, val_fraction: float = 0.15, test_fraction: float = 0.15,
-               seed: int = 0) -> dict:
+def build_card(
+    manifest: Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
+) -> dict:
     """The card's content as a dict (see the module docstring)."""
     manifest = Path(manifest)
     if not manifest.is_file():
@@ -84,24 +85,37 @@ def build_card(manifest: Path, val_fraction: float = 0.15, test_fraction: float 
     splits = {}
     for s in SPLITS:
         members = [r for r in rows if r["split"] == s]
-        splits[s] = {"images": len(members), "packages": len({r["package_id"] for r in members}),
-                     "per_class": {c: sum(r["label"] == c for r in members) for c in classes}}
+        splits[s] = {
+            "images": len(members),
+            "packages": len({r["package_id"] for r in members}),
+            "per_class": {c: sum(r["label"] == c for r in members) for c in classes},
+        }
     sizes, missing = [], []
     for r in rows:
         wh = image_size(manifest.parent / r["file"])
         (sizes.append(wh) if wh else missing.append(r["file"]))
     card = {
-        "manifest": str(manifest), "images": len(rows),
+        "manifest": str(manifest),
+        "images": len(rows),
         "packages": len({r["package_id"] for r in rows}),
-        "classes": {c: {"images": sum(r["label"] == c for r in rows),
-                        "packages": len({r["package_id"] for r in rows if r["label"] == c})}
-                    for c in classes},
-        "damage_types": dict(sorted(Counter(r.get("damage_type") or "(none)" for r in rows).items())),
+        "classes": {
+            c: {
+                "images": sum(r["label"] == c for r in rows),
+                "packages": len({r["package_id"] for r in rows if r["label"] == c}),
+            }
+            for c in classes
+        },
+        "damage_types": dict(
+            sorted(Counter(r.get("damage_type") or "(none)" for r in rows).items())
+        ),
         "severity_bins": _ordered_bins(Counter(severity_bin(r.get("severity", "")) for r in rows)),
-        "package_kinds": dict(sorted(Counter(r.get("package_kind") or "(unknown)" for r in rows).items())),
+        "package_kinds": dict(
+            sorted(Counter(r.get("package_kind") or "(unknown)" for r in rows).items())
+        ),
         "splits": splits,
-        "split_source": "manifest split column" if from_column else
-                        f"computed by package: val {val_fraction}, test {test_fraction}, seed {seed}",
+        "split_source": "manifest split column"
+        if from_column
+        else f"computed by package: val {val_fraction}, test {test_fraction}, seed {seed}",
         "image_size": _size_stats(sizes),
         "unreadable_images": missing,
     }
@@ -109,7 +123,9 @@ def build_card(manifest: Path, val_fraction: float = 0.15, test_fraction: float 
 
 
 def _ordered_bins(counts: Counter) -> dict[str, int]:
-    order = ["none (0)"] + [f"({lo:.2f}, {hi:.2f}]" for lo, hi in SEVERITY_BINS] + ["> 1", "unknown"]
+    order = (
+        ["none (0)"] + [f"({lo:.2f}, {hi:.2f}]" for lo, hi in SEVERITY_BINS] + ["> 1", "unknown"]
+    )
     return {k: counts[k] for k in order if counts.get(k)}
 
 
@@ -117,7 +133,10 @@ def _size_stats(sizes: list[tuple[int, int]]) -> dict:
     if not sizes:
         return {}
     a = np.asarray(sizes, np.int64)
-    stat = lambda col: {"min": int(col.min()), "median": float(np.median(col)), "max": int(col.max())}  # noqa: E731
+
+    def stat(col: np.ndarray) -> dict:
+        return {"min": int(col.min()), "median": float(np.median(col)), "max": int(col.max())}
+
     common = Counter(f"{w}x{h}" for w, h in sizes).most_common(3)
     return {"width": stat(a[:, 0]), "height": stat(a[:, 1]), "most_common": dict(common)}
 
@@ -131,19 +150,30 @@ def _md(text) -> str:
 
 def render_markdown(card: dict) -> str:
     name = _md(Path(card["manifest"]).parent.name or ".")
-    lines = [f"# Dataset card: {name}", "",
-             f"Manifest {_md(Path(card['manifest']).name)}: {card['images']} images of "
-             f"{card['packages']} packages. Written by `parcelguard data card`.", "",
-             "## Classes", "", "| class | images | packages |", "|---|---:|---:|"]
+    lines = [
+        f"# Dataset card: {name}",
+        "",
+        f"Manifest {_md(Path(card['manifest']).name)}: {card['images']} images of "
+        f"{card['packages']} packages. Written by `parcelguard data card`.",
+        "",
+        "## Classes",
+        "",
+        "| class | images | packages |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {_md(c)} | {v['images']} | {v['packages']} |" for c, v in card["classes"].items()]
     lines += ["", "## Damage types", "", "| damage type | images |", "|---|---:|"]
     lines += [f"| {_md(k)} | {v} |" for k, v in card["damage_types"].items()]
     lines += ["", "## Severity", "", "| bin | images |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in card["severity_bins"].items()]
     classes = list(card["classes"])
-    lines += ["", f"## Splits ({card['split_source']})", "",
-              "| split | images | packages | " + " | ".join(_md(c) for c in classes) + " |",
-              "|---|---:|---:|" + "---:|" * len(classes)]
+    lines += [
+        "",
+        f"## Splits ({card['split_source']})",
+        "",
+        "| split | images | packages | " + " | ".join(_md(c) for c in classes) + " |",
+        "|---|---:|---:|" + "---:|" * len(classes),
+    ]
     for s, v in card["splits"].items():
         per = " | ".join(str(v["per_class"][c]) for c in classes)
         lines.append(f"| {_md(s)} | {v['images']} | {v['packages']} | {per} |")
@@ -151,18 +181,24 @@ def render_markdown(card: dict) -> str:
     lines += ["", "## Image sizes (pixels)", ""]
     if size:
         lines += ["| | min | median | max |", "|---|---:|---:|---:|"]
-        lines += [f"| {d} | {size[d]['min']} | {size[d]['median']:g} | {size[d]['max']} |"
-                  for d in ("width", "height")]
+        lines += [
+            f"| {d} | {size[d]['min']} | {size[d]['median']:g} | {size[d]['max']} |"
+            for d in ("width", "height")
+        ]
         common = ", ".join(f"{k} ({v})" for k, v in size["most_common"].items())
         lines += ["", f"Most common: {common}."]
     if card["unreadable_images"]:
-        lines += ["", f"**{len(card['unreadable_images'])} images are missing or unreadable**, "
-                  f"e.g. {_md(card['unreadable_images'][0])}."]
+        lines += [
+            "",
+            f"**{len(card['unreadable_images'])} images are missing or unreadable**, "
+            f"e.g. {_md(card['unreadable_images'][0])}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_card(manifest: Path, val_fraction: float = 0.15, test_fraction: float = 0.15,
-               seed: int = 0) -> tuple[Path, Path]:
+def write_card(
+    manifest: Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
+) -> tuple[Path, Path]:
     """Write dataset_card.md and dataset_card.json next to ``manifest``; returns both paths."""
     card = build_card(manifest, val_fraction, test_fraction, seed)
     root = Path(manifest).parent

@@ -47,15 +47,21 @@ OUT_COLUMNS = (*MANIFEST_COLUMNS, "split")
 class IngestOptions(StrictModel):
     """Options shared by every ingester (CLI flags of ``parcelguard data ingest-*``)."""
 
-    classes: list[str] | None = Field(None, description="allowed labels; None: ok/damaged (CSV, "
-                                      "video) or the folder names (ImageFolder)")
+    classes: list[str] | None = Field(
+        None,
+        description="allowed labels; None: ok/damaged (CSV, "
+        "video) or the folder names (ImageFolder)",
+    )
     positive_class: str = Field("damaged", description="its sub-folders are damage types")
     val_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
     split_seed: int = 0
     min_class_size: int = Field(20, ge=0, description="warn when a class has fewer images")
-    package_pattern: str = Field(DEFAULT_PACKAGE_PATTERN, description="regex on the file stem with "
-                                 "a (?P<package>...) group; '' = every file is its own package")
+    package_pattern: str = Field(
+        DEFAULT_PACKAGE_PATTERN,
+        description="regex on the file stem with "
+        "a (?P<package>...) group; '' = every file is its own package",
+    )
     overwrite: bool = False
 
     @field_validator("package_pattern")
@@ -97,13 +103,21 @@ class IngestReport:
     video: dict = field(default_factory=dict)
 
     def summary(self) -> str:
-        parts = [f"{len(self.unreadable)} unreadable", f"{len(self.duplicates)} duplicate(s)",
-                 f"{len(self.bad_rows)} bad row(s)", f"{len(self.small_classes)} small class(es)"]
+        parts = [
+            f"{len(self.unreadable)} unreadable",
+            f"{len(self.duplicates)} duplicate(s)",
+            f"{len(self.bad_rows)} bad row(s)",
+            f"{len(self.small_classes)} small class(es)",
+        ]
         if self.video:
-            parts += [f"{len(self.video.get('unmatched_labels', []))} unmatched label(s)",
-                      f"{len(self.video.get('unmatched_tracks', []))} unmatched track(s)"]
-        return (f"ingested {self.images} images ({self.packages} packages) into {self.out}: "
-                f"{', '.join(parts)}; see {Path(self.out) / 'ingest_report.json'}")
+            parts += [
+                f"{len(self.video.get('unmatched_labels', []))} unmatched label(s)",
+                f"{len(self.video.get('unmatched_tracks', []))} unmatched track(s)",
+            ]
+        return (
+            f"ingested {self.images} images ({self.packages} packages) into {self.out}: "
+            f"{', '.join(parts)}; see {Path(self.out) / 'ingest_report.json'}"
+        )
 
     def write(self, out_dir: Path) -> Path:
         path = Path(out_dir) / "ingest_report.json"
@@ -130,12 +144,15 @@ def prepare_out(out_dir: Path, overwrite: bool, source: Path | None = None) -> P
     if source is not None and source.is_dir():
         src, out = source.resolve(), out_dir.resolve()
         if out == src or src in out.parents:
-            raise ParcelguardError(f"output folder {out_dir} must not be inside the source {source}")
+            raise ParcelguardError(
+                f"output folder {out_dir} must not be inside the source {source}"
+            )
     if out_dir.is_file():
         raise ParcelguardError(f"output folder {out_dir} is a file")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise ParcelguardError(f"output folder {out_dir} is not empty; choose another folder or "
-                               "pass --overwrite")
+        raise ParcelguardError(
+            f"output folder {out_dir} is not empty; choose another folder or pass --overwrite"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
@@ -165,13 +182,20 @@ class DatasetWriter:
         """Store one encoded image; False (and a report entry) if it is corrupt or a duplicate."""
         problem = guard.id_problem(row.get("package_id", ""))
         if problem:
-            self.report.bad_rows.append({"file": where, "field": "package_id",
-                                         "value": guard.short(row["package_id"]), "reason": problem})
+            self.report.bad_rows.append(
+                {
+                    "file": where,
+                    "field": "package_id",
+                    "value": guard.short(row["package_id"]),
+                    "reason": problem,
+                }
+            )
             return False
         digest = hashlib.sha256(data).hexdigest()
         if digest in self._hashes:
-            self.report.duplicates.append({"file": where, "duplicate_of": self._hashes[digest],
-                                           "sha256": digest})
+            self.report.duplicates.append(
+                {"file": where, "duplicate_of": self._hashes[digest], "sha256": digest}
+            )
             return False
         header = check_image(data) if data else None  # from the header, before any decoding
         if header:
@@ -199,12 +223,14 @@ class DatasetWriter:
         rep, opts = self.report, self.opts
         if not self.rows:
             rep.write(self.out)
-            raise ParcelguardError(f"no usable images came from {rep.source}; see "
-                                   f"{self.out / 'ingest_report.json'}")
+            raise ParcelguardError(
+                f"no usable images came from {rep.source}; see {self.out / 'ingest_report.json'}"
+            )
         labels_of: dict[str, set[str]] = {}
         for r in self.rows:
-            r["split"] = split_of(r["package_id"], opts.val_fraction, opts.test_fraction,
-                                  opts.split_seed)
+            r["split"] = split_of(
+                r["package_id"], opts.val_fraction, opts.test_fraction, opts.split_seed
+            )
             labels_of.setdefault(r["package_id"], set()).add(r["label"])
         for pkg, labels in sorted(labels_of.items()):
             if len(labels) > 1:
@@ -212,8 +238,11 @@ class DatasetWriter:
         rep.images, rep.packages = len(self.rows), len(labels_of)
         rep.per_class = dict(sorted(Counter(r["label"] for r in self.rows).items()))
         classes = sorted(set(self.opts.classes or []) | set(rep.per_class))
-        rep.small_classes = {c: rep.per_class.get(c, 0) for c in classes
-                             if rep.per_class.get(c, 0) < opts.min_class_size}
+        rep.small_classes = {
+            c: rep.per_class.get(c, 0)
+            for c in classes
+            if rep.per_class.get(c, 0) < opts.min_class_size
+        }
         for c, n in rep.small_classes.items():
             rep.warnings.append(f"class {c!r} has only {n} images (minimum {opts.min_class_size})")
         rep.splits = _split_stats(self.rows)
@@ -225,8 +254,10 @@ class DatasetWriter:
         if rep.kind != "video" and rep.images >= 40:
             pkg, n = Counter(r["package_id"] for r in self.rows).most_common(1)[0]
             if n > 0.25 * rep.images:
-                rep.warnings.append(f"package {pkg} holds {n} of {rep.images} images; check "
-                                    "package_pattern (file names like IMG_0001.jpg all map to IMG)")
+                rep.warnings.append(
+                    f"package {pkg} holds {n} of {rep.images} images; check "
+                    "package_pattern (file names like IMG_0001.jpg all map to IMG)"
+                )
         manifest = self.out / "manifest.csv"
         with open(manifest, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(OUT_COLUMNS), lineterminator="\n")
@@ -246,8 +277,11 @@ def _split_stats(rows: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name in ("train", "val", "test"):
         members = [r for r in rows if r["split"] == name]
-        out[name] = {"images": len(members), "packages": len({r["package_id"] for r in members}),
-                     "per_class": dict(sorted(Counter(r["label"] for r in members).items()))}
+        out[name] = {
+            "images": len(members),
+            "packages": len({r["package_id"] for r in members}),
+            "per_class": dict(sorted(Counter(r["label"] for r in members).items())),
+        }
     return out
 
 
@@ -259,7 +293,9 @@ def ingest_folder(src: Path, out_dir: Path, opts: IngestOptions | None = None) -
         raise ParcelguardError(f"image folder {src} does not exist or is not a folder")
     class_dirs = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
-        raise ParcelguardError(f"image folder {src} has no class sub-folders (expected SRC/<class>/)")
+        raise ParcelguardError(
+            f"image folder {src} has no class sub-folders (expected SRC/<class>/)"
+        )
     out = prepare_out(out_dir, opts.overwrite, src)
     rep = IngestReport("folder", str(src), str(out))
     writer = DatasetWriter(out, opts, rep)
@@ -267,20 +303,36 @@ def ingest_folder(src: Path, out_dir: Path, opts: IngestOptions | None = None) -
     for cdir in class_dirs:
         label = cdir.name
         if not guard.is_utf8(label) or guard.outside(src, cdir):
-            why = "is not valid UTF-8" if not guard.is_utf8(label) else "resolves outside the source folder"
-            rep.bad_rows.append({"file": f"{guard.printable(label)}/", "field": "label",
-                                 "reason": f"folder name {why}; skipped"})
+            why = (
+                "is not valid UTF-8"
+                if not guard.is_utf8(label)
+                else "resolves outside the source folder"
+            )
+            rep.bad_rows.append(
+                {
+                    "file": f"{guard.printable(label)}/",
+                    "field": "label",
+                    "reason": f"folder name {why}; skipped",
+                }
+            )
             continue
         if opts.classes is not None and label not in opts.classes:
-            rep.bad_rows.append({"file": f"{label}/", "field": "label",
-                                 "reason": f"folder {label!r} is not one of the classes "
-                                           f"{opts.classes}; skipped"})
+            rep.bad_rows.append(
+                {
+                    "file": f"{label}/",
+                    "field": "label",
+                    "reason": f"folder {label!r} is not one of the classes {opts.classes}; skipped",
+                }
+            )
             continue
         for path in sorted(p for p in cdir.rglob("*") if p.is_file()):
             rel = path.relative_to(src)
             if not guard.is_utf8(rel) or guard.outside(src, path):
-                why = "file name is not valid UTF-8" if not guard.is_utf8(rel) else (
-                    "resolves outside the source folder (a symlink); not copied")
+                why = (
+                    "file name is not valid UTF-8"
+                    if not guard.is_utf8(rel)
+                    else ("resolves outside the source folder (a symlink); not copied")
+                )
                 rep.unreadable.append({"file": guard.printable(rel), "reason": why})
                 continue
             if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
@@ -289,8 +341,11 @@ def ingest_folder(src: Path, out_dir: Path, opts: IngestOptions | None = None) -
             parts = rel.parts
             dtype = parts[1] if len(parts) > 2 and label == opts.positive_class else ""
             fallback = rel.with_suffix("").as_posix()
-            row = {"label": label, "damage_type": dtype,
-                   "package_id": package_from_name(path.stem, opts.package_pattern, fallback)}
+            row = {
+                "label": label,
+                "damage_type": dtype,
+                "package_id": package_from_name(path.stem, opts.package_pattern, fallback),
+            }
             writer.add_file(path, str(rel), row)
     return _finish(writer)
 
@@ -313,8 +368,10 @@ def ingest_csv(manifest: Path, out_dir: Path, opts: IngestOptions | None = None)
         reader.fieldnames = cols
         missing = [c for c in ("file", "label") if c not in cols]
         if missing:
-            raise ParcelguardError(f"manifest {manifest} lacks the column(s) {', '.join(missing)} "
-                                   f"(header: {', '.join(cols) or 'empty'})")
+            raise ParcelguardError(
+                f"manifest {manifest} lacks the column(s) {', '.join(missing)} "
+                f"(header: {', '.join(cols) or 'empty'})"
+            )
         raw_rows = [{k: (v or "").strip() for k, v in raw.items() if k} for raw in reader]
     out = prepare_out(out_dir, opts.overwrite)
     rep = IngestReport("csv", str(manifest), str(out))
@@ -327,7 +384,8 @@ def ingest_csv(manifest: Path, out_dir: Path, opts: IngestOptions | None = None)
         path = manifest.parent / row["file"]
         fallback = Path(row["file"]).with_suffix("").as_posix()
         row["package_id"] = row.get("package_id") or package_from_name(
-            path.stem, opts.package_pattern, fallback)
+            path.stem, opts.package_pattern, fallback
+        )
         writer.add_file(path, f"{manifest.name}:{line} ({row['file']})", row)
     return _finish(writer)
 
@@ -337,14 +395,25 @@ def _check_csv_row(row: dict, root: Path, classes: list[str]) -> dict | None:
     file = row.get("file", "")
     if not file:
         return {"field": "file", "value": "", "reason": "empty file path"}
-    if Path(file).is_absolute() or ".." in Path(file).parts or "\x00" in file or guard.outside(root, root / file):
-        return {"field": "file", "value": guard.short(file),
-                "reason": f"path outside the CSV's folder {root} (absolute, .. or a symlink); not copied"}
+    if (
+        Path(file).is_absolute()
+        or ".." in Path(file).parts
+        or "\x00" in file
+        or guard.outside(root, root / file)
+    ):
+        return {
+            "field": "file",
+            "value": guard.short(file),
+            "reason": f"path outside the CSV's folder {root} (absolute, .. or a symlink); not copied",
+        }
     if not (root / file).is_file():
         return {"field": "file", "value": file, "reason": f"file not found under {root}"}
     if row.get("label") not in classes:
-        return {"field": "label", "value": row.get("label", ""),
-                "reason": f"unknown label (expected one of {', '.join(classes)})"}
+        return {
+            "field": "label",
+            "value": row.get("label", ""),
+            "reason": f"unknown label (expected one of {', '.join(classes)})",
+        }
     sev = row.get("severity", "")
     if sev:
         try:

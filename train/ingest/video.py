@@ -75,8 +75,15 @@ def read_video_labels(path: Path, classes: list[str], report: IngestReport) -> l
             r = {k: (v or "").strip() for k, v in raw.items() if k}
 
             def bad(fld: str, reason: str, line=line, r=r) -> None:
-                report.bad_rows.append({"line": line, "package_id": r.get("package_id", ""),
-                                        "field": fld, "value": r.get(fld, ""), "reason": reason})
+                report.bad_rows.append(
+                    {
+                        "line": line,
+                        "package_id": r.get("package_id", ""),
+                        "field": fld,
+                        "value": r.get(fld, ""),
+                        "reason": reason,
+                    }
+                )
 
             if not r["package_id"]:
                 bad("package_id", "empty package id")
@@ -98,8 +105,10 @@ def read_video_labels(path: Path, classes: list[str], report: IngestReport) -> l
                 bad("enter_frame", "enter_frame and exit_frame must be whole frame numbers")
                 continue
             if enter < 0 or exit_ < enter:
-                bad("exit_frame", f"frame range {enter}..{exit_} is not valid (exit before enter "
-                                  "or negative)")
+                bad(
+                    "exit_frame",
+                    f"frame range {enter}..{exit_} is not valid (exit before enter or negative)",
+                )
                 continue
             try:
                 if r.get("severity"):
@@ -108,19 +117,32 @@ def read_video_labels(path: Path, classes: list[str], report: IngestReport) -> l
                 bad("severity", "not a number")
                 continue
             seen.add(r["package_id"])
-            rows.append(LabelRow(line, r["package_id"], r["label"], r.get("damage_type", ""),
-                                 r.get("severity", ""), enter, exit_))
+            rows.append(
+                LabelRow(
+                    line,
+                    r["package_id"],
+                    r["label"],
+                    r.get("damage_type", ""),
+                    r.get("severity", ""),
+                    enter,
+                    exit_,
+                )
+            )
     return rows
 
 
-def segment_video(video: Path, cfg: DeviceConfig, staging: Path) -> tuple[list[TrackCrops], FileSource]:
+def segment_video(
+    video: Path, cfg: DeviceConfig, staging: Path
+) -> tuple[list[TrackCrops], FileSource]:
     """Run the device's ROI + presence + segmenter over ``video``; save each classify-frame crop."""
     source = FileSource(video, fps=cfg.source.fps)
     if cfg.roi is not None:
         x, y, w, h = cfg.roi
         if x < 0 or y < 0 or x + w > source.width or y + h > source.height:
-            raise ParcelguardError(f"inspection region roi={list(cfg.roi)} of the device config does "
-                                   f"not fit the {source.width}x{source.height} frames of {video}")
+            raise ParcelguardError(
+                f"inspection region roi={list(cfg.roi)} of the device config does "
+                f"not fit the {source.width}x{source.height} frames of {video}"
+            )
     staging.mkdir(parents=True, exist_ok=True)
     seg = Segmenter(cfg.presence)
     tracks: dict[int, TrackCrops] = {}
@@ -141,7 +163,9 @@ def segment_video(video: Path, cfg: DeviceConfig, staging: Path) -> tuple[list[T
     return sorted(tracks.values(), key=lambda t: t.seq), source
 
 
-def match_tracks(tracks: list[TrackCrops], rows: list[LabelRow]) -> list[tuple[TrackCrops, LabelRow, int]]:
+def match_tracks(
+    tracks: list[TrackCrops], rows: list[LabelRow]
+) -> list[tuple[TrackCrops, LabelRow, int]]:
     """One-to-one by frame overlap, largest overlap first (ties: earlier track, earlier row)."""
     pairs = []
     for t in tracks:
@@ -162,8 +186,13 @@ def match_tracks(tracks: list[TrackCrops], rows: list[LabelRow]) -> list[tuple[T
     return sorted(out, key=lambda m: m[0].seq)
 
 
-def ingest_video(video: Path, labels: Path, out_dir: Path, device_cfg: DeviceConfig | None = None,
-                 opts: IngestOptions | None = None) -> IngestReport:
+def ingest_video(
+    video: Path,
+    labels: Path,
+    out_dir: Path,
+    device_cfg: DeviceConfig | None = None,
+    opts: IngestOptions | None = None,
+) -> IngestReport:
     """Cut the device's classify-frame ROI crops of ``video``, labelled by ``labels``."""
     cfg = device_cfg or DeviceConfig()
     opts = opts or IngestOptions()
@@ -178,18 +207,29 @@ def ingest_video(video: Path, labels: Path, out_dir: Path, device_cfg: DeviceCon
     tracks, source = segment_video(video, cfg, staging)
     n_frames = source.frames_read
     if source.truncated:
-        rep.warnings.append(f"video {video} ended after {n_frames} of {source.expected_frames} frames")
+        rep.warnings.append(
+            f"video {video} ended after {n_frames} of {source.expected_frames} frames"
+        )
     rows = _fit_rows(rows, n_frames, rep)
     cropped = [t for t in tracks if t.frames]
     matches = match_tracks(cropped, rows)
     writer = DatasetWriter(out, opts, rep)
     matched_rows = {id(r) for _, r, _ in matches}
     for t, r, _ov in matches:
-        row = {"label": r.label, "damage_type": r.damage_type, "severity": r.severity,
-               "package_id": r.package_id}
+        row = {
+            "label": r.label,
+            "damage_type": r.damage_type,
+            "severity": r.severity,
+            "package_id": r.package_id,
+        }
         for frame, path in zip(t.frames, t.files, strict=True):
-            writer.add_bytes(path.read_bytes(), f"{r.package_id}_{frame:06d}", ".png",
-                             f"{video.name} frame {frame} (track {t.seq}, {r.package_id})", row)
+            writer.add_bytes(
+                path.read_bytes(),
+                f"{r.package_id}_{frame:06d}",
+                ".png",
+                f"{video.name} frame {frame} (track {t.seq}, {r.package_id})",
+                row,
+            )
     unmatched_tracks = []
     matched_seqs = {t.seq for t, _, _ in matches}
     review = out / "unmatched_tracks"
@@ -199,25 +239,50 @@ def ingest_video(video: Path, labels: Path, out_dir: Path, device_cfg: DeviceCon
         review.mkdir(exist_ok=True)
         for frame, path in zip(t.frames, t.files, strict=True):
             shutil.copyfile(path, review / f"track{t.seq:04d}_{frame:06d}.png")
-        unmatched_tracks.append({"track": t.seq, "frame_enter": t.frame_enter,
-                                 "frame_exit": t.frame_exit, "crops": len(t.frames),
-                                 "saved_to": str(review)})
+        unmatched_tracks.append(
+            {
+                "track": t.seq,
+                "frame_enter": t.frame_enter,
+                "frame_exit": t.frame_exit,
+                "crops": len(t.frames),
+                "saved_to": str(review),
+            }
+        )
     shutil.rmtree(staging, ignore_errors=True)
     rep.video = {
-        "frames": n_frames, "fps": source.fps, "roi": list(cfg.roi) if cfg.roi else None,
-        "tracks": len(tracks), "tracks_without_classify_frames": len(tracks) - len(cropped),
+        "frames": n_frames,
+        "fps": source.fps,
+        "roi": list(cfg.roi) if cfg.roi else None,
+        "tracks": len(tracks),
+        "tracks_without_classify_frames": len(tracks) - len(cropped),
         "label_rows_usable": len(rows),
-        "matches": [{"package_id": r.package_id, "track": t.seq, "overlap_frames": ov,
-                     "crops": len(t.frames), "frames": [t.frames[0], t.frames[-1]]}
-                    for t, r, ov in matches],
-        "unmatched_labels": [{"line": r.line, "package_id": r.package_id,
-                              "enter_frame": r.enter_frame, "exit_frame": r.exit_frame}
-                             for r in rows if id(r) not in matched_rows],
+        "matches": [
+            {
+                "package_id": r.package_id,
+                "track": t.seq,
+                "overlap_frames": ov,
+                "crops": len(t.frames),
+                "frames": [t.frames[0], t.frames[-1]],
+            }
+            for t, r, ov in matches
+        ],
+        "unmatched_labels": [
+            {
+                "line": r.line,
+                "package_id": r.package_id,
+                "enter_frame": r.enter_frame,
+                "exit_frame": r.exit_frame,
+            }
+            for r in rows
+            if id(r) not in matched_rows
+        ],
         "unmatched_tracks": unmatched_tracks,
     }
     for r in rep.video["unmatched_labels"]:
-        rep.warnings.append(f"label row {r['line']} ({r['package_id']}, frames "
-                            f"{r['enter_frame']}..{r['exit_frame']}) matches no device track")
+        rep.warnings.append(
+            f"label row {r['line']} ({r['package_id']}, frames "
+            f"{r['enter_frame']}..{r['exit_frame']}) matches no device track"
+        )
     writer.finish()
     return rep
 
@@ -227,12 +292,20 @@ def _fit_rows(rows: list[LabelRow], n_frames: int, rep: IngestReport) -> list[La
     kept = []
     for r in rows:
         if r.enter_frame >= n_frames:
-            rep.bad_rows.append({"line": r.line, "package_id": r.package_id, "field": "enter_frame",
-                                 "value": str(r.enter_frame),
-                                 "reason": f"beyond the video's {n_frames} frames"})
+            rep.bad_rows.append(
+                {
+                    "line": r.line,
+                    "package_id": r.package_id,
+                    "field": "enter_frame",
+                    "value": str(r.enter_frame),
+                    "reason": f"beyond the video's {n_frames} frames",
+                }
+            )
             continue
         if r.exit_frame >= n_frames:
-            rep.warnings.append(f"label row {r.line} ({r.package_id}) exits at frame "
-                                f"{r.exit_frame}, after the video's last frame {n_frames - 1}")
+            rep.warnings.append(
+                f"label row {r.line} ({r.package_id}) exits at frame "
+                f"{r.exit_frame}, after the video's last frame {n_frames - 1}"
+            )
         kept.append(r)
     return kept

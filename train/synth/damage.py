@@ -16,8 +16,14 @@ from parcelguard.train.synth.shapes import ragged_poly, smooth_noise
 
 
 def apply(damage_type: str, cv, rng: np.random.Generator, sev: float) -> str:
-    painters = {"torn_label": torn_label, "crushed_corner": crushed_corner, "puncture": puncture,
-                "water_stain": water_stain, "open_flap": open_flap, "crushed_side": crushed_side}
+    painters = {
+        "torn_label": torn_label,
+        "crushed_corner": crushed_corner,
+        "puncture": puncture,
+        "water_stain": water_stain,
+        "open_flap": open_flap,
+        "crushed_side": crushed_side,
+    }
     if damage_type not in painters:
         raise ValueError(f"unknown damage type {damage_type!r}")
     return painters[damage_type](cv, rng, float(np.clip(sev, 0.0, 1.0)))
@@ -30,11 +36,11 @@ def _mask(shape: tuple[int, int]) -> np.ndarray:
 def _darken(cv, mask: np.ndarray, factor) -> None:
     """Multiplies albedo by ``factor`` where the float/uint8 ``mask`` is set (package only)."""
     m = (mask.astype(np.float32) / (255.0 if mask.dtype == np.uint8 else 1.0)) * cv.alpha
-    cv.col *= (1.0 - (1.0 - np.asarray(factor, np.float32)) * m[..., None])
+    cv.col *= 1.0 - (1.0 - np.asarray(factor, np.float32)) * m[..., None]
 
 
 def _paint(cv, mask: np.ndarray, colour) -> None:
-    m = (mask > 0)
+    m = mask > 0
     cv.col[m] = np.asarray(colour, np.float32)
 
 
@@ -66,8 +72,14 @@ def torn_label(cv, rng, sev: float) -> str:
         cx = lx0 + rng.uniform(0.3, 0.7) * lw
         poly = ragged_poly(rng, cx, (ly0 + ly1) / 2, size * lw * 0.3, lh * 0.75, 0.3)
     else:
-        poly = ragged_poly(rng, lx0 + rng.uniform(0.3, 0.7) * lw, ly0 + rng.uniform(0.3, 0.7) * lh,
-                             size * lw * 0.4, size * lh * 0.4, 0.35)
+        poly = ragged_poly(
+            rng,
+            lx0 + rng.uniform(0.3, 0.7) * lw,
+            ly0 + rng.uniform(0.3, 0.7) * lh,
+            size * lw * 0.4,
+            size * lh * 0.4,
+            0.35,
+        )
     torn = _mask(cv.alpha.shape)
     cv2.fillPoly(torn, [poly], 255)
     lab = _mask(cv.alpha.shape)
@@ -83,8 +95,14 @@ def torn_label(cv, rng, sev: float) -> str:
         ys, xs = np.nonzero(rim)
         if len(xs):
             i = int(rng.integers(len(xs)))
-            tri = np.array([[xs[i], ys[i]], [xs[i] + rng.integers(-14, 15), ys[i] + rng.integers(6, 14)],
-                            [xs[i] + rng.integers(6, 14), ys[i] + rng.integers(-4, 5)]], np.int32)
+            tri = np.array(
+                [
+                    [xs[i], ys[i]],
+                    [xs[i] + rng.integers(-14, 15), ys[i] + rng.integers(6, 14)],
+                    [xs[i] + rng.integers(6, 14), ys[i] + rng.integers(-4, 5)],
+                ],
+                np.int32,
+            )
             sh = _mask(cv.alpha.shape)
             cv2.fillPoly(sh, [tri + 3], 255)
             _darken(cv, sh, 0.55)
@@ -101,8 +119,14 @@ def crushed_corner(cv, rng, sev: float) -> str:
     sx, sy = (1, -1, 1, -1)[corner], (1, 1, -1, -1)[corner]
     s = (0.12 + 0.28 * sev) * min(x1 - x0, y1 - y0)
     variant = ("missing", "dent", "folded")[int(rng.integers(3))]
-    tri = np.array([[cx, cy], [cx + sx * s * rng.uniform(0.8, 1.2), cy],
-                    [cx, cy + sy * s * rng.uniform(0.8, 1.2)]], np.int32)
+    tri = np.array(
+        [
+            [cx, cy],
+            [cx + sx * s * rng.uniform(0.8, 1.2), cy],
+            [cx, cy + sy * s * rng.uniform(0.8, 1.2)],
+        ],
+        np.int32,
+    )
     zone = _mask(cv.alpha.shape)
     big = np.array([[cx, cy], [cx + sx * 1.8 * s, cy], [cx, cy + sy * 1.8 * s]], np.int32)
     cv2.fillPoly(zone, [big], 255)
@@ -124,8 +148,13 @@ def crushed_corner(cv, rng, sev: float) -> str:
         fm = _mask(cv.alpha.shape)
         cv2.fillPoly(fm, [flap], 255)
         _darken(cv, fm, 0.8 - 0.15 * sev)
-        cv2.line(cv.col, tuple(map(int, tri[1])), tuple(map(int, tri[2])),
-                 tuple(float(c) for c in cv.base * 0.45), 2)
+        cv2.line(
+            cv.col,
+            tuple(map(int, tri[1])),
+            tuple(map(int, tri[2])),
+            tuple(float(c) for c in cv.base * 0.45),
+            2,
+        )
     else:
         cv2.circle(cv.alpha, (int(cx), int(cy)), int(0.35 * s), 0.0, -1)
     return variant
@@ -149,8 +178,9 @@ def puncture(cv, rng, sev: float) -> str:
 def _one_hole(cv, rng, cx, cy, rx, ry, rot, sev) -> None:
     core = _mask(cv.alpha.shape)
     cv2.fillPoly(core, [ragged_poly(rng, cx, cy, rx, ry, 0.35, 18, rot)], 255)
-    halo = cv2.GaussianBlur(cv2.dilate(core, np.ones((9, 9), np.uint8)).astype(np.float32) / 255,
-                            (0, 0), 3)
+    halo = cv2.GaussianBlur(
+        cv2.dilate(core, np.ones((9, 9), np.uint8)).astype(np.float32) / 255, (0, 0), 3
+    )
     _darken(cv, halo, 0.8)
     rim = cv2.dilate(core, np.ones((5, 5), np.uint8)) & ~core
     _darken(cv, rim, 1.2)
@@ -173,9 +203,12 @@ def water_stain(cv, rng, sev: float) -> str:
     centres = int(rng.integers(3, 7)) if variant == "spots" else 1
     for _ in range(centres):
         rr = rad * (0.45 if variant == "spots" else 1.0)
-        cx, cy = rng.uniform(x0 + rr * 0.5, x1 - rr * 0.5), rng.uniform(y0 + rr * 0.5, y1 - rr * 0.5)
+        cx, cy = (
+            rng.uniform(x0 + rr * 0.5, x1 - rr * 0.5),
+            rng.uniform(y0 + rr * 0.5, y1 - rr * 0.5),
+        )
         ex = 1.7 if variant == "drip" else 1.0
-        d = np.sqrt(((xs - cx) / (rr * ex)) ** 2 + ((ys - cy) / (rr / ex ** 0.5)) ** 2)
+        d = np.sqrt(((xs - cx) / (rr * ex)) ** 2 + ((ys - cy) / (rr / ex**0.5)) ** 2)
         field = np.maximum(field, 1.0 - d)
     field += 0.18 * smooth_noise(rng, h, w, 10)
     blot = ((field > 0.12) * 255).astype(np.uint8) & (cv.alpha > 0.5).astype(np.uint8) * 255
@@ -183,13 +216,19 @@ def water_stain(cv, rng, sev: float) -> str:
     k = 1.0 - (0.1 + 0.25 * sev)
     _darken(cv, soft, np.array((k * 0.85, k * 0.97, k), np.float32))
     tide = cv2.morphologyEx(blot, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-    _darken(cv, cv2.GaussianBlur(tide.astype(np.float32) / 255, (0, 0), 0.8), 1.0 - (0.1 + 0.2 * sev))
+    _darken(
+        cv, cv2.GaussianBlur(tide.astype(np.float32) / 255, (0, 0), 0.8), 1.0 - (0.1 + 0.2 * sev)
+    )
     return variant
 
 
 def open_flap(cv, rng, sev: float) -> str:
     x0, y0, x1, y1 = cv.rect
-    variants = ("flap_out", "seam_open", "tape_lifted") if cv.kind == "box" else ("flap_out", "tape_lifted")
+    variants = (
+        ("flap_out", "seam_open", "tape_lifted")
+        if cv.kind == "box"
+        else ("flap_out", "tape_lifted")
+    )
     variant = variants[int(rng.integers(len(variants)))]
     if variant == "flap_out":
         side = int(rng.integers(4))
@@ -201,14 +240,26 @@ def open_flap(cv, rng, sev: float) -> str:
         skew = rng.uniform(-0.2, 0.2) * ext
         if horiz:
             ey, sg = (y0, -1) if side == 0 else (y1 - 1, 1)
-            quad = [[x0 + a, ey], [x0 + b, ey], [x0 + b + skew, ey + sg * ext], [x0 + a + skew, ey + sg * ext]]
+            quad = [
+                [x0 + a, ey],
+                [x0 + b, ey],
+                [x0 + b + skew, ey + sg * ext],
+                [x0 + a + skew, ey + sg * ext],
+            ]
         else:
             ex, sg = (x0, -1) if side == 2 else (x1 - 1, 1)
-            quad = [[ex, y0 + a], [ex, y0 + b], [ex + sg * ext, y0 + b + skew], [ex + sg * ext, y0 + a + skew]]
+            quad = [
+                [ex, y0 + a],
+                [ex, y0 + b],
+                [ex + sg * ext, y0 + b + skew],
+                [ex + sg * ext, y0 + a + skew],
+            ]
         fm = _mask(cv.alpha.shape)
         cv2.fillPoly(fm, [np.array(quad, np.int32)], 255)
         m = fm > 0
-        cv.col[m] = cv.base * 0.93 * (1 + 0.04 * rng.standard_normal((int(m.sum()), 1), dtype=np.float32))
+        cv.col[m] = (
+            cv.base * 0.93 * (1 + 0.04 * rng.standard_normal((int(m.sum()), 1), dtype=np.float32))
+        )
         cv.alpha[m] = 1.0
         p, q = np.array(quad[0], np.int32), np.array(quad[1], np.int32)
         cv2.line(cv.col, tuple(map(int, p)), tuple(map(int, q)), (30, 30, 30), int(2 + 5 * sev))
@@ -244,9 +295,19 @@ def _lifted_tape(cv, rng, sev) -> None:
     length = (0.2 + 0.4 * sev) * ((tx1 - tx0) if along_x else (ty1 - ty0))
     lift = 4 + 14 * sev
     if along_x:
-        quad = [[tx1 - 1, ty0], [tx1 - 1, ty1], [tx1 - length, ty1 + lift], [tx1 - length, ty0 + lift]]
+        quad = [
+            [tx1 - 1, ty0],
+            [tx1 - 1, ty1],
+            [tx1 - length, ty1 + lift],
+            [tx1 - length, ty0 + lift],
+        ]
     else:
-        quad = [[tx0, ty1 - 1], [tx1, ty1 - 1], [tx1 + lift, ty1 - length], [tx0 + lift, ty1 - length]]
+        quad = [
+            [tx0, ty1 - 1],
+            [tx1, ty1 - 1],
+            [tx1 + lift, ty1 - length],
+            [tx0 + lift, ty1 - length],
+        ]
     q = np.array(quad, np.int32)
     sh = _mask(cv.alpha.shape)
     cv2.fillPoly(sh, [q + np.int32([4, 5])], 255)
@@ -267,7 +328,15 @@ def crushed_side(cv, rng, sev: float) -> str:
     horiz = side < 2
     span = (y1 - y0) if horiz else (x1 - x0)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    t = (ys - y0) if side == 0 else (y1 - ys) if side == 1 else (xs - x0) if side == 2 else (x1 - xs)
+    t = (
+        (ys - y0)
+        if side == 0
+        else (y1 - ys)
+        if side == 1
+        else (xs - x0)
+        if side == 2
+        else (x1 - xs)
+    )
     u = xs if horiz else ys
     t = t + rng.uniform(1, 4) * np.sin(u / rng.uniform(8, 20))
     amp = 0.18 + 0.32 * sev
@@ -296,7 +365,10 @@ def _dent_edge(cv, rng, side: int, sev: float) -> None:
     v = d * np.sin(np.pi * (u - a) / max(b - a, 1))
     edge = (y0, y1 - 1, x0, x1 - 1)[side]
     sg = (1, -1, 1, -1)[side]
-    pts = [(p, edge + sg * q) for p, q in zip(u, v, strict=True)] + [(b, edge - sg * 3), (a, edge - sg * 3)]
+    pts = [(p, edge + sg * q) for p, q in zip(u, v, strict=True)] + [
+        (b, edge - sg * 3),
+        (a, edge - sg * 3),
+    ]
     pts = np.array([(p, q) if horiz else (q, p) for p, q in pts], np.int32)
     m = _mask(cv.alpha.shape)
     cv2.fillPoly(m, [pts], 255)

@@ -13,11 +13,19 @@ def smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndar
     """Low-frequency noise, std ~1, by bicubic upsampling of a coarse grid."""
     g = rng.standard_normal((h // cell + 3, w // cell + 3), dtype=np.float32)
     up = cv2.resize(g, (g.shape[1] * cell, g.shape[0] * cell), interpolation=cv2.INTER_CUBIC)
-    return up[cell: cell + h, cell: cell + w]
+    return up[cell : cell + h, cell : cell + w]
 
 
-def ragged_poly(rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float,
-                jag: float = 0.25, n: int = 22, rot: float = 0.0) -> np.ndarray:
+def ragged_poly(
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    rx: float,
+    ry: float,
+    jag: float = 0.25,
+    n: int = 22,
+    rot: float = 0.0,
+) -> np.ndarray:
     """Irregular closed polygon around (cx, cy): the outline of tears, holes and stains."""
     t = np.linspace(0, 2 * math.pi, n, endpoint=False) + rng.uniform(0, 0.2, n)
     r = 1.0 + rng.uniform(-jag, jag, n)

@@ -29,12 +29,37 @@ from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
-DAMAGE_TYPES: tuple[str, ...] = ("torn_label", "crushed_corner", "puncture", "water_stain",
-                                 "open_flap", "crushed_side")
-MANIFEST_COLUMNS = ("file", "label", "damage_type", "severity", "package_id", "package_kind",
-                    "lighting", "seed", "params")
-GT_COLUMNS = ("package_id", "label", "damage_type", "severity", "package_kind", "enter_frame",
-              "exit_frame", "center_frame", "x_len_px", "y_len_px")
+DAMAGE_TYPES: tuple[str, ...] = (
+    "torn_label",
+    "crushed_corner",
+    "puncture",
+    "water_stain",
+    "open_flap",
+    "crushed_side",
+)
+MANIFEST_COLUMNS = (
+    "file",
+    "label",
+    "damage_type",
+    "severity",
+    "package_id",
+    "package_kind",
+    "lighting",
+    "seed",
+    "params",
+)
+GT_COLUMNS = (
+    "package_id",
+    "label",
+    "damage_type",
+    "severity",
+    "package_kind",
+    "enter_frame",
+    "exit_frame",
+    "center_frame",
+    "x_len_px",
+    "y_len_px",
+)
 FRAME_WH = (640, 480)  # the virtual camera frame a crop is cut from (ROI centred in it)
 
 
@@ -88,14 +113,17 @@ def _crop_geometry(roi: int) -> tuple[tuple[int, int], tuple[int, int, int, int]
     return (fw, fh), ((fw - roi) // 2, (fh - roi) // 2, roi, roi)
 
 
-def render_crop(seed: int, label: str, damage_type: str | None,
-                cfg: SynthCropsConfig) -> tuple[np.ndarray, dict]:
+def render_crop(
+    seed: int, label: str, damage_type: str | None, cfg: SynthCropsConfig
+) -> tuple[np.ndarray, dict]:
     """One ROI view (uint8 BGR roi_size x roi_size) of a package centred ± jitter on the belt.
 
     ``label`` is "ok", "damaged" (needs ``damage_type``) or "empty" (belt only).
     """
     if label == "damaged" and damage_type not in DAMAGE_TYPES:
-        raise ValueError(f"damaged crops need a damage type from {DAMAGE_TYPES}, got {damage_type!r}")
+        raise ValueError(
+            f"damaged crops need a damage type from {DAMAGE_TYPES}, got {damage_type!r}"
+        )
     s_pkg, s_scene = np.random.SeedSequence(seed).spawn(2)
     rng = np.random.default_rng(s_scene)
     roi = cfg.roi_size
@@ -108,8 +136,13 @@ def render_crop(seed: int, label: str, damage_type: str | None,
     params: dict = {"look": look.params(), "flicker": round(flicker, 4), "jitter": [jx, jy]}
     placed = []
     if label != "empty":
-        spec = R.sample_spec(np.random.default_rng(s_pkg), damage_type if label == "damaged" else None,
-                             (cfg.severity_min, cfg.severity_max), cfg.mailer_fraction, roi / 224)
+        spec = R.sample_spec(
+            np.random.default_rng(s_pkg),
+            damage_type if label == "damaged" else None,
+            (cfg.severity_min, cfg.severity_max),
+            cfg.mailer_fraction,
+            roi / 224,
+        )
         sp = R.build_sprite(spec, look.shadow)
         cx, cy = view[0] + roi / 2 + jx, view[1] + roi / 2 + jy
         placed.append((sp, round(cx - sp.cx), round(cy - sp.cy)))
@@ -142,11 +175,17 @@ def _render_crop_file(job: tuple[int, str, str | None, SynthCropsConfig, str]) -
     rel = f"{cls}/{i:06d}.png"
     cv2.imwrite(str(Path(out_dir) / rel), img)
     pkg = params.get("pkg", {})
-    return {"file": rel, "label": cls, "damage_type": dtype or "",
-            "severity": f"{pkg.get('severity', 0.0):.4f}", "package_id": f"c{i:06d}",
-            "package_kind": pkg.get("kind", "empty"),
-            "lighting": f"{params['look']['gain'] * params['flicker']:.4f}", "seed": seed,
-            "params": jsonio.dumps(params, sort_keys=True, separators=(",", ":"))}
+    return {
+        "file": rel,
+        "label": cls,
+        "damage_type": dtype or "",
+        "severity": f"{pkg.get('severity', 0.0):.4f}",
+        "package_id": f"c{i:06d}",
+        "package_kind": pkg.get("kind", "empty"),
+        "lighting": f"{params['look']['gain'] * params['flicker']:.4f}",
+        "seed": seed,
+        "params": jsonio.dumps(params, sort_keys=True, separators=(",", ":")),
+    }
 
 
 def _worker_init() -> None:
@@ -164,9 +203,13 @@ def make_crops(cfg: SynthCropsConfig, out_dir: Path, workers: int | None = None)
     out_dir = Path(out_dir)
     for d in ("ok", "damaged"):
         (out_dir / d).mkdir(parents=True, exist_ok=True)
-    jobs = [(i, label, dtype, cfg, str(out_dir)) for i, (label, dtype) in enumerate(_crop_jobs(cfg))]
+    jobs = [
+        (i, label, dtype, cfg, str(out_dir)) for i, (label, dtype) in enumerate(_crop_jobs(cfg))
+    ]
     # Auto: one worker per core, but not for a few dozen crops (starting a worker costs ~0.5 s).
-    workers = max(1, min(workers, len(jobs)) if workers else min(os.cpu_count() or 1, len(jobs) // 64))
+    workers = max(
+        1, min(workers, len(jobs)) if workers else min(os.cpu_count() or 1, len(jobs) // 64)
+    )
     if workers == 1:
         rows = [_render_crop_file(j) for j in jobs]
     else:
@@ -213,8 +256,18 @@ def _layout(cfg: SynthVideoConfig, specs, shadow, rng) -> list[dict]:
         e0, e1 = sp.x_extent
         u0 = cursor - e1
         oy = round(cfg.height / 2 + rng.uniform(-0.04, 0.04) * cfg.height - sp.cy)
-        items.append({"spec": spec, "u0": u0, "oy": oy, "e0": e0, "e1": e1, "cx": sp.cx,
-                      "w": sp.k.shape[1], "params": spec.params()})
+        items.append(
+            {
+                "spec": spec,
+                "u0": u0,
+                "oy": oy,
+                "e0": e0,
+                "e1": e1,
+                "cx": sp.cx,
+                "w": sp.k.shape[1],
+                "params": spec.params(),
+            }
+        )
         r = rng.random()
         if r < cfg.touching_prob:
             gap = int(rng.integers(0, 3))
@@ -234,13 +287,20 @@ def _gt_rows(cfg: SynthVideoConfig, items: list[dict], shifts: np.ndarray) -> li
         inside = np.nonzero((right >= rx) & (left <= rx + rw - 1))[0]
         centre = np.abs(it["u0"] + it["cx"] + shifts - (rx + rw / 2))
         spec = it["spec"]
-        rows.append({"package_id": f"p{i:04d}", "label": "damaged" if spec.damage_type else "ok",
-                     "damage_type": spec.damage_type or "", "severity": f"{spec.severity:.4f}",
-                     "package_kind": spec.kind,
-                     "enter_frame": int(inside[0]) if len(inside) else -1,
-                     "exit_frame": int(inside[-1]) if len(inside) else -1,
-                     "center_frame": int(np.argmin(centre)), "x_len_px": spec.x_len,
-                     "y_len_px": spec.y_len})
+        rows.append(
+            {
+                "package_id": f"p{i:04d}",
+                "label": "damaged" if spec.damage_type else "ok",
+                "damage_type": spec.damage_type or "",
+                "severity": f"{spec.severity:.4f}",
+                "package_kind": spec.kind,
+                "enter_frame": int(inside[0]) if len(inside) else -1,
+                "exit_frame": int(inside[-1]) if len(inside) else -1,
+                "center_frame": int(np.argmin(centre)),
+                "x_len_px": spec.x_len,
+                "y_len_px": spec.y_len,
+            }
+        )
     return rows
 
 
@@ -258,24 +318,43 @@ def make_video(cfg: SynthVideoConfig, out_dir: Path) -> dict[str, Path]:
     n_frames = int(math.ceil((cfg.width - (last["u0"] + last["e0"])) / v)) + 2
     shifts = np.round(np.arange(n_frames) * v).astype(np.int64)
     period = int(rng.integers(700, 1100))
-    world = R.make_world(rng, look, (cfg.width, cfg.height), (0, 0, cfg.width, cfg.height),
-                         period, [int(rng.integers(period))])
-    paths = {"video": out_dir / "video.mp4", "gt": out_dir / "gt.csv",
-             "geometry": out_dir / "geometry.json"}
+    world = R.make_world(
+        rng,
+        look,
+        (cfg.width, cfg.height),
+        (0, 0, cfg.width, cfg.height),
+        period,
+        [int(rng.integers(period))],
+    )
+    paths = {
+        "video": out_dir / "video.mp4",
+        "gt": out_dir / "gt.csv",
+        "geometry": out_dir / "geometry.json",
+    }
     _write_frames(cfg, paths["video"], items, shifts, world, look, rng)
     _write_csv(paths["gt"], GT_COLUMNS, _gt_rows(cfg, items, shifts))
-    geometry = {"width": cfg.width, "height": cfg.height, "fps": cfg.fps,
-                "belt_speed_mps": cfg.belt_speed_mps, "px_per_m": cfg.px_per_m,
-                "belt_px_per_frame": v, "direction": "+x", "roi": list(cfg.roi),
-                "camera_to_gate_m": cfg.camera_to_gate_m, "n_frames": n_frames, "seed": cfg.seed}
+    geometry = {
+        "width": cfg.width,
+        "height": cfg.height,
+        "fps": cfg.fps,
+        "belt_speed_mps": cfg.belt_speed_mps,
+        "px_per_m": cfg.px_per_m,
+        "belt_px_per_frame": v,
+        "direction": "+x",
+        "roi": list(cfg.roi),
+        "camera_to_gate_m": cfg.camera_to_gate_m,
+        "n_frames": n_frames,
+        "seed": cfg.seed,
+    }
     paths["geometry"].write_text(jsonio.dumps(geometry, indent=2, sort_keys=True) + "\n")
     log.info("wrote %d frames, %d packages to %s", n_frames, len(items), out_dir)
     return paths
 
 
 def _write_frames(cfg, path: Path, items, shifts, world, look, rng) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*cfg.codec), cfg.fps,
-                             (cfg.width, cfg.height))
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*cfg.codec), cfg.fps, (cfg.width, cfg.height)
+    )
     if not writer.isOpened():
         raise RuntimeError(f"cv2.VideoWriter cannot encode {cfg.codec!r} to {path}")
     ph = rng.uniform(0, 2 * math.pi, 3)
@@ -294,7 +373,8 @@ def _write_frames(cfg, path: Path, items, shifts, world, look, rng) -> None:
                     cache[i] = R.build_sprite(it["spec"], look.shadow)
                 placed.append((cache[i], ox, it["oy"]))
             gain = (1 + 0.03 * math.sin(2 * math.pi * t / 7 + ph[0])) * (
-                1 + f_amp * math.sin(2 * math.pi * f_beat * t + ph[1]))
+                1 + f_amp * math.sin(2 * math.pi * f_beat * t + ph[1])
+            )
             grad = look.grad * (1 + 0.5 * math.sin(2 * math.pi * t / 11 + ph[2]))
             writer.write(R.render_view(world, placed, int(shift), gain, grad, rng))
     finally:
@@ -326,9 +406,11 @@ def _grid(root: Path, rows: list[dict], tile: int = 128) -> np.ndarray:
     nrows = max(1, math.ceil(len(rows) / cols))
     sheet = np.full((nrows * (tile + 2), cols * (tile + 2), 3), 255, np.uint8)
     for n, r in enumerate(rows):
-        img = cv2.resize(cv2.imread(str(root / r["file"])), (tile, tile), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(
+            cv2.imread(str(root / r["file"])), (tile, tile), interpolation=cv2.INTER_AREA
+        )
         text = f"{r['damage_type'][:10] or r['package_kind']} {float(r['severity']):.2f}"
         cv2.putText(img, text, (3, 11), cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 255, 255), 1, cv2.LINE_AA)
         y, x = (n // cols) * (tile + 2), (n % cols) * (tile + 2)
-        sheet[y: y + tile, x: x + tile] = img
+        sheet[y : y + tile, x : x + tile] = img
     return sheet
