@@ -20,19 +20,16 @@ highest threshold that keeps damaged recall >= ``target_recall``) and stored in 
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from parcelguard.device import jsonio
 from parcelguard.device.config.base import save_config
 from parcelguard.train.augment import augment, to_float
 from parcelguard.train.checkpoint import load_checkpoint, save_checkpoint
@@ -41,26 +38,17 @@ from parcelguard.train.data import load_splits
 from parcelguard.train.metrics import binary_metrics, threshold_for_accuracy, threshold_for_recall
 from parcelguard.train.model import ModelConfig, PooledCNN, count_macs, count_params
 from parcelguard.train.predict import predict_logits, predict_scores
+from parcelguard.train.run_state import (
+    RunState,
+    dist_info,
+    epoch_seed,
+    pick_device,
+    progress_bar,
+    resumed_config,
+    write_history,
+)
 
 log = logging.getLogger(__name__)
-
-CALLER_KEYS = ("out", "threads", "device", "resume")
-TIMING_KEYS = ("elapsed_s",)
-LOSS_MIN_DELTA = 1e-4  # at equal val accuracy, a lower val loss counts only by this much
-
-
-def _dist_info() -> tuple[int, int, int]:
-    return (
-        int(os.environ.get("RANK", 0)),
-        int(os.environ.get("WORLD_SIZE", 1)),
-        int(os.environ.get("LOCAL_RANK", 0)),
-    )
-
-
-def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def build_model(cfg: TrainConfig) -> PooledCNN:
@@ -77,64 +65,6 @@ def build_model(cfg: TrainConfig) -> PooledCNN:
     )
 
 
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """The seed of one epoch's random stream (a stable mix, no Python hash randomization)."""
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
-
-
-def resumed_config(cfg: TrainConfig, ckpt: dict) -> TrainConfig:
-    """The config of the run being resumed; caller-owned fields are kept from ``cfg``."""
-    saved = TrainConfig.model_validate(
-        {**ckpt["config"], **{k: getattr(cfg, k) for k in CALLER_KEYS}}
-    )
-    diff = [
-        k
-        for k in TrainConfig.model_fields
-        if k not in CALLER_KEYS
-        and getattr(saved, k) != getattr(cfg, k)
-        and k in cfg.model_fields_set
-    ]
-    if diff:
-        log.warning(
-            "resuming %s: ignoring %s given now (a resumed run keeps its own config)",
-            cfg.resume,
-            ", ".join(diff),
-        )
-    return saved
-
-
-@dataclass
-class _State:
-    """Early-stopping and history state; stored in every checkpoint."""
-
-    start_epoch: int = 0
-    best_acc: float = -1.0
-    best_loss: float = float("inf")
-    stale: int = 0
-    history: list = field(default_factory=list)
-
-    def update(self, acc: float, loss: float) -> bool:
-        improved = acc > self.best_acc or (
-            acc == self.best_acc and loss < self.best_loss - LOSS_MIN_DELTA
-        )
-        if improved:
-            self.best_acc, self.best_loss, self.stale = acc, loss, 0
-        else:
-            self.stale += 1
-        return improved
-
-    def to_extra(self) -> dict:
-        # Wall-clock figures stay in metrics.csv/json only: a checkpoint holds what the run computed,
-        # so the same config and seed on the same machine give the same checkpoint bytes.
-        history = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in self.history]
-        return {
-            "best_val_accuracy": self.best_acc,
-            "best_val_loss": self.best_loss,
-            "stale": self.stale,
-            "history": history,
-        }
-
-
 def train(
     cfg: TrainConfig,
     stop_after_epochs: int | None = None,
@@ -147,7 +77,7 @@ def train(
     epoch's metrics row and the model (its current weights) and stops training when it returns
     True (benchmarks use it; a callback that puts the model in eval mode needs nothing more).
     """
-    rank, world, local_rank = _dist_info()
+    rank, world, local_rank = dist_info()
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
     if ckpt is not None:
         cfg = resumed_config(cfg, ckpt)
@@ -222,7 +152,7 @@ class _Run:
         )
         self.use_amp = device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.state = _State()
+        self.state = RunState()
         if ckpt is not None:
             self._restore(ckpt)
         self.ddp_model = self.model
@@ -263,7 +193,7 @@ class _Run:
         on_epoch: Callable[[dict, torch.nn.Module], bool] | None = None,
     ) -> None:
         cfg, s = self.cfg, self.state
-        progress = _progress(cfg.epochs, s.start_epoch, self.rank)
+        progress = progress_bar(cfg.epochs, s.start_epoch, self.rank)
         for n, epoch in enumerate(range(s.start_epoch, cfg.epochs)):
             if s.stale >= cfg.patience or (stop_after is not None and n >= stop_after):
                 break
@@ -361,7 +291,7 @@ class _Run:
         save_checkpoint(self.out / "last.pt", self.model, cfg_dict, {**extra, **resume_state})
         if improved:
             save_checkpoint(self.out / "best.pt", self.model, cfg_dict, extra)
-        _write_history(self.out, self.state.history)
+        write_history(self.out, self.state.history)
 
     def finish(self) -> dict:
         """Choose the threshold on val with the best weights, store it in best.pt, score test."""
@@ -405,27 +335,3 @@ class _Run:
         )
         summary["threshold"] = thr["threshold"]
         return summary
-
-
-def _write_history(out: Path, history: list[dict]) -> None:
-    (out / "metrics.json").write_text(jsonio.dumps(history, indent=2), encoding="utf-8")
-    with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
-        # rows from before a resume have no timing (checkpoints don't store it): blank cells
-        fields = list(dict.fromkeys(k for row in history for k in row))
-        w = csv.DictWriter(f, fieldnames=fields, restval="")
-        w.writeheader()
-        w.writerows(history)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None: ...
-    def set_postfix(self, **kw) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(total: int, initial: int, rank: int):
-    if rank != 0:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc="train", unit="epoch", leave=False)

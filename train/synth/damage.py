@@ -1,7 +1,7 @@
 """Damage painters: the visual taxonomy of package damage, drawn on an unrotated package canvas.
 
 This module owns what each damage type looks like and how ``severity`` (0..1) scales it. Every
-painter gets a :class:`~parcelguard.train.synth.render.Canvas` (albedo, alpha, package rectangle,
+painter gets a :class:`~parcelguard.train.synth.parcel.Canvas` (albedo, alpha, package rectangle,
 label/tape positions), a random generator and the severity, draws one of several variants and
 returns the variant name. Low severity = small and faint; severity 1 = large and dark.
 """

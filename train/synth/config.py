@@ -1,0 +1,94 @@
+"""Configuration and file layouts of the synthetic world: the crop and video configs, the damage
+types, the manifest and ground-truth columns."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DAMAGE_TYPES: tuple[str, ...] = (
+    "torn_label",
+    "crushed_corner",
+    "puncture",
+    "water_stain",
+    "open_flap",
+    "crushed_side",
+)
+MANIFEST_COLUMNS = (
+    "file",
+    "label",
+    "damage_type",
+    "severity",
+    "package_id",
+    "package_kind",
+    "lighting",
+    "seed",
+    "params",
+)
+
+
+GT_COLUMNS = (
+    "package_id",
+    "label",
+    "damage_type",
+    "severity",
+    "package_kind",
+    "enter_frame",
+    "exit_frame",
+    "center_frame",
+    "x_len_px",
+    "y_len_px",
+)
+
+
+FRAME_WH = (640, 480)  # the virtual camera frame a crop is cut from (ROI centred in it)
+
+
+class SynthCropsConfig(BaseModel):
+    """Training crops: what the device ROI sees with one package centred (± jitter) in it."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_ok: int = Field(600, ge=0)
+    n_damaged: int = Field(600, ge=0)
+    seed: int = 0
+    roi_size: int = Field(224, ge=64, le=448)  # package sizes scale with roi_size / 224
+    jitter_px: int = Field(12, ge=0)
+    severity_min: float = Field(0.35, ge=0.0, le=1.0)
+    severity_max: float = Field(1.0, ge=0.0, le=1.0)
+    damage_types: list[str] = Field(default_factory=lambda: list(DAMAGE_TYPES), min_length=1)
+    empty_fraction: float = Field(0.0, ge=0.0, le=1.0)  # extra empty-belt crops, labelled "ok"
+    mailer_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    jpeg_quality_min: int = Field(60, ge=5, le=100)
+
+
+class SynthVideoConfig(BaseModel):
+    """A labelled conveyor video: packages moving +x through a fixed inspection ROI."""
+
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(640, ge=128)
+    height: int = Field(480, ge=128)
+    fps: float = Field(30.0, gt=0)
+    belt_speed_mps: float = Field(0.5, gt=0)
+    px_per_m: float = Field(640.0, gt=0)
+    n_packages: int = Field(20, ge=1)
+    gap_m_min: float = Field(0.05, ge=0)
+    gap_m_max: float = Field(0.35, ge=0)
+    touching_prob: float = Field(0.0, ge=0, le=1)
+    empty_gap_prob: float = Field(0.1, ge=0, le=1)
+    damaged_fraction: float = Field(0.5, ge=0, le=1)
+    seed: int = 1
+    roi: tuple[int, int, int, int] = (208, 128, 224, 224)
+    exposure_ms: float = Field(4.0, ge=0)
+    severity_min: float = Field(0.35, ge=0.0, le=1.0)
+    severity_max: float = Field(1.0, ge=0.0, le=1.0)
+    codec: str = "mp4v"  # no H.264 encoder in opencv-python-headless; see module docstring
+    camera_to_gate_m: float = 1.5
+
+
+def write_csv(path: Path, columns, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
