@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from parcelguard.device import jsonio
 
 
-def _fmt_row(name: str, o: dict) -> str:
+def _fmt_row(name: str, o: dict[str, Any]) -> str:
     return (
         f"{name:<9} {o['threshold']:>9.4f} {o['rejects']:>7d} {100 * o['reject_rate']:>10.1f}% "
         f"{o['recall']:>7.3f} {o['precision']:>9.3f} {o['fp']:>5d} {o['fn']:>5d} {o['cost']:>9g}"
     )
 
 
-def render(r: dict) -> str:
+def render(r: dict[str, Any]) -> str:
     c = r["costs"]
     lines = [
         f"threshold by cost (false reject {c['false_reject']:g}, missed damage "
@@ -83,7 +84,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser(
         "threshold",
         help="choose the threshold that minimises the cost of false rejects and missed damage",

@@ -29,6 +29,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -113,10 +114,10 @@ class SelectReport:
         )
 
 
-def _events_by_id(path: Path) -> dict[str, dict]:
+def _events_by_id(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise ParcelguardError(f"events file {path} does not exist")
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     with open(path, encoding="utf-8", errors="replace") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
@@ -165,7 +166,7 @@ def find_crops(folders: list[Path]) -> list[Path]:
     return files
 
 
-def _stored_score(path: Path, events: dict[str, dict]) -> Crop:
+def _stored_score(path: Path, events: dict[str, dict[str, Any]]) -> Crop:
     crop = Crop(path)
     m = RING_NAME.match(path.stem)
     if m:
@@ -216,7 +217,9 @@ def _score_with_package(crops: list[Crop], images: list[np.ndarray], opts: Selec
     return f"model {pkg.manifest.model_id} ({name})"
 
 
-def _load(opts: SelectOptions, report_unreadable: list[str]) -> tuple[list[Crop], list, int]:
+def _load(
+    opts: SelectOptions, report_unreadable: list[str]
+) -> tuple[list[Crop], list[np.ndarray], int]:
     folders, events_path = _expand_sources(opts.sources, opts.events)
     events = _events_by_id(events_path) if events_path is not None else {}
     crops: list[Crop] = []

@@ -26,6 +26,7 @@ import csv
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from parcelguard.device.errors import ParcelguardError
@@ -86,7 +87,7 @@ def outcome(data: Labelled, t: float, cost_fp: float, cost_fn: float) -> Outcome
     )
 
 
-def cost_curve(data: Labelled, cost_fp: float, cost_fn: float) -> list[dict]:
+def cost_curve(data: Labelled, cost_fp: float, cost_fn: float) -> list[dict[str, Any]]:
     """One row per interval ``(lo, hi]`` of thresholds that reject the same packages (the first
     interval is ``[0, hi]``: ``lo_in``)."""
     u = np.unique(data.scores)
@@ -114,13 +115,13 @@ def cost_curve(data: Labelled, cost_fp: float, cost_fn: float) -> list[dict]:
     return rows
 
 
-def _inside(row: dict, t: float) -> bool:
-    return (row["lo"] <= t if row["lo_in"] else row["lo"] < t) and t <= row["hi"]
+def _inside(row: dict[str, Any], t: float) -> bool:
+    return bool((row["lo"] <= t if row["lo_in"] else row["lo"] < t) and t <= row["hi"])
 
 
 def best_threshold(
     data: Labelled, cost_fp: float, cost_fn: float, current: float | None = None
-) -> tuple[float, dict, list[dict]]:
+) -> tuple[float, dict[str, Any], list[dict[str, Any]]]:
     """``(threshold, its interval row, the whole curve)``: the cheapest interval's middle.
 
     Among equally cheap intervals the one holding ``current`` wins (no change), else the one
@@ -146,7 +147,7 @@ def best_threshold(
 # -- inputs ---------------------------------------------------------------------------------------
 
 
-def read_scored_events(path: Path) -> tuple[Path, list[dict]]:
+def read_scored_events(path: Path) -> tuple[Path, list[dict[str, Any]]]:
     """Package events from an ``events.jsonl`` or a folder holding one."""
     path = Path(path)
     file = path / "events.jsonl" if path.is_dir() else path
@@ -172,12 +173,12 @@ def read_scored_events(path: Path) -> tuple[Path, list[dict]]:
     return file, events
 
 
-def _score_of(ev: dict) -> float | None:
+def _score_of(ev: dict[str, Any]) -> float | None:
     s = ev.get("score")
     return float(s) if isinstance(s, (int, float)) and s == s else None
 
 
-def _add(acc: dict, ev: dict | None, is_pos: bool) -> None:
+def _add(acc: dict[str, Any], ev: dict[str, Any] | None, is_pos: bool) -> None:
     s = _score_of(ev) if ev is not None else None
     if ev is None:
         acc["fixed_fn" if is_pos else "fixed_tn"] += 1
@@ -188,7 +189,7 @@ def _add(acc: dict, ev: dict | None, is_pos: bool) -> None:
         acc["positive"].append(is_pos)
 
 
-def _acc() -> dict:
+def _acc() -> dict[str, Any]:
     return {
         "scores": [],
         "positive": [],
@@ -200,7 +201,11 @@ def _acc() -> dict:
 
 
 def _by_event_id(
-    labels: Path, rows: list[dict], events: list[dict], positive: str, classes: list[str]
+    labels: Path,
+    rows: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    positive: str,
+    classes: list[str],
 ) -> Labelled:
     by_id = {ev["event_id"]: ev for ev in events}
     acc = _acc()
@@ -238,7 +243,9 @@ def _by_event_id(
     )
 
 
-def _by_overlap(labels: Path, events: list[dict], positive: str, classes: list[str]) -> Labelled:
+def _by_overlap(
+    labels: Path, events: list[dict[str, Any]], positive: str, classes: list[str]
+) -> Labelled:
     gts = load_labels(labels, classes=classes)
     pairs, spurious, unseen = pair_by_overlap(events, gts)
     acc = _acc()
@@ -259,7 +266,7 @@ def _by_overlap(labels: Path, events: list[dict], positive: str, classes: list[s
 
 def load_labelled(
     scores: Path, labels: Path, positive: str = "damaged", classes: list[str] | None = None
-) -> tuple[Labelled, list[dict]]:
+) -> tuple[Labelled, list[dict[str, Any]]]:
     """Join ``labels`` to the package events at ``scores``; bad input is one sentence."""
     classes = classes or ["ok", positive]
     if positive not in classes:
@@ -302,7 +309,7 @@ def load_labelled(
     return data, events
 
 
-def current_threshold(events: list[dict]) -> float | None:
+def current_threshold(events: list[dict[str, Any]]) -> float | None:
     """The threshold most of the events were judged against."""
     values = [
         float(ev["threshold"]) for ev in events if isinstance(ev.get("threshold"), (int, float))
@@ -313,7 +320,7 @@ def current_threshold(events: list[dict]) -> float | None:
     return float(vals[int(np.argmax(counts))])
 
 
-def off_rule(events: list[dict], positive: str) -> int:
+def off_rule(events: list[dict[str, Any]], positive: str) -> int:
     """Events whose verdict is not ``score >= threshold`` (e.g. ``fusion.method: vote``)."""
     n = 0
     for ev in events:
@@ -336,7 +343,7 @@ def choose(
     positive: str = "damaged",
     classes: list[str] | None = None,
     current: float | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """The whole answer: chosen and current threshold with their previews, and the cost curve."""
     if not (cost_fp >= 0 and cost_fn >= 0 and cost_fp + cost_fn > 0):
         raise ParcelguardError(
