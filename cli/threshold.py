@@ -101,14 +101,23 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--labels", type=Path, required=True, metavar="CSV", help="reviewed labels")
     p.add_argument(
-        "--cost-false-reject", type=float, default=1.0, help="cost of rejecting an ok package (1)"
+        "--cost-false-reject",
+        type=float,
+        default=1.0,
+        metavar="COST",
+        help="cost of rejecting an ok package (1)",
     )
     p.add_argument(
-        "--cost-missed", type=float, required=True, help="cost of passing a damaged package"
+        "--cost-missed",
+        type=float,
+        required=True,
+        metavar="COST",
+        help="cost of passing a damaged package",
     )
     p.add_argument(
         "--current",
         type=float,
+        metavar="T",
         help="threshold to compare with (default: --model's, else the one the events record)",
     )
     p.add_argument(

@@ -315,8 +315,12 @@ def select(opts: SelectOptions) -> SelectReport:
         raise ParcelguardError(
             f"unknown strategy {opts.strategy!r}; choose one of: {', '.join(ranking.STRATEGIES)}"
         )
-    if opts.n < 1 or not opts.pool_factor >= 1:
-        raise ParcelguardError(f"need n >= 1 and pool >= 1 (got {opts.n} and {opts.pool_factor})")
+    if opts.n < 1 or not 1 <= opts.pool_factor <= 1000:
+        raise ParcelguardError(
+            f"need n >= 1 and 1 <= pool <= 1000 (got {opts.n} and {opts.pool_factor})"
+        )
+    if opts.threshold is not None and not 0.0 <= opts.threshold <= 1.0:
+        raise ParcelguardError(f"threshold must be within 0..1 (got {opts.threshold})")
     unreadable: list[str] = []
     crops, images, dups = _load(opts, unreadable)
     if opts.package is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -345,10 +346,14 @@ def choose(
     current: float | None = None,
 ) -> dict[str, Any]:
     """The whole answer: chosen and current threshold with their previews, and the cost curve."""
-    if not (cost_fp >= 0 and cost_fn >= 0 and cost_fp + cost_fn > 0):
+    if not (
+        math.isfinite(cost_fp + cost_fn) and cost_fp >= 0 and cost_fn >= 0 and cost_fp + cost_fn > 0
+    ):
         raise ParcelguardError(
-            f"costs must be >= 0 and not both 0 (got false reject {cost_fp}, missed {cost_fn})"
+            f"costs must be finite, >= 0 and not both 0 (got false reject {cost_fp}, missed {cost_fn})"
         )
+    if current is not None and not 0.0 <= current <= 1.0:
+        raise ParcelguardError(f"the current threshold must be within 0..1 (got {current})")
     data, events = load_labelled(scores, labels, positive, classes)
     source = "given"
     if current is None:

@@ -155,6 +155,10 @@ def test_bad_input_is_one_sentence(tmp_path):
     cv2.imwrite(str(src / "a.png"), pattern(1))
     with pytest.raises(ParcelguardError, match="needs scores"):
         select(SelectOptions([src], tmp_path / "o"))
+    with pytest.raises(ParcelguardError, match="within 0..1"):
+        select(SelectOptions([src], tmp_path / "o", threshold=float("nan")))
+    with pytest.raises(ParcelguardError, match="pool"):
+        select(SelectOptions([src], tmp_path / "o", pool_factor=float("inf")))
     with pytest.raises(ParcelguardError, match="inside the crop folder"):
         select(SelectOptions([src], src / "out", strategy="random"))
     r = run_cli(

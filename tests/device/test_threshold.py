@@ -180,8 +180,11 @@ def test_bad_input_is_one_sentence(tmp_path):
         "5",
     )
     one_sentence(r, "line 2", "not an event record")
-    with pytest.raises(ParcelguardError, match="costs must be"):
-        choose(events, labels, cost_fp=-1, cost_fn=5)
+    for cfp, cfn in ((-1, 5), (float("nan"), 5), (1, float("inf")), (0, 0)):
+        with pytest.raises(ParcelguardError, match="costs must be"):
+            choose(events, labels, cost_fp=cfp, cost_fn=cfn)
+    with pytest.raises(ParcelguardError, match="within 0..1"):
+        choose(events, labels, cost_fp=1, cost_fn=5, current=float("nan"))
     conflict = tmp_path / "conflict.csv"
     eid = make_event(0).event_id
     conflict.write_text(f"event_id,label\n{eid},ok\n{eid},damaged\n")
