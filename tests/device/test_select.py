@@ -184,3 +184,26 @@ def test_cli_select_writes_the_template_and_refuses_a_non_empty_out(tmp_path):
     assert len(rows(out)) == 3 and len(list((out / "crops").iterdir())) == 3
     r = run_cli("data", "select", str(ring), "--out", str(out), "-n", "3", "--threshold", "0.5")
     one_sentence(r, "not empty", "--overwrite")
+
+
+def test_reads_the_ring_the_daemon_writes(tmp_path):
+    """The names SnapshotWriter gives ring crops and the events EventStore mirrors are what
+    select parses: same event ids, the events' scores, in uncertainty order."""
+    from parcelguard.device.config.device import SnapshotConfig
+    from parcelguard.device.inspection.events import EventStore
+    from parcelguard.device.live.snapshots import SnapshotWriter
+
+    events_dir = tmp_path / "events"
+    store = EventStore(events_dir, sqlite=False, jsonl=True)
+    writer = SnapshotWriter(SnapshotConfig(enabled=True, uncertain_band=0.2), events_dir, None)
+    scores = [0.45, 0.9, 0.52, 0.38, 0.6]  # 0.9 is outside the band: no ring crop
+    for seq, s in enumerate(scores):
+        ev = make_event(seq, score=s, threshold=0.5)
+        store.add(ev)
+        writer(ev, pattern(seq, seed=seq))
+    store.close()
+    assert writer.stats["uncertain_written"] == 4
+    select(SelectOptions([events_dir], tmp_path / "out", n=10, strategy="uncertain"))
+    got = rows(tmp_path / "out")
+    assert [r["event_id"] for r in got] == [make_event(i).event_id for i in (2, 0, 4, 3)]
+    assert [float(r["margin"]) for r in got] == pytest.approx([0.02, 0.05, 0.1, 0.12])
