@@ -254,8 +254,10 @@ def _prepare_out(out: Path, overwrite: bool, sources: list[Path]) -> None:
     out = Path(out)
     for src in sources:
         s, o = Path(src).resolve(), out.resolve()
-        if o == s or s in o.parents:
-            raise ParcelguardError(f"output folder {out} must not be inside the crop folder {src}")
+        if o == s or s in o.parents or o in s.parents:
+            raise ParcelguardError(
+                f"output folder {out} and crop folder {src} must not be inside one another"
+            )
     if out.is_file():
         raise ParcelguardError(f"output folder {out} is a file")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -263,6 +265,9 @@ def _prepare_out(out: Path, overwrite: bool, sources: list[Path]) -> None:
             f"output folder {out} is not empty; choose another folder or pass --overwrite"
         )
     (out / "crops").mkdir(parents=True, exist_ok=True)
+    for old in (out / "crops").iterdir():  # --overwrite: a previous selection's crops go
+        if old.is_file() and re.match(r"^\d{4,}_", old.name):
+            old.unlink()
 
 
 def _cell(v: object) -> str:

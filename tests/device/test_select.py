@@ -159,8 +159,10 @@ def test_bad_input_is_one_sentence(tmp_path):
         select(SelectOptions([src], tmp_path / "o", threshold=float("nan")))
     with pytest.raises(ParcelguardError, match="pool"):
         select(SelectOptions([src], tmp_path / "o", pool_factor=float("inf")))
-    with pytest.raises(ParcelguardError, match="inside the crop folder"):
+    with pytest.raises(ParcelguardError, match="inside one another"):
         select(SelectOptions([src], src / "out", strategy="random"))
+    with pytest.raises(ParcelguardError, match="inside one another"):
+        select(SelectOptions([src], tmp_path, strategy="random", overwrite=True))
     r = run_cli(
         "data", "select", str(src), "--out", str(tmp_path / "o2"), "-n", "0", "--threshold", "0.5"
     )
@@ -184,6 +186,10 @@ def test_cli_select_writes_the_template_and_refuses_a_non_empty_out(tmp_path):
     assert len(rows(out)) == 3 and len(list((out / "crops").iterdir())) == 3
     r = run_cli("data", "select", str(ring), "--out", str(out), "-n", "3", "--threshold", "0.5")
     one_sentence(r, "not empty", "--overwrite")
+    args = ("data", "select", str(ring), "--out", str(out), "-n", "2", "--threshold", "0.5")
+    r = run_cli(*args, "--overwrite")
+    assert r.returncode == 0, r.stderr  # the previous selection's crops are replaced, not mixed in
+    assert len(rows(out)) == 2 and len(list((out / "crops").iterdir())) == 2
 
 
 def test_reads_the_ring_the_daemon_writes(tmp_path):
