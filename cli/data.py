@@ -88,7 +88,10 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    d = sub.add_parser("data", help="ingest your own images, CSVs or video; write dataset cards")
+    d = sub.add_parser(
+        "data",
+        help="ingest your own images, CSVs or video; write dataset cards; select crops to label",
+    )
     dsub = d.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     p = dsub.add_parser("ingest-folder", help="ImageFolder tree SRC/<class>/... -> dataset folder")
