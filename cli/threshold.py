@@ -29,6 +29,11 @@ def render(r: dict[str, Any]) -> str:
     if r["current"] is not None:
         lines.append(_fmt_row("current", r["current"]))
     lines.append(_fmt_row("chosen", r["chosen"]))
+    rates = [f"{100 * r[k]['line_reject_rate']:.1f}% {k}" for k in ("current", "chosen") if r[k]]
+    lines.append(
+        f"on all {r['events']} packages of the scores, labelled or not: reject rate "
+        + ", ".join(rates)
+    )
     lo, hi = r["equally_good"]
     lines.append(f"every threshold in ({lo:.4f}, {hi:.4f}] rejects the same packages")
     notes = []

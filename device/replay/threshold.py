@@ -321,6 +321,12 @@ def current_threshold(events: list[dict[str, Any]]) -> float | None:
     return float(vals[int(np.argmax(counts))])
 
 
+def line_reject_rate(events: list[dict[str, Any]], t: float) -> float:
+    """The share of all package events (labelled or not) a threshold ``t`` would have rejected."""
+    s = [_score_of(ev) for ev in events]
+    return sum(1 for v in s if v is None or v >= t) / len(s)
+
+
 def off_rule(events: list[dict[str, Any]], positive: str) -> int:
     """Events whose verdict is not ``score >= threshold`` (e.g. ``fusion.method: vote``)."""
     n = 0
@@ -359,7 +365,12 @@ def choose(
     if current is None:
         current, source = current_threshold(events), "events"
     t, row, curve = best_threshold(data, cost_fp, cost_fn, current)
-    chosen = outcome(data, t, cost_fp, cost_fn)
+    chosen = asdict(outcome(data, t, cost_fp, cost_fn)) | {"line_reject_rate": 0.0}
+    chosen["line_reject_rate"] = line_reject_rate(events, t)
+    now = None
+    if current is not None:
+        now = asdict(outcome(data, current, cost_fp, cost_fn))
+        now["line_reject_rate"] = line_reject_rate(events, current)
     return {
         "costs": {"false_reject": cost_fp, "missed_damage": cost_fn},
         "join": data.join,
@@ -370,11 +381,10 @@ def choose(
         "unreviewed_rows": data.unreviewed,
         "unmatched_labels": data.unmatched_labels,
         "verdicts_off_rule": off_rule(events, positive),
-        "chosen": asdict(chosen),
+        "events": len(events),
+        "chosen": chosen,
         "equally_good": [row["lo"], row["hi"]],
-        "current": asdict(outcome(data, current, cost_fp, cost_fn))
-        if current is not None
-        else None,
+        "current": now,
         "current_from": source if current is not None else None,
         "curve": curve,
     }

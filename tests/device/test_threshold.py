@@ -190,3 +190,25 @@ def test_bad_input_is_one_sentence(tmp_path):
     conflict.write_text(f"event_id,label\n{eid},ok\n{eid},damaged\n")
     with pytest.raises(ParcelguardError, match="labelled both"):
         choose(events, conflict, cost_fp=1, cost_fn=5)
+
+
+def test_line_reject_rate_counts_every_package_not_only_the_labelled(tmp_path):
+    # 20 packages on the line, scores 0.00..0.95; only four near the threshold were reviewed
+    with open(tmp_path / "events.jsonl", "w") as f:
+        for i in range(20):
+            f.write(make_event(i, score=i / 20).to_json() + "\n")
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "event_id,label\n"
+        + "".join(
+            f"{make_event(i).event_id},{lab}\n"
+            for i, lab in ((8, "ok"), (9, "damaged"), (10, "ok"), (11, "damaged"))
+        )
+    )
+    r = choose(tmp_path, labels, cost_fp=1, cost_fn=10)
+    # catch both damaged (0.45, 0.55): t in (0.40, 0.45], one false reject (0.50)
+    assert r["equally_good"] == [0.40, 0.45] and r["chosen"]["fp"] == 1
+    assert r["chosen"]["reject_rate"] == pytest.approx(3 / 4)  # of the labelled four
+    assert r["chosen"]["line_reject_rate"] == pytest.approx(11 / 20)  # 0.45..0.95 of all twenty
+    assert r["current"]["line_reject_rate"] == pytest.approx(10 / 20)
+    assert r["events"] == 20 and r["packages"] == 4
