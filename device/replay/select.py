@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 from parcelguard.device import jsonio
 from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.imageheader import check_image
 from parcelguard.device.inspection.sources import IMAGE_SUFFIXES
 from parcelguard.device.paths import safe_name
 from parcelguard.device.replay import rank as ranking
@@ -56,7 +57,7 @@ COLUMNS = (
     "event_id",
     "source",
 )
-MAX_CROPS = 200_000
+MAX_CROPS = 50_000  # embeddings are 3 kB each; images are not kept in memory
 
 
 @dataclass
@@ -183,7 +184,14 @@ def _stored_score(path: Path, events: dict[str, dict[str, Any]]) -> Crop:
     return crop
 
 
-def _score_with_package(crops: list[Crop], images: list[np.ndarray], opts: SelectOptions) -> str:
+def _read(path: Path) -> np.ndarray | None:
+    try:
+        return cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+    except (OSError, ValueError):
+        return None
+
+
+def _score_with_package(crops: list[Crop], opts: SelectOptions) -> str:
     """Score every crop with the package; returns 'model <name> (<backend>)'."""
     from parcelguard.device.backends import available_backends, open_backend
     from parcelguard.device.contract.package import load_package
@@ -206,24 +214,24 @@ def _score_with_package(crops: list[Crop], images: list[np.ndarray], opts: Selec
     backend = open_backend(pkg, name)
     thr = pkg.manifest.threshold if opts.threshold is None else opts.threshold
     try:
-        for start in range(0, len(images), 32):
-            batch = np.stack(
-                [preprocess(img, pkg.manifest.input) for img in images[start : start + 32]]
-            )
-            for crop, s in zip(crops[start : start + 32], backend.infer(batch), strict=True):
+        for start in range(0, len(crops), 32):  # decoded again: images are not kept
+            part = [(c, _read(c.path)) for c in crops[start : start + 32]]
+            part = [(c, img) for c, img in part if img is not None and img.size]
+            if not part:
+                continue
+            batch = np.stack([preprocess(img, pkg.manifest.input) for _, img in part])
+            for (crop, _), s in zip(part, backend.infer(batch), strict=True):
                 crop.score, crop.threshold = float(s), thr
     finally:
         backend.close()
     return f"model {pkg.manifest.model_id} ({name})"
 
 
-def _load(
-    opts: SelectOptions, report_unreadable: list[str]
-) -> tuple[list[Crop], list[np.ndarray], int]:
+def _load(opts: SelectOptions, report_unreadable: list[str]) -> tuple[list[Crop], np.ndarray, int]:
     folders, events_path = _expand_sources(opts.sources, opts.events)
     events = _events_by_id(events_path) if events_path is not None else {}
     crops: list[Crop] = []
-    images: list[np.ndarray] = []
+    embeddings: list[np.ndarray] = []
     seen: set[str] = set()
     dups = 0
     for path in find_crops(folders):
@@ -236,18 +244,19 @@ def _load(
         if digest in seen:
             dups += 1
             continue
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        problem = check_image(data) if data else "empty file"  # before decoding: no bombs
+        img = None if problem else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if img is None or img.size == 0:
-            report_unreadable.append(f"{path}: not a decodable image")
+            report_unreadable.append(f"{path}: {problem or 'not a decodable image'}")
             continue
         seen.add(digest)
         crops.append(_stored_score(path, events))
-        images.append(img)
+        embeddings.append(ranking.embed(img))
     if not crops:
         raise ParcelguardError(
             f"none of the images under {', '.join(map(str, folders))} could be decoded"
         )
-    return crops, images, dups
+    return crops, np.stack(embeddings), dups
 
 
 def _prepare_out(out: Path, overwrite: bool, sources: list[Path]) -> None:
@@ -327,9 +336,9 @@ def select(opts: SelectOptions) -> SelectReport:
     if opts.threshold is not None and not 0.0 <= opts.threshold <= 1.0:
         raise ParcelguardError(f"threshold must be within 0..1 (got {opts.threshold})")
     unreadable: list[str] = []
-    crops, images, dups = _load(opts, unreadable)
+    crops, emb, dups = _load(opts, unreadable)
     if opts.package is not None:
-        scored_by = _score_with_package(crops, images, opts)
+        scored_by = _score_with_package(crops, opts)
     else:
         scored_by = "stored scores" if any(c.score is not None for c in crops) else "none"
         if opts.threshold is not None:
@@ -346,7 +355,6 @@ def select(opts: SelectOptions) -> SelectReport:
     if opts.strategy != "random" and not known.all():
         log.warning("%d crop(s) have no score or threshold; they rank last", int((~known).sum()))
     _prepare_out(opts.out, opts.overwrite, opts.sources)
-    emb = np.stack([ranking.embed(img) for img in images])
     result = ranking.rank(emb, margin, opts.n, opts.strategy, opts.pool_factor, opts.seed)
     _write(Path(opts.out), crops, margin, result.order)
     sel_margin = margin[result.order]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import struct
 
 import cv2
 import numpy as np
@@ -136,11 +137,14 @@ def test_exact_duplicates_and_unreadable_files_are_skipped_and_counted(tmp_path)
     (src / "copy_0001.png").write_bytes((src / "a_0001.png").read_bytes())
     cv2.imwrite(str(src / "b_0002.png"), pattern(2))
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    huge = struct.pack(">I4sII5B", 13, b"IHDR", 100_000, 100_000, 8, 2, 0, 0, 0)
+    (src / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + huge + b"\0" * 4)  # never decoded
     rep = select(SelectOptions([src], tmp_path / "out", n=5, strategy="random"))
-    assert (rep.found, rep.usable, rep.duplicates, len(rep.unreadable)) == (4, 2, 1, 1)
+    assert (rep.found, rep.usable, rep.duplicates, len(rep.unreadable)) == (5, 2, 1, 2)
+    assert any("bomb.png" in u and "pixels" in u for u in rep.unreadable), rep.unreadable
     assert sorted(r["package_id"] for r in rows(tmp_path / "out")) == ["a", "b"]
     summary = rep.summary()
-    assert "selected 2 of 2 crops" in summary and "1 unreadable, 1 exact duplicate" in summary
+    assert "selected 2 of 2 crops" in summary and "2 unreadable, 1 exact duplicate" in summary
 
 
 def test_bad_input_is_one_sentence(tmp_path):
