@@ -1,4 +1,5 @@
-"""``parcelguard data``: bring-your-own data (ingest-folder, ingest-csv, ingest-video) and cards.
+"""``parcelguard data``: bring-your-own data (ingest-folder, ingest-csv, ingest-video), cards, and
+``select`` (which unlabelled crops to label next).
 
 Torch-free: these commands run on a device install too.
 """
@@ -87,7 +88,10 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    d = sub.add_parser("data", help="ingest your own images, CSVs or video; write dataset cards")
+    d = sub.add_parser(
+        "data",
+        help="ingest your own images, CSVs or video; write dataset cards; select crops to label",
+    )
     dsub = d.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     p = dsub.add_parser("ingest-folder", help="ImageFolder tree SRC/<class>/... -> dataset folder")
@@ -118,3 +122,76 @@ def register(sub) -> None:
     p.add_argument("src", type=Path, metavar="MANIFEST")
     _split_args(p)
     p.set_defaults(func=cmd_data)
+
+    register_select(dsub)
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from parcelguard.device.replay.select import SelectOptions, select
+
+    report = select(
+        SelectOptions(
+            sources=args.sources,
+            out=args.out,
+            n=args.n,
+            strategy=args.strategy,
+            pool_factor=args.pool,
+            seed=args.seed,
+            package=args.model,
+            backend=args.backend,
+            events=args.events,
+            threshold=args.threshold,
+            overwrite=args.overwrite,
+        )
+    )
+    print(report.summary())
+    return 0
+
+
+def register_select(dsub) -> None:
+    p = dsub.add_parser(
+        "select",
+        help="rank unlabelled crops (uncertain ring, any folder) for labelling",
+        description="Pick the N crops most worth labelling next: uncertain ones (score near the "
+        "threshold) that are unlike each other (greedy k-center on a 16x16 colour thumbnail). "
+        "Writes OUT/crops/, OUT/labels.csv (fill the label column, then "
+        "'parcelguard data ingest-csv OUT/labels.csv --out DATASET') and OUT/selection.json.",
+    )
+    p.add_argument(
+        "sources",
+        type=Path,
+        nargs="+",
+        metavar="FOLDER",
+        help="crop folders (searched recursively), e.g. events/uncertain; an events folder "
+        "(with events.jsonl and uncertain/) stands for its ring and its events",
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder to write the selection to")
+    p.add_argument("-n", "--n", type=int, default=50, help="how many crops to select (50)")
+    p.add_argument(
+        "--strategy",
+        choices=["random", "uncertain", "diverse", "mixed"],
+        default="mixed",
+        help="mixed (default): the POOL x N most uncertain, then k-center down to N; "
+        "uncertain: smallest |score - threshold|; diverse: k-center over all; random: seeded",
+    )
+    p.add_argument(
+        "--pool", type=float, default=3.0, help="mixed: uncertain pool size as a multiple of N (3)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of --strategy random")
+    p.add_argument(
+        "--model",
+        type=Path,
+        metavar="PACKAGE",
+        help="score every crop with this model package (else: stored scores)",
+    )
+    p.add_argument("--backend", help="backend for --model (default: the first installed one)")
+    p.add_argument(
+        "--events", type=Path, help="events.jsonl giving ring crops their score and threshold"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="threshold the uncertainty is measured against (default: the package's or the event's)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.set_defaults(func=cmd_select)

@@ -18,6 +18,7 @@ from parcelguard.cli import deploy as cli_deploy
 from parcelguard.cli import device as cli_device
 from parcelguard.cli import evaluate as cli_evaluate
 from parcelguard.cli import export as cli_export
+from parcelguard.cli import threshold as cli_threshold
 from parcelguard.cli import train as cli_train
 from parcelguard.cli import watch as cli_watch
 from parcelguard.device.errors import ParcelguardError
@@ -35,6 +36,7 @@ COMMAND_MODULES = (
     cli_daemon,
     cli_watch,
     cli_data,
+    cli_threshold,
     cli_bench,
 )
 
