@@ -339,7 +339,7 @@ def bumped_belt_frames(
     world[b1 : b1 + 6, :] = 90
     frames = []
     i = 0
-    for k in range(n_packages):
+    for _ in range(n_packages):
         xs = list(range(100, 560, step)) + [None] * gap
         for x in xs:
             img = world.copy()

@@ -40,7 +40,10 @@ class RegistrationConfig(StrictModel):
         2, ge=1, le=100, description="measurements within 2 px of each other before the ROI moves"
     )
     deadband_px: float = Field(
-        1.0, ge=0, le=100, description="an offset change smaller than this leaves the ROI where it is"
+        1.0,
+        ge=0,
+        le=100,
+        description="an offset change smaller than this leaves the ROI where it is",
     )
     apply_wait_frames: int = Field(
         15,
@@ -49,7 +52,10 @@ class RegistrationConfig(StrictModel):
         description="the ROI moves at a frame with no package in view, or after this many frames",
     )
     max_follow_px: float = Field(
-        32.0, ge=0, le=4096, description="the ROI follows the camera this far (each axis), no further"
+        32.0,
+        ge=0,
+        le=4096,
+        description="the ROI follows the camera this far (each axis), no further",
     )
     alarm_px: float = Field(
         4.0, gt=0, description="a measured offset beyond this is a camera_moved alarm"
@@ -76,7 +82,9 @@ class RegistrationConfig(StrictModel):
                 raise ValueError("give at least one [x, y, w, h] rectangle, or null")
             for x, y, w, h in v:
                 if x < 0 or y < 0 or w <= 0 or h <= 0:
-                    raise ValueError(f"[x, y, w, h] needs x, y >= 0 and w, h > 0 (got {[x, y, w, h]})")
+                    raise ValueError(
+                        f"[x, y, w, h] needs x, y >= 0 and w, h > 0 (got {[x, y, w, h]})"
+                    )
         return v
 
 

@@ -93,6 +93,7 @@ class Registration:
         self._recent: deque[tuple[float, float]] = deque(maxlen=cfg.confirm)
         self.history: deque[tuple[float, float, float]] = deque(maxlen=cfg.history)
         self.alarms: deque[dict] = deque(maxlen=ALARMS_KEPT)
+        self.followed: deque[tuple[float, int, int]] = deque(maxlen=ALARMS_KEPT)
         self.active: dict[str, bool] = {"camera_moved": False, "camera_misaligned": False}
         self.checks = self.weak = self.follows = 0
         self.seconds = 0.0  # CPU spent measuring (benchmarks/bench_loop.py)
@@ -108,7 +109,7 @@ class Registration:
             self.seconds += time.perf_counter() - t0
         if self.target != self.applied and self._pending_since is not None:
             if idle or idx - self._pending_since >= self.cfg.apply_wait_frames:
-                self._apply(idx)
+                self._apply(idx, ts)
         return self.current(frame.shape[1], frame.shape[0])
 
     def current(self, fw: int | None = None, fh: int | None = None) -> Roi | None:
@@ -120,10 +121,13 @@ class Registration:
             x, y = min(max(x, 0), max(fw - w, 0)), min(max(y, 0), max(fh - h, 0))
         return (x, y, w, h)
 
-    def _apply(self, idx: int) -> None:
-        log.info("ROI follows the camera: offset %s -> %s px at frame %d", self.applied, self.target, idx)
+    def _apply(self, idx: int, ts: float) -> None:
+        log.info(
+            "ROI follows the camera: offset %s -> %s px at frame %d", self.applied, self.target, idx
+        )
         self.applied, self._pending_since = self.target, None
         self.follows += 1
+        self.followed.append((round(ts, 3), *self.applied))
 
     def _grey(self, frame: np.ndarray) -> np.ndarray:
         s = self.cfg.stride
@@ -205,7 +209,9 @@ class Registration:
             ref = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
             if ref is not None and ref.shape == frame.shape[:2]:
                 return np.ascontiguousarray(ref[::s, ::s]).astype(np.float32)
-            log.warning("registration reference %s does not match this camera; using this frame", path)
+            log.warning(
+                "registration reference %s does not match this camera; using this frame", path
+            )
             return grey
         full = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         try:
@@ -230,6 +236,7 @@ class Registration:
             "weak": self.weak,
             "follows": self.follows,
             "alarms_active": sorted(n for n, a in self.active.items() if a),
+            "followed": [list(f) for f in self.followed],
             "history": [list(h) for h in self.history],
             "alarms": list(self.alarms),
         }
