@@ -160,6 +160,8 @@ class ClipRecorder:
             raise ValueError("no frames in its time span")
         self.dir.mkdir(parents=True, exist_ok=True)
         first = cv2.imdecode(np.frombuffer(clip.frames[0][1], np.uint8), cv2.IMREAD_COLOR)
+        if first is None:
+            raise ValueError("its first frame does not decode")
         h, w = first.shape[:2]
         tmp = clip.path.with_name(clip.path.stem + ".part.avi")
         vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), self.cfg.fps, (w, h))
@@ -167,7 +169,9 @@ class ClipRecorder:
             raise ValueError(f"OpenCV cannot write {tmp}")
         try:
             for _, data in clip.frames:
-                vw.write(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+                img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                if img is not None:
+                    vw.write(img)
         finally:
             vw.release()
         os.replace(tmp, clip.path)
