@@ -9,7 +9,7 @@ so the mask's fixed edges do not pull the peak to zero.
 A measurement counts when its peak response reaches ``min_response``; ``confirm`` measurements in
 a row within 2 px of each other give the confirmed offset. Then:
 
-- beyond ``alarm_px`` it is a ``camera_moved`` alarm (cleared when the camera is back);
+- beyond ``alarm_px`` it is a ``camera_shifted`` alarm (cleared when the camera is back);
 - the ROI target is the offset rounded and clamped to ``max_follow_px`` per axis; the ROI moves
   there at the next frame with no package in view (a package is never measured in two frames of
   reference), or after ``apply_wait_frames`` frames;
@@ -94,7 +94,7 @@ class Registration:
         self.history: deque[tuple[float, float, float]] = deque(maxlen=cfg.history)
         self.alarms: deque[dict] = deque(maxlen=ALARMS_KEPT)
         self.followed: deque[tuple[float, int, int]] = deque(maxlen=ALARMS_KEPT)
-        self.active: dict[str, bool] = {"camera_moved": False, "camera_misaligned": False}
+        self.active: dict[str, bool] = {"camera_shifted": False, "camera_misaligned": False}
         self.checks = self.weak = self.follows = 0
         self.seconds = 0.0  # CPU spent measuring (benchmarks/bench_loop.py)
         self._ref: np.ndarray | None = None
@@ -173,7 +173,7 @@ class Registration:
             self._pending_since = idx if self.target != self.applied else None
         off = float(np.hypot(self.dx, self.dy))
         self._latch(
-            "camera_moved",
+            "camera_shifted",
             off > c.alarm_px,
             ts,
             f"the camera image is shifted by ({self.dx:+.1f}, {self.dy:+.1f}) px against its "

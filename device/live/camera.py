@@ -3,7 +3,7 @@
 :func:`attach_camera` hooks into a :class:`~parcelguard.device.live.daemon.Daemon`:
 
 - registration (the loop's :class:`~parcelguard.device.inspection.register.Registration`): its
-  ``camera_moved`` / ``camera_misaligned`` alarms go to the alarm log and metrics; with
+  ``camera_shifted`` / ``camera_misaligned`` alarms go to the alarm log and metrics; with
   ``registration.failsafe_on_drift`` a misaligned camera engages the fail-safe (reason
   ``camera_drift``) until the camera is back within tolerance. Gauges ``camera_offset_x_px`` and
   ``camera_offset_y_px`` (measured), ``roi_offset_x_px`` and ``roi_offset_y_px`` (followed);

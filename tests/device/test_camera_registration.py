@@ -88,10 +88,10 @@ def test_bumped_camera_replays_with_the_roi_following(bumped):
     assert m["packages_seen"] == m["packages_gt"] == N_PKG and m["spurious_events"] == 0
     reg = r["registration"]
     bump_t = BUMP_AT / FPS
-    moved = [a for a in reg["alarms"] if a["name"] == "camera_moved" and a["active"]]
+    moved = [a for a in reg["alarms"] if a["name"] == "camera_shifted" and a["active"]]
     assert len(moved) == 1 and bump_t <= moved[0]["t"] <= bump_t + 1.0, reg["alarms"]
     assert reg["roi_offset_px"] == list(BUMP) and reg["roi"][:2] == [208 + 16, 128 - 12]
-    assert reg["follows"] == 1 and reg["alarms_active"] == ["camera_moved"]
+    assert reg["follows"] == 1 and reg["alarms_active"] == ["camera_shifted"]
     follow_t, fx, fy = reg["followed"][0]
     assert [fx, fy] == list(BUMP) and 0 < follow_t - bump_t <= 1.0  # within 30 frames of video
     dx, dy = reg["offset_px"]
@@ -187,7 +187,7 @@ def test_beyond_certified_tolerance_engages_the_failsafe(tmp_path, failsafe_on_d
     )
     d.run()
     names = [n for n, _ in _alarms(cfg.events.dir)]
-    assert "camera_moved" in names and "camera_misaligned" in names
+    assert "camera_shifted" in names and "camera_misaligned" in names
     body = dict(_alarms(cfg.events.dir))["camera_misaligned"]
     assert "certified for 8.0 px" in body["detail"]
     assert d.loop.registration.applied == (32, 0)  # the ROI follows as far as it may
