@@ -84,6 +84,7 @@ class Registration:
         alarm: Alarm | None = None,
     ):
         self.cfg, self.base, self.alarm = cfg, roi, alarm
+        self.on_follow: Callable[[Roi | None], None] | None = None  # the daemon's snapshots
         self.certified_px, self.certified_from = certified_tolerance(cfg, manifest, roi)
         self.dx = self.dy = 0.0  # latest confirmed offset (frame px; scene moved by +dx, +dy)
         self.response: float | None = None
@@ -98,6 +99,7 @@ class Registration:
         self.checks = self.weak = self.follows = 0
         self.seconds = 0.0  # CPU spent measuring (benchmarks/bench_loop.py)
         self._ref: np.ndarray | None = None
+        self._frame_wh: tuple[int | None, int | None] = (None, None)
         self._weight: np.ndarray | None = None
 
     # -- per frame (loop thread) ----------------------------------------------------------------
@@ -110,11 +112,14 @@ class Registration:
         if self.target != self.applied and self._pending_since is not None:
             if idle or idx - self._pending_since >= self.cfg.apply_wait_frames:
                 self._apply(idx, ts)
-        return self.current(frame.shape[1], frame.shape[0])
+        self._frame_wh = (frame.shape[1], frame.shape[0])
+        return self.current()
 
-    def current(self, fw: int | None = None, fh: int | None = None) -> Roi | None:
+    def current(self) -> Roi | None:
+        """The ROI now: the configured one moved by the followed offset, kept inside the frame."""
         if self.base is None:
             return None
+        fw, fh = self._frame_wh
         x, y, w, h = self.base
         x, y = x + self.applied[0], y + self.applied[1]
         if fw is not None and fh is not None:
@@ -128,6 +133,8 @@ class Registration:
         self.applied, self._pending_since = self.target, None
         self.follows += 1
         self.followed.append((round(ts, 3), *self.applied))
+        if self.on_follow is not None:
+            self.on_follow(self.current())
 
     def _grey(self, frame: np.ndarray) -> np.ndarray:
         s = self.cfg.stride
@@ -236,7 +243,8 @@ class Registration:
             "weak": self.weak,
             "follows": self.follows,
             "alarms_active": sorted(n for n, a in self.active.items() if a),
-            "followed": [list(f) for f in self.followed],
-            "history": [list(h) for h in self.history],
-            "alarms": list(self.alarms),
+            # list(deque) copies in one step: the loop thread may append meanwhile
+            "followed": [list(f) for f in list(self.followed)],
+            "history": [list(h) for h in list(self.history)],
+            "alarms": [dict(a) for a in list(self.alarms)],
         }

@@ -53,6 +53,13 @@ def _attach_registration(daemon) -> None:
             daemon.actuator.set_failsafe("camera_drift", active)
 
     reg.alarm = alarm
+    snaps = daemon.outputs.snapshots
+    if snaps is not None:  # evidence boxes and uncertain crops follow the ROI too
+
+        def follow(roi) -> None:
+            snaps.roi = roi
+
+        reg.on_follow = follow
     g = daemon.metrics.gauges
     g["camera_offset_x_px"] = ("gauge", "Measured camera offset, x (frame pixels).", lambda: reg.dx)
     g["camera_offset_y_px"] = ("gauge", "Measured camera offset, y (frame pixels).", lambda: reg.dy)

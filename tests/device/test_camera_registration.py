@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from parcelguard.device.config.camera import RegistrationConfig
 from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.loop import InspectionLoop, LoopHooks
 from parcelguard.device.inspection.register import Registration, certified_tolerance
 from parcelguard.device.live.actuator import RecordingOutput
@@ -175,6 +176,7 @@ def test_beyond_certified_tolerance_engages_the_failsafe(tmp_path, failsafe_on_d
         registration=reg,
         failsafe={"policy": "reject_all"},
         belt={"camera_to_gate_m": 0.05, "speed_mps": 0.5},
+        events={"snapshots": {"enabled": True}},
     )
     reject = RecordingOutput("reject")
     d = Daemon(
@@ -191,6 +193,12 @@ def test_beyond_certified_tolerance_engages_the_failsafe(tmp_path, failsafe_on_d
     body = dict(_alarms(cfg.events.dir))["camera_misaligned"]
     assert "certified for 8.0 px" in body["detail"]
     assert d.loop.registration.applied == (32, 0)  # the ROI follows as far as it may
+    assert d.outputs.snapshots.roi == (208 + 32, 128, 224, 224)  # evidence boxes follow it too
+    status = d._actions()["registration"]({})  # POST /registration
+    assert status["roi_offset_px"] == [32, 0] and status["history"][-1][1] == pytest.approx(
+        56, abs=1
+    )
+    assert status["alarms_active"] == ["camera_misaligned", "camera_shifted"]
     engaged = [
         json.loads(b["detail"])
         for n, b in _alarms(cfg.events.dir)
@@ -201,3 +209,16 @@ def test_beyond_certified_tolerance_engages_the_failsafe(tmp_path, failsafe_on_d
     )
     text = d.metrics.render()
     assert "parcelguard_camera_offset_x_px 5" in text and "parcelguard_roi_offset_x_px 32" in text
+
+
+def test_registration_status_when_off_is_one_sentence(tmp_path):
+    d = Daemon(
+        make_config(tmp_path),
+        backend=FakeBackend(),
+        manifest=manifest(),
+        source=Paced([], realtime=False),
+        run_token="off",
+    )
+    with pytest.raises(ParcelguardError, match="registration is off"):
+        d._actions()["registration"]({})
+    d.outputs.close()
