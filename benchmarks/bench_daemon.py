@@ -9,14 +9,17 @@ Without --model a constant-score stand-in backend is used: the figure is then th
 without inference (capture pacing, presence, preprocess, fusion, events, actuator, metrics).
 
 ``registration`` (issue 17): the same unpaced stream of a scene with rails and a frame around the
-belt, the camera bumped by (16, -12) px halfway, run alternately without and with camera
-registration every ``--registration-every`` frames (``--repeat`` times each, best kept): the CPU
-per frame of both, their difference, and the registration's own time per check.
+belt, the camera bumped by (16, -12) px halfway, stamped on a virtual 30 fps clock, run alternately
+without registration, with it every ``--registration-every`` frames, and with it plus event clips
+(frames offered and JPEG-encoded at ``clips.fps``; no event asks for a clip) (``--repeat`` times
+each, best kept): CPU per frame (all threads), the extra over the baseline, and the
+registration's own time per check.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 import time
@@ -52,12 +55,22 @@ def bumped_stream(n: int, fps: float):
         yield (still if i < n // 2 else moved)[i % len(still)], i / fps
 
 
-def run(cfg: DeviceConfig, backend, man, n: int, fps: float, realtime: bool, frames=None) -> dict:
+def camera_clock(fps: float):
+    """Unpaced, but each frame stamped 1 / fps later (clips sample frames on that clock)."""
+    tick = itertools.count()
+    return lambda: next(tick) / fps
+
+
+def run(
+    cfg: DeviceConfig, backend, man, n: int, fps: float, realtime: bool, frames=None, clock=None
+) -> dict:
     d = Daemon(
         cfg,
         backend=backend,
         manifest=man,
-        source=Paced(frames if frames is not None else stream(n, fps), realtime=realtime),
+        source=Paced(
+            frames if frames is not None else stream(n, fps), realtime, clock or time.monotonic
+        ),
         run_token=f"b{time.time_ns()}",
     )
     c0, w0 = time.process_time(), time.perf_counter()
@@ -131,35 +144,46 @@ def main() -> None:
 
 
 def registration_cost(args, data: dict, tmp: Path, n: int) -> dict:
-    """CPU per frame without and with registration on the same frames, in the same process."""
+    """CPU per frame without and with registration (then also clips) on the same frames, in the
+    same process; the best of ``--repeat`` alternating runs of each."""
     reg = {"every_frames": args.registration_every, "stride": args.registration_stride}
+    clips = {"enabled": True, "dir": str(tmp / "clips"), "faults": []}
+    kinds = {"baseline": {}, "registration": {"registration": reg}}
+    kinds["registration+clips"] = {"registration": reg, "clips": clips}
     best: dict[str, dict] = {}
     for k in range(args.repeat):
-        for kind in ("baseline", "registration"):
+        for kind, extra in kinds.items():
             d = {
                 **data,
-                "events": {"dir": str(tmp / f"reg-{kind}-{k}")},
+                **extra,
+                "events": {"dir": str(tmp / f"reg-{k}-{len(best)}-{kind}")},
                 "health": {"enabled": False},
             }
-            if kind == "registration":
-                d["registration"] = reg
             cfg = DeviceConfig.model_validate(d)
+            frames = bumped_stream(n, args.fps)
             r = run(
-                cfg, FakeBackend(0.1), manifest(), n, args.fps, False, bumped_stream(n, args.fps)
+                cfg,
+                FakeBackend(0.1),
+                manifest(),
+                n,
+                args.fps,
+                False,
+                frames,
+                camera_clock(args.fps),
             )
             if kind not in best or r["cpu_ms_per_frame"] < best[kind]["cpu_ms_per_frame"]:
                 best[kind] = r
-    base, with_reg = best["baseline"], best["registration"]
-    extra = with_reg["cpu_ms_per_frame"] - base["cpu_ms_per_frame"]
-    return {
-        "config": reg,
-        "frames": n,
-        "baseline_cpu_ms_per_frame": base["cpu_ms_per_frame"],
-        "registration_cpu_ms_per_frame": with_reg["cpu_ms_per_frame"],
-        "extra_cpu_ms_per_frame": round(extra, 4),
-        "extra_pct_one_core_at_fps": round(100 * extra * args.fps / 1000, 2),
-        "measured": with_reg["registration"],
-    }
+    base = best["baseline"]["cpu_ms_per_frame"]
+    out: dict = {"config": reg, "frames": n, "baseline_cpu_ms_per_frame": base}
+    for kind in ("registration", "registration+clips"):
+        extra_ms = best[kind]["cpu_ms_per_frame"] - base
+        out[kind] = {
+            "cpu_ms_per_frame": best[kind]["cpu_ms_per_frame"],
+            "extra_cpu_ms_per_frame": round(extra_ms, 4),
+            "extra_pct_one_core_at_fps": round(100 * extra_ms * args.fps / 1000, 2),
+        }
+    out["registration"]["measured"] = best["registration"]["registration"]
+    return out
 
 
 if __name__ == "__main__":
