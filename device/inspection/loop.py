@@ -205,6 +205,8 @@ class InspectionLoop:
         self.backend, self.manifest, self.fusion = backend, manifest, fusion
         self.threshold = threshold_for(fusion, manifest)
         self.model_id = model_id_for(manifest)
+        if self.registration is not None:  # the new model's certified shift tolerance
+            self.registration.certify(manifest)
         if old is not backend and close_old:
             old.close()  # this thread runs inference: nothing is in flight on it now
         log.info("model switched to %s (threshold %.3f)", self.model_id, self.threshold)

@@ -85,7 +85,7 @@ class Registration:
     ):
         self.cfg, self.base, self.alarm = cfg, roi, alarm
         self.on_follow: Callable[[Roi | None], None] | None = None  # the daemon's snapshots
-        self.certified_px, self.certified_from = certified_tolerance(cfg, manifest, roi)
+        self.certify(manifest)
         self.dx = self.dy = 0.0  # latest confirmed offset (frame px; scene moved by +dx, +dy)
         self.response: float | None = None
         self.applied = (0, 0)
@@ -101,6 +101,10 @@ class Registration:
         self._ref: np.ndarray | None = None
         self._frame_wh: tuple[int | None, int | None] = (None, None)
         self._weight: np.ndarray | None = None
+
+    def certify(self, manifest: Manifest) -> None:
+        """Take the model's certified shift tolerance (at start and at each model switch)."""
+        self.certified_px, self.certified_from = certified_tolerance(self.cfg, manifest, self.base)
 
     # -- per frame (loop thread) ----------------------------------------------------------------
     def roi(self, idx: int, frame: np.ndarray, ts: float, idle: bool) -> Roi | None:

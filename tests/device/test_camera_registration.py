@@ -144,6 +144,13 @@ def test_certified_tolerance_from_the_manifest():
     man.metrics["shift"] = {"radius_px": 8, "consistency": 0.997}
     px, src = certified_tolerance(cfg, man, (0, 0, 224, 224))  # 8 model px at 32 -> 224
     assert src == "manifest" and px == pytest.approx(56.0)
+    loop = InspectionLoop(
+        DeviceConfig.model_validate({"registration": REG}), FakeBackend(), manifest(), None, "t"
+    )
+    assert loop.registration.certified_from == "config"
+    loop.request_swap(FakeBackend(), man)
+    loop.apply_swap()  # a model switch brings its own tolerance
+    assert loop.registration.certified_px == pytest.approx(56.0)
 
 
 def test_weak_scene_is_no_measurement():
@@ -222,3 +229,21 @@ def test_registration_status_when_off_is_one_sentence(tmp_path):
     with pytest.raises(ParcelguardError, match="registration is off"):
         d._actions()["registration"]({})
     d.outputs.close()
+
+
+@pytest.mark.parametrize("bump", [(16, -12), (-16, 12), (0, 20), (-20, 0)])
+def test_bump_mid_package_any_direction(bump):
+    """Bumped while a package crosses the ROI: it is still one package, and the ROI moves only
+    once nothing is in view, within 30 frames."""
+    at = 2 * BLOCK + 8  # package 2 is in the middle of the ROI
+    frames, n = bumped_belt_frames(N_PKG, bump_at=at, bump=bump, seed=3)
+    cfg = DeviceConfig.model_validate({"registration": REG})
+    loop = InspectionLoop(cfg, FakeBackend(score=0.2), manifest(), None, "t")
+    stats = loop.run((f, i / FPS) for i, f in enumerate(frames))
+    reg = loop.registration
+    assert stats.packages == n and reg.applied == bump and reg.follows == 1
+    follow_frame = round(reg.followed[0][0] * FPS)
+    assert at < follow_frame <= at + 30
+    assert [e.frame_exit < follow_frame or e.frame_enter > follow_frame for e in loop.events] == [
+        True
+    ] * n  # no package was open across the move
