@@ -74,11 +74,15 @@ class ClipRecorder:
         self._thread.start()
 
     def _scan(self) -> None:
+        """Clips already on disk count towards the cap, oldest first."""
         try:
             found = sorted((p.stat().st_mtime, p) for p in self.dir.glob("*.avi"))
         except OSError:
             return
         for _, p in found:
+            if p.name.endswith(".part.avi"):  # a write cut short by a crash
+                p.unlink(missing_ok=True)
+                continue
             size = p.stat().st_size
             self._files.append((p, size))
             self.bytes += size
