@@ -316,3 +316,38 @@ def make_event(
         frames_used=[seq * 15 + 4, seq * 15 + 5],
         model="tiny@0123456789ab",
     )
+
+
+def bumped_belt_frames(
+    n_packages: int = 4,
+    bump_at: int | None = None,
+    bump: tuple[int, int] = (0, 0),
+    step: int = 24,
+    gap: int = 8,
+    seed: int = 0,
+) -> tuple[list[np.ndarray], int]:
+    """Packages crossing the default ROI with a static textured scene around the belt (rails,
+    frame, floor) and a camera bumped at frame ``bump_at``: from then on the whole image content is
+    displaced by ``bump`` = (dx, dy) pixels. Returns the frames and the number of packages."""
+    m = 64
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(40, 95, size=((H + 2 * m) // 8, (W + 2 * m) // 8), dtype=np.uint8)
+    world = cv2.resize(blocks, (W + 2 * m, H + 2 * m), interpolation=cv2.INTER_NEAREST)
+    world = cv2.cvtColor(world, cv2.COLOR_GRAY2BGR)
+    b0, b1 = m + 96, m + 384  # belt band (world rows), wider than the ROI's rows 128..352
+    world[b0 - 6 : b0, :] = 90  # rails
+    world[b1 : b1 + 6, :] = 90
+    frames = []
+    i = 0
+    for _ in range(n_packages):
+        xs = list(range(100, 560, step)) + [None] * gap
+        for x in xs:
+            img = world.copy()
+            noise = np.random.default_rng(seed * 100003 + i)
+            img[b0:b1] = noise.integers(15, 35, size=(b1 - b0, W + 2 * m, 3), dtype=np.uint8)
+            if x is not None:
+                img[m + 150 : m + 330, m + x : m + x + 100] = 200
+            dx, dy = bump if bump_at is not None and i >= bump_at else (0, 0)
+            frames.append(np.ascontiguousarray(img[m - dy : m - dy + H, m - dx : m - dx + W]))
+            i += 1
+    return frames, n_packages

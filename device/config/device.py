@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from parcelguard.device.config.base import StrictModel
+from parcelguard.device.config.camera import ClipsConfig, RegistrationConfig
 from parcelguard.device.config.daemon import (
     ActuatorConfig,
     CaptureConfig,
@@ -263,6 +264,9 @@ class DeviceConfig(StrictModel):
     live_parity: LiveParityConfig = Field(default_factory=LiveParityConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    # Camera registration (the ROI follows a moved camera) and event clips (device/config/camera.py)
+    registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
+    clips: ClipsConfig = Field(default_factory=ClipsConfig)
 
     @field_validator("roi")
     @classmethod

@@ -69,9 +69,12 @@ class Event:
     frames_used: list[int]
     model: str
     schema: int = EVENT_SCHEMA_VERSION
+    clip: str | None = None  # the event clip's path (device/live/clips.py); absent when none
 
     def to_json(self) -> str:
         d = asdict(self)
+        if d["clip"] is None:
+            del d["clip"]  # events without a clip stay byte-identical to before clips existed
         if d["score"] is not None and math.isnan(d["score"]):
             d["score"] = None
         if d["score"] is not None:

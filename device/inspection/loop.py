@@ -18,6 +18,7 @@ from parcelguard.device.config.device import DeviceConfig, FusionConfig
 from parcelguard.device.contract.package import Manifest
 from parcelguard.device.contract.preprocess import crop_roi, preprocess
 from parcelguard.device.inspection.events import Event, EventSink, EventStore
+from parcelguard.device.inspection.register import Registration
 from parcelguard.device.inspection.segment import Segmenter, Track, fuse, measure_blobs
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,12 @@ class InspectionLoop:
         # Event sinks (snapshots) get each event with its best-scored frame; replay passes none.
         self.sinks = list(sinks)
         self._best_frame: dict[int, tuple[float, np.ndarray]] = {}
+        # The ROI follows a moved camera (device/inspection/register.py); None: it never moves.
+        self.registration = (
+            Registration(cfg.registration, cfg.roi, manifest)
+            if cfg.registration.every_frames
+            else None
+        )
         self.measure = self.hooks.presence or (lambda roi, ts: measure_blobs(roi, cfg.presence))
         if self.hooks.history:
             n = self.hooks.history
@@ -198,6 +205,8 @@ class InspectionLoop:
         self.backend, self.manifest, self.fusion = backend, manifest, fusion
         self.threshold = threshold_for(fusion, manifest)
         self.model_id = model_id_for(manifest)
+        if self.registration is not None:  # the new model's certified shift tolerance
+            self.registration.certify(manifest)
         if old is not backend and close_old:
             old.close()  # this thread runs inference: nothing is in flight on it now
         log.info("model switched to %s (threshold %.3f)", self.model_id, self.threshold)
@@ -243,6 +252,8 @@ class InspectionLoop:
             if self._pending is not None and not any(not t.decided for t in self.segmenter.tracks):
                 self.apply_swap()
                 spec = self.manifest.input
+            if self.registration is not None:
+                roi_rect = self.registration.roi(idx, frame, ts, not self.segmenter.tracks)
             roi = crop_roi(frame, roi_rect)
             if self.hooks.on_image is not None:
                 self.hooks.on_image(idx, frame, roi)

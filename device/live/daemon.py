@@ -34,6 +34,7 @@ from parcelguard.device.inspection.events import Event, new_run_token
 from parcelguard.device.inspection.loop import InspectionLoop, LoopHooks, model_id_for
 from parcelguard.device.inspection.trigger import EdgeTrigger, make_trigger
 from parcelguard.device.live.actuator import Actuator, Output, make_output
+from parcelguard.device.live.camera import attach_camera, registration_status
 from parcelguard.device.live.capture import LiveSource, make_source
 from parcelguard.device.live.daemon_gauges import register_daemon_gauges
 from parcelguard.device.live.health import HealthServer, Metrics, broker_problem
@@ -99,6 +100,7 @@ class Daemon:
         )
         try:  # shadow candidate, live parity, camera health, drift (device/live/watch.py)
             self.watch = attach_watch(self, watch_loaders)
+            self.clips = attach_camera(self)  # registration alarms, clips (device/live/camera.py)
         except BaseException:
             self.outputs.close()
             raise
@@ -225,6 +227,7 @@ class Daemon:
             "trigger": trigger,
             "promote": promote,
             "shadow": lambda _: self.watch.shadow_status(),
+            "registration": lambda _: registration_status(self),
         }
 
     @property
@@ -345,6 +348,8 @@ class Daemon:
             with self._reload_lock:
                 self.loop.apply_swap()  # the loop is over: nothing is open
             self.watch.close(self.loop.backend)
+            if self.clips is not None:
+                self.clips.close()  # pending clips are written with the frames they have
             # Drain by position: every decided package reaches the gate within the travel time.
             self.actuator.close(self.loop.travel_s + self.cfg.actuator.drain_s)
             self.outputs.store.on_state = None  # the outputs are off now

@@ -138,6 +138,7 @@ class ReplayReport(TypedDict, total=False):
     stages: dict[str, Any]
     timing: dict[str, Any]
     realtime: dict[str, Any]  # realtime=True
+    registration: dict[str, Any]  # registration.every_frames > 0
     metrics: dict[str, Any]  # labels given
     decode: dict[str, Any]  # virtual clock: decoded-frame hash
     golden: dict[str, Any]  # golden given
@@ -353,6 +354,8 @@ class _Replay:
             "replay_vs_decode": replay_fps / max(dec_fps, 1e-9),
             "stages": stats.percentiles(),
         }
+        if loop.registration is not None:  # the ROI followed a moved camera (docs/camera.md)
+            report["registration"] = loop.registration.status()
         if rt is not None:
             report["realtime"] = {
                 "speed": opts.speed,

@@ -1,0 +1,155 @@
+"""The daemon's side of camera registration and event clips (docs/camera.md).
+
+:func:`attach_camera` hooks into a :class:`~parcelguard.device.live.daemon.Daemon`:
+
+- registration (the loop's :class:`~parcelguard.device.inspection.register.Registration`): its
+  ``camera_shifted`` / ``camera_misaligned`` alarms go to the alarm log and metrics; with
+  ``registration.failsafe_on_drift`` a misaligned camera engages the fail-safe (reason
+  ``camera_drift``) until the camera is back within tolerance. Gauges ``camera_offset_x_px`` and
+  ``camera_offset_y_px`` (measured), ``roi_offset_x_px`` and ``roi_offset_y_px`` (followed);
+  ``POST /registration`` (:func:`registration_status`) answers the status with the recent (time, dx, dy) history.
+- clips (:class:`~parcelguard.device.live.clips.ClipRecorder`): every frame is offered from the
+  loop's hooks; a flagged package's event records its clip's path (``clip``) before it is stored;
+  a raised alarm names its clip in the alarm's detail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.inspection.events import Event
+from parcelguard.device.live.clips import ClipRecorder
+
+log = logging.getLogger(__name__)
+
+OWN_ALARMS = ("failsafe",)  # recorded with their cause, which has its own clip
+
+
+def clips_dir(cfg) -> Path:
+    """Beside the snapshots unless ``clips.dir`` says otherwise."""
+    return cfg.clips.dir or cfg.events.snapshots.dir or cfg.events.dir / "snapshots"
+
+
+def attach_camera(daemon) -> ClipRecorder | None:
+    """Wire registration alarms, fail-safe, gauges and clips into ``daemon``; returns the clips."""
+    _attach_registration(daemon)
+    if not daemon.cfg.clips.enabled:
+        return None
+    return _attach_clips(daemon)
+
+
+def _attach_registration(daemon) -> None:
+    reg = daemon.loop.registration
+    if reg is None:
+        return
+    cfg = daemon.cfg.registration
+
+    def alarm(name: str, detail: str, active: bool) -> None:
+        daemon.watch_alarm(name, detail, active)
+        if name == "camera_misaligned" and cfg.failsafe_on_drift:
+            daemon.actuator.set_failsafe("camera_drift", active)
+
+    reg.alarm = alarm
+    snaps = daemon.outputs.snapshots
+    if snaps is not None:  # evidence boxes and uncertain crops follow the ROI too
+
+        def follow(roi) -> None:
+            snaps.roi = roi
+
+        reg.on_follow = follow
+    g = daemon.metrics.gauges
+    g["camera_offset_x_px"] = ("gauge", "Measured camera offset, x (frame pixels).", lambda: reg.dx)
+    g["camera_offset_y_px"] = ("gauge", "Measured camera offset, y (frame pixels).", lambda: reg.dy)
+    g["roi_offset_x_px"] = (
+        "gauge",
+        "How far the ROI follows the camera, x.",
+        lambda: reg.applied[0],
+    )
+    g["roi_offset_y_px"] = (
+        "gauge",
+        "How far the ROI follows the camera, y.",
+        lambda: reg.applied[1],
+    )
+    g["camera_registration_response"] = (
+        "gauge",
+        "Phase-correlation peak of the latest registration (0..1).",
+        lambda: reg.response,
+    )
+    g["camera_registrations_total"] = ("counter", "Registrations measured.", lambda: reg.checks)
+    g["camera_registrations_weak_total"] = (
+        "counter",
+        "Registrations below registration.min_response (no measurement).",
+        lambda: reg.weak,
+    )
+    g["roi_follows_total"] = (
+        "counter",
+        "Times the ROI moved to follow the camera.",
+        lambda: reg.follows,
+    )
+
+
+def registration_status(daemon) -> dict:
+    """``POST /registration``: offsets, the followed ROI, alarms and the (t, dx, dy) history."""
+    reg = daemon.loop.registration
+    if reg is None:
+        raise ParcelguardError("camera registration is off (set registration.every_frames)")
+    return reg.status()
+
+
+def _attach_clips(daemon) -> ClipRecorder:
+    cfg = daemon.cfg
+    clips = ClipRecorder(cfg.clips, clips_dir(cfg))
+    hooks, loop = daemon.loop.hooks, daemon.loop
+    latest: list = [None]
+    prev_image, prev_frame = hooks.on_image, hooks.on_frame
+
+    def on_image(idx, frame, roi) -> None:
+        latest[0] = frame
+        if prev_image is not None:
+            prev_image(idx, frame, roi)
+
+    def on_frame(idx, ts, inference_s) -> None:
+        if prev_frame is not None:
+            prev_frame(idx, ts, inference_s)
+        if latest[0] is not None:
+            clips.offer(latest[0], ts)
+            latest[0] = None
+
+    hooks.on_image, hooks.on_frame = on_image, on_frame
+    verdicts = set(cfg.clips.verdicts)
+    prev_event = loop.on_event
+
+    def on_event(ev: Event) -> None:
+        if prev_event is not None:
+            prev_event(ev)  # actuation first
+        if ev.kind == "package" and ev.verdict in verdicts:
+            ev.clip = str(clips.request(ev.event_id, ev.t_decision))  # stored with the event
+
+    loop.on_event = on_event
+    _wrap_alarms(daemon, clips)
+    daemon.metrics.gauges.update(clips.gauges())
+    return clips
+
+
+def _wrap_alarms(daemon, clips: ClipRecorder) -> None:
+    """A raised alarm asks for a clip (once per name per cooldown) and names it in its detail."""
+    cfg, outputs = daemon.cfg.clips, daemon.outputs
+    raw = outputs.alarm
+    last: dict[str, float] = {}
+    seq = itertools.count(1)
+
+    def alarm(name: str, detail: str, active: bool = True) -> str:
+        wanted = cfg.faults is None and name not in OWN_ALARMS or name in (cfg.faults or ())
+        t = clips.last_ts
+        if active and wanted and (name not in last or t - last[name] >= cfg.fault_cooldown_s):
+            last[name] = t
+            path = clips.request(
+                f"{daemon.cfg.device_id}-{daemon.run_token}-{name}-{next(seq):03d}"
+            )
+            detail = f"{detail} (clip {path})"
+        return raw(name, detail, active)
+
+    outputs.alarm = alarm
