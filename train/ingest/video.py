@@ -32,7 +32,7 @@ from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.segment import Segmenter, measure_blobs
 from parcelguard.device.inspection.sources import FileSource
 from parcelguard.device.replay.labels import REQUIRED
-from parcelguard.train.ingest.folders import DatasetWriter, IngestOptions, IngestReport, prepare_out
+from parcelguard.train.ingest.dataset import DatasetWriter, IngestOptions, IngestReport, prepare_out
 from parcelguard.train.ingest.guard import id_problem, short
 
 log = logging.getLogger(__name__)
