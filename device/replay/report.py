@@ -10,6 +10,7 @@ import base64
 import html
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from parcelguard.device.inspection.compare import DIFF_COLUMNS
@@ -222,7 +223,7 @@ def _summary_rows(r: dict) -> list[dict]:
     return rows
 
 
-def _metrics_section(m: dict) -> list[str]:
+def _metrics_section(m: dict[str, Any]) -> list[str]:
     """Package-level metrics, recall per damage type and the confusion matrix."""
     return [
         "<h2>Package-level metrics</h2>",
@@ -239,7 +240,7 @@ def _metrics_section(m: dict) -> list[str]:
     ]
 
 
-def _latency_section(r: dict, samples_s: dict[str, list[float]]) -> list[str]:
+def _latency_section(r: dict[str, Any], samples_s: dict[str, list[float]]) -> list[str]:
     """Stage latencies (table and histograms) and verdict timing against the reject deadline."""
     s = ["<h2>Latency</h2>"]
     stages = [{"stage": k, **v} for k, v in r["stages"].items()]
@@ -267,7 +268,7 @@ def _latency_section(r: dict, samples_s: dict[str, list[float]]) -> list[str]:
     return s
 
 
-def _mistakes_section(m: dict, out_dir: Path) -> list[str]:
+def _mistakes_section(m: dict[str, Any], out_dir: Path) -> list[str]:
     """Missed damaged packages and false alarms, each row with its snapshot thumbnail."""
     s = []
     for title, rows in (
