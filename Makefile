@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_architecture.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_architecture.py tests/system/test_code_size.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .

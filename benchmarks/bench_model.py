@@ -173,7 +173,7 @@ def _float(v) -> float | None:
         return None
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--quick",
@@ -207,7 +207,11 @@ def main() -> None:
     )
     ap.add_argument("--epochs", type=int, default=8, help="training budget for --train-baselines")
     ap.add_argument("--train-names", nargs="+", default=["mobilenet_v3_small@128"])
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = _parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.train_baselines:
         train_baselines(*args.train_baselines, args.epochs, args.train_names)

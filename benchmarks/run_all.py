@@ -303,7 +303,7 @@ def render(meta: dict, results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--quick", action="store_true", help="smoke form: small runs, no baselines, no train/daemon"
@@ -337,7 +337,11 @@ def main() -> int:
     )
     ap.add_argument("--json", type=Path, help="also write all raw results here")
     ap.add_argument("--timeout", type=float, default=3600)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = _parse_args()
     skip = set(args.skip) | ({"daemon", "train"} if args.quick else set())
     meta = {
         "cpu": cpu_model(),

@@ -14,7 +14,7 @@ from parcelguard.device.config.base import load_config, validate_model
 
 
 def _options(args: argparse.Namespace):
-    from parcelguard.train.ingest.folders import DEFAULT_PACKAGE_PATTERN, IngestOptions
+    from parcelguard.train.ingest.dataset import DEFAULT_PACKAGE_PATTERN, IngestOptions
 
     data = {
         "classes": [c.strip() for c in args.classes.split(",") if c.strip()]

@@ -99,6 +99,11 @@ def cmd_size(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    _register_install_service(sub)
+    _register_size(sub)
+
+
+def _register_install_service(sub) -> None:
     s = sub.add_parser(
         "install-service", help="print or write the systemd unit and an example device config"
     )
@@ -153,6 +158,8 @@ def register(sub) -> None:
     )
     s.set_defaults(func=cmd_install_service)
 
+
+def _register_size(sub) -> None:
     s = sub.add_parser(
         "size", help="frames per package, reject deadline and minimum fps for a line"
     )

@@ -81,6 +81,46 @@ def onnx_metadata(
     }
 
 
+def _calibration_set(cfg: ExportConfig, train, calib_override: np.ndarray | None):
+    """The uint8 calibration images and their summary: stratified from ``train``, or the override."""
+    if calib_override is not None:
+        calib_u8 = np.asarray(calib_override, dtype=np.uint8)
+        calib_info = {"size": int(len(calib_u8)), "override": True}
+        log.warning(
+            "calibrating on %d caller-supplied images instead of the stratified set", len(calib_u8)
+        )
+    else:
+        idx = calibration_indices(train.samples, cfg.calibration_size, cfg.seed)
+        calib_u8, calib_info = train.images[idx], calibration_summary(train.samples, idx)
+    return calib_u8, calib_info
+
+
+def _write_model_files(
+    cfg: ExportConfig, model, spec: InputSpec, calib: np.ndarray, meta: dict[str, str], out: Path
+) -> dict[str, ModelFile]:
+    """Write every format in ``cfg.formats`` into ``out``; the manifest's ``files`` entries."""
+    import torch
+    from parcelguard.export.onnx_export import export_onnx, quantize_onnx_int8
+    from parcelguard.export.tflite_export import export_tflite_int8
+
+    fp32_path = out / FILES["onnx_fp32"][0]
+    quant = None
+    with torch.no_grad():
+        if "onnx_fp32" in cfg.formats or "onnx_int8" in cfg.formats:
+            export_onnx(model, fp32_path, spec.height, meta)
+        if "onnx_int8" in cfg.formats:
+            quantize_onnx_int8(fp32_path, out / FILES["onnx_int8"][0], calib)
+        if "tflite_int8" in cfg.formats:
+            quant = export_tflite_int8(model, calib, out / FILES["tflite_int8"][0], spec.height)
+    files: dict[str, ModelFile] = {}
+    for key in cfg.formats:
+        name, fmt, prec = FILES[key]
+        files[key] = ModelFile.of(out / name, fmt, prec, quant if key == "tflite_int8" else None)
+    if "onnx_fp32" not in cfg.formats and fp32_path.exists():
+        fp32_path.unlink()
+    return files
+
+
 def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) -> dict:
     """Build the package in ``cfg.out`` and run the parity gate; returns the gate's report.
 
@@ -88,10 +128,6 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
     ``report["failures"]`` names what broke. ``calib_override`` (uint8 NHWC) replaces the
     calibration set - a test hook for proving the gate catches a broken calibration.
     """
-    import torch
-    from parcelguard.export.onnx_export import export_onnx, quantize_onnx_int8
-    from parcelguard.export.tflite_export import export_tflite_int8
-
     unknown = [f for f in cfg.formats if f not in FILES]
     if unknown:
         raise ParcelguardError(f"unknown export format(s) {unknown}; choose from {list(FILES)}")
@@ -106,42 +142,13 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
     heldout = splits[heldout_info["split"]]
     if cfg.parity_data is not None:
         heldout, heldout_info = parity_set(Path(cfg.parity_data), classes, spec)
-    if calib_override is not None:
-        calib_u8 = np.asarray(calib_override, dtype=np.uint8)
-        calib_info = {"size": int(len(calib_u8)), "override": True}
-        log.warning(
-            "calibrating on %d caller-supplied images instead of the stratified set", len(calib_u8)
-        )
-    else:
-        idx = calibration_indices(splits["train"].samples, cfg.calibration_size, cfg.seed)
-        calib_u8, calib_info = (
-            splits["train"].images[idx],
-            calibration_summary(splits["train"].samples, idx),
-        )
+    calib_u8, calib_info = _calibration_set(cfg, splits["train"], calib_override)
     calib = to_float_nchw(calib_u8, spec)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "export_config.yaml")
-    fp32_path = out / FILES["onnx_fp32"][0]
-    quant = None
-    with torch.no_grad():
-        if "onnx_fp32" in cfg.formats or "onnx_int8" in cfg.formats:
-            export_onnx(
-                model,
-                fp32_path,
-                spec.height,
-                onnx_metadata(cfg, classes, positive, spec, threshold),
-            )
-        if "onnx_int8" in cfg.formats:
-            quantize_onnx_int8(fp32_path, out / FILES["onnx_int8"][0], calib)
-        if "tflite_int8" in cfg.formats:
-            quant = export_tflite_int8(model, calib, out / FILES["tflite_int8"][0], spec.height)
-    files: dict[str, ModelFile] = {}
-    for key in cfg.formats:
-        name, fmt, prec = FILES[key]
-        files[key] = ModelFile.of(out / name, fmt, prec, quant if key == "tflite_int8" else None)
-    if "onnx_fp32" not in cfg.formats and fp32_path.exists():
-        fp32_path.unlink()
+    meta = onnx_metadata(cfg, classes, positive, spec, threshold)
+    files = _write_model_files(cfg, model, spec, calib, meta, out)
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         name=cfg.name,

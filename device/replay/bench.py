@@ -19,7 +19,7 @@ from parcelguard.device.contract.package import load_package
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.loop import STAGES, InspectionLoop
 from parcelguard.device.inspection.sources import FileSource
-from parcelguard.device.replay.run import decode_pass
+from parcelguard.device.replay.frames import decode_pass
 
 log = logging.getLogger(__name__)
 

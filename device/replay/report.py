@@ -10,6 +10,7 @@ import base64
 import html
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from parcelguard.device.inspection.compare import DIFF_COLUMNS
@@ -222,47 +223,26 @@ def _summary_rows(r: dict) -> list[dict]:
     return rows
 
 
-def write_html(
-    path: Path,
-    report: dict,
-    scores: list[tuple[int, float]],
-    gts: list[GtPackage],
-    events: list[dict],
-    out_dir: Path,
-    samples_s: dict[str, list[float]],
-) -> None:
-    """One self-contained page: summary, metrics, timeline, latency, timing, missed/false, diffs."""
-    r, m = report, report.get("metrics")
-    s = [
-        '<!doctype html><html><head><meta charset="utf-8"><title>parcelguard replay</title><style>'
-        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:.5em 0}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}.bad{color:#b00;font-weight:bold}"
-        "</style></head><body><h1>Replay report</h1>"
+def _metrics_section(m: dict[str, Any]) -> list[str]:
+    """Package-level metrics, recall per damage type and the confusion matrix."""
+    return [
+        "<h2>Package-level metrics</h2>",
+        _table([{k: m[k] for k in METRIC_COLUMNS}], list(METRIC_COLUMNS)),
+        "<h3>Recall per damage type</h3>",
+        _table(
+            [
+                {"damage type": k, "recall": v, "packages": m["damage_type_counts"].get(k)}
+                for k, v in m["recall_per_damage_type"].items()
+            ],
+            ["damage type", "recall", "packages"],
+        ),
+        "<h3>Confusion (rows: ground truth, columns: verdict)</h3>" + _confusion(m["confusion"]),
     ]
-    if not r["complete"]:
-        s.append(f'<p class="bad">INCOMPLETE: {html.escape(str(r.get("error")))}</p>')
-    s.append(_table(_summary_rows(r), ["field", "value"]))
-    if m:
-        s.append("<h2>Package-level metrics</h2>")
-        s.append(_table([{k: m[k] for k in METRIC_COLUMNS}], list(METRIC_COLUMNS)))
-        s.append("<h3>Recall per damage type</h3>")
-        s.append(
-            _table(
-                [
-                    {"damage type": k, "recall": v, "packages": m["damage_type_counts"].get(k)}
-                    for k, v in m["recall_per_damage_type"].items()
-                ],
-                ["damage type", "recall", "packages"],
-            )
-        )
-        s.append(
-            "<h3>Confusion (rows: ground truth, columns: verdict)</h3>" + _confusion(m["confusion"])
-        )
-    s.append("<h2>Score timeline</h2>")
-    s.append(
-        svg_timeline(scores, gts, events, r["threshold"], r.get("frames_decoded") or r["frames"])
-    )
-    s.append("<h2>Latency</h2>")
+
+
+def _latency_section(r: dict[str, Any], samples_s: dict[str, list[float]]) -> list[str]:
+    """Stage latencies (table and histograms) and verdict timing against the reject deadline."""
+    s = ["<h2>Latency</h2>"]
     stages = [{"stage": k, **v} for k, v in r["stages"].items()]
     s.append(_table(stages, ["stage", "p50_ms", "p95_ms", "p99_ms", "total_s", "count"]))
     for name, values in samples_s.items():
@@ -285,22 +265,58 @@ def write_html(
             ["seq", "event_id", "t_decision", "reject_deadline", "latency_ms", "margin_ms"],
         )
     )
-    if m:
-        for title, rows in (
-            ("Missed damaged packages", m["missed"]),
-            ("False alarms", m["false_alarms"]),
-        ):
-            s.append(f"<h2>{title} ({len(rows)})</h2>")
-            rows = [
-                {**row, "snapshot": None, "thumb": _thumb(out_dir, row.get("snapshot"))}
-                for row in rows
-            ]
-            s.append(
-                _table(
-                    rows,
-                    ["why", "gt", "damage_type", "seq", "verdict", "score", "frame", "t", "thumb"],
-                )
+    return s
+
+
+def _mistakes_section(m: dict[str, Any], out_dir: Path) -> list[str]:
+    """Missed damaged packages and false alarms, each row with its snapshot thumbnail."""
+    s = []
+    for title, rows in (
+        ("Missed damaged packages", m["missed"]),
+        ("False alarms", m["false_alarms"]),
+    ):
+        s.append(f"<h2>{title} ({len(rows)})</h2>")
+        rows = [
+            {**row, "snapshot": None, "thumb": _thumb(out_dir, row.get("snapshot"))} for row in rows
+        ]
+        s.append(
+            _table(
+                rows,
+                ["why", "gt", "damage_type", "seq", "verdict", "score", "frame", "t", "thumb"],
             )
+        )
+    return s
+
+
+def write_html(
+    path: Path,
+    report: dict,
+    scores: list[tuple[int, float]],
+    gts: list[GtPackage],
+    events: list[dict],
+    out_dir: Path,
+    samples_s: dict[str, list[float]],
+) -> None:
+    """One self-contained page: summary, metrics, timeline, latency, timing, missed/false, diffs."""
+    r, m = report, report.get("metrics")
+    s = [
+        '<!doctype html><html><head><meta charset="utf-8"><title>parcelguard replay</title><style>'
+        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}.bad{color:#b00;font-weight:bold}"
+        "</style></head><body><h1>Replay report</h1>"
+    ]
+    if not r["complete"]:
+        s.append(f'<p class="bad">INCOMPLETE: {html.escape(str(r.get("error")))}</p>')
+    s.append(_table(_summary_rows(r), ["field", "value"]))
+    if m:
+        s += _metrics_section(m)
+    s.append("<h2>Score timeline</h2>")
+    s.append(
+        svg_timeline(scores, gts, events, r["threshold"], r.get("frames_decoded") or r["frames"])
+    )
+    s += _latency_section(r, samples_s)
+    if m:
+        s += _mistakes_section(m, out_dir)
     g = r.get("golden")
     if g:
         s.append(f"<h2>Golden comparison: {'passed' if g['passed'] else 'FAILED'}</h2>")

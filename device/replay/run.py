@@ -14,71 +14,28 @@ A fault mid-video (truncated or corrupt file) still writes everything processed 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import platform
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
 import cv2
-import numpy as np
 from parcelguard.device import jsonio
 from parcelguard.device.backends import open_backend
 from parcelguard.device.config.base import save_config
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.contract.package import load_package
-from parcelguard.device.contract.preprocess import crop_roi
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import Event, EventStore, read_events
 from parcelguard.device.inspection.loop import InspectionLoop, LoopHooks
 from parcelguard.device.inspection.sources import FileSource
-from parcelguard.device.paths import safe_join, safe_name
+from parcelguard.device.replay.frames import FrameTap, decode_pass, write_snapshots
 from parcelguard.device.replay.labels import load_labels, match_events
 from parcelguard.device.replay.sources import Prefetch, RealtimeSource, RecordedSource, find_sidecar
 
 log = logging.getLogger(__name__)
-
-
-def decode_pass(
-    video: Path, want: Iterable[int] = (), roi=None
-) -> tuple[float, int, dict[int, np.ndarray]]:
-    """Decode every frame once: ``(fps, frames, {index: ROI copy})`` for the indices in ``want``."""
-    want = set(want)
-    kept: dict[int, np.ndarray] = {}
-    n = 0
-    t0 = time.perf_counter()
-    try:
-        for frame, _ in FileSource(video):
-            if n in want:
-                kept[n] = crop_roi(frame, roi).copy()
-            n += 1
-    except ParcelguardError:
-        pass  # the replay itself already reported an unreadable video
-    return n / max(time.perf_counter() - t0, 1e-9), n, kept
-
-
-class _Tap:
-    """The loop's source, watched: the current frame, how many came, and when each arrived."""
-
-    def __init__(self, source: Iterable[tuple[np.ndarray, float]], realtime: RealtimeSource | None):
-        self.source, self.realtime = source, realtime
-        # every decoded frame, hashed: a golden can tell a decoder change from a model change
-        self.digest = hashlib.sha256() if realtime is None else None
-        self.n = 0
-        self.frame: np.ndarray | None = None
-        self.arrival = 0.0
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
-        for frame, ts in self.source:
-            self.frame = frame
-            if self.digest is not None:
-                self.digest.update(memoryview(np.ascontiguousarray(frame)))
-            self.arrival = self.realtime.arrival[-1] if self.realtime else time.perf_counter()
-            self.n += 1
-            yield frame, ts
 
 
 def open_replay_source(video: Path, cfg: DeviceConfig, use_sidecar: bool = True):
@@ -208,7 +165,7 @@ class _Replay:
             (out_dir / name).unlink(missing_ok=True)
         self.rt = RealtimeSource(self.source, speed=opts.speed) if opts.realtime else None
         inner = self.rt or (Prefetch(self.source) if opts.prefetch else self.source)
-        self.tap = _Tap(inner, self.rt)
+        self.tap = FrameTap(inner, self.rt)
         self.store = EventStore(
             out_dir, sqlite=cfg.events.sqlite, jsonl=True, sync="normal"
         )  # no fsync per event
@@ -300,7 +257,7 @@ class _Replay:
         )
         dec_fps, dec_frames, crops = decode_pass(self.video, want, self.cfg.roi)
         if metrics:
-            _write_snapshots(out_dir, metrics, crops)
+            write_snapshots(out_dir, metrics, crops)
         report = self._core(fps, dec_fps, dec_frames)
         report["timing"] = timing_summary(events, self.decisions)
         if metrics is not None:
@@ -389,19 +346,3 @@ def _load_golden(path: Path) -> list[dict[str, Any]]:
     from parcelguard.device.replay.diff import load_golden  # validates every line: one sentence
 
     return load_golden(path)
-
-
-def _write_snapshots(out_dir: Path, metrics: dict, crops: dict[int, np.ndarray]) -> None:
-    snap = out_dir / "snapshots"
-    snap.mkdir(exist_ok=True)
-    for kind, rows in (("missed", metrics["missed"]), ("false", metrics["false_alarms"])):
-        for r in rows:
-            crop = crops.get(r["frame"])
-            if crop is None:
-                continue
-            who = safe_name(r["gt"] or "seq{}".format(r["seq"]))  # label-CSV text: never a path
-            name = f"{kind}_{who}_f{r['frame']}.jpg"
-            cv2.imwrite(
-                str(safe_join(snap, name, "snapshot")), crop, [cv2.IMWRITE_JPEG_QUALITY, 85]
-            )
-            r["snapshot"] = f"snapshots/{name}"

@@ -32,7 +32,7 @@ from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.segment import Segmenter, measure_blobs
 from parcelguard.device.inspection.sources import FileSource
 from parcelguard.device.replay.labels import REQUIRED
-from parcelguard.train.ingest.folders import DatasetWriter, IngestOptions, IngestReport, prepare_out
+from parcelguard.train.ingest.dataset import DatasetWriter, IngestOptions, IngestReport, prepare_out
 from parcelguard.train.ingest.guard import id_problem, short
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,51 @@ def match_tracks(
     return sorted(out, key=lambda m: m[0].seq)
 
 
+def _write_matched_crops(
+    writer: DatasetWriter, video: Path, matches: list[tuple[TrackCrops, LabelRow, int]]
+) -> None:
+    """Every crop of a matched track into the dataset, under its label row's package id."""
+    for t, r, _ov in matches:
+        row = {
+            "label": r.label,
+            "damage_type": r.damage_type,
+            "severity": r.severity,
+            "package_id": r.package_id,
+        }
+        for frame, path in zip(t.frames, t.files, strict=True):
+            writer.add_bytes(
+                path.read_bytes(),
+                f"{r.package_id}_{frame:06d}",
+                ".png",
+                f"{video.name} frame {frame} (track {t.seq}, {r.package_id})",
+                row,
+            )
+
+
+def _save_unmatched_tracks(
+    review: Path, cropped: list[TrackCrops], matches: list[tuple[TrackCrops, LabelRow, int]]
+) -> list[dict]:
+    """Copy the crops of tracks no label row matched into ``review``; one report entry each."""
+    unmatched_tracks = []
+    matched_seqs = {t.seq for t, _, _ in matches}
+    for t in cropped:
+        if t.seq in matched_seqs:
+            continue
+        review.mkdir(exist_ok=True)
+        for frame, path in zip(t.frames, t.files, strict=True):
+            shutil.copyfile(path, review / f"track{t.seq:04d}_{frame:06d}.png")
+        unmatched_tracks.append(
+            {
+                "track": t.seq,
+                "frame_enter": t.frame_enter,
+                "frame_exit": t.frame_exit,
+                "crops": len(t.frames),
+                "saved_to": str(review),
+            }
+        )
+    return unmatched_tracks
+
+
 def ingest_video(
     video: Path,
     labels: Path,
@@ -215,39 +260,8 @@ def ingest_video(
     matches = match_tracks(cropped, rows)
     writer = DatasetWriter(out, opts, rep)
     matched_rows = {id(r) for _, r, _ in matches}
-    for t, r, _ov in matches:
-        row = {
-            "label": r.label,
-            "damage_type": r.damage_type,
-            "severity": r.severity,
-            "package_id": r.package_id,
-        }
-        for frame, path in zip(t.frames, t.files, strict=True):
-            writer.add_bytes(
-                path.read_bytes(),
-                f"{r.package_id}_{frame:06d}",
-                ".png",
-                f"{video.name} frame {frame} (track {t.seq}, {r.package_id})",
-                row,
-            )
-    unmatched_tracks = []
-    matched_seqs = {t.seq for t, _, _ in matches}
-    review = out / "unmatched_tracks"
-    for t in cropped:
-        if t.seq in matched_seqs:
-            continue
-        review.mkdir(exist_ok=True)
-        for frame, path in zip(t.frames, t.files, strict=True):
-            shutil.copyfile(path, review / f"track{t.seq:04d}_{frame:06d}.png")
-        unmatched_tracks.append(
-            {
-                "track": t.seq,
-                "frame_enter": t.frame_enter,
-                "frame_exit": t.frame_exit,
-                "crops": len(t.frames),
-                "saved_to": str(review),
-            }
-        )
+    _write_matched_crops(writer, video, matches)
+    unmatched_tracks = _save_unmatched_tracks(out / "unmatched_tracks", cropped, matches)
     shutil.rmtree(staging, ignore_errors=True)
     rep.video = {
         "frames": n_frames,
