@@ -10,6 +10,7 @@ from pathlib import Path
 
 from parcelguard.device import jsonio
 from parcelguard.device.errors import missing_extra
+from parcelguard.train.config import DOWNSAMPLE_CHOICES
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -126,7 +127,12 @@ def register(sub) -> None:
         help="dataset manifest (default: render --crops-per-class synthetic crops)",
     )
     s.add_argument("--out", type=Path, default=Path("runs/ablation"))
-    s.add_argument("--variants", nargs="+", default=["max", "avg", "blurmax", "blur", "strided"])
+    s.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(DOWNSAMPLE_CHOICES),
+        help=f"downsampling variants (default: all of {' '.join(DOWNSAMPLE_CHOICES)})",
+    )
     s.add_argument("--budget-epochs", type=int, default=8)
     s.add_argument("--crops-per-class", type=int, default=600)
     s.add_argument("--shift-px", type=int, default=8)

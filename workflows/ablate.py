@@ -161,7 +161,7 @@ def run_ablation(
     overrides: list[str] | None = None,
 ) -> list[dict]:
     """Train, evaluate, export and time each variant; returns the table rows (also written to disk)."""
-    from parcelguard.train.model import DOWNSAMPLE_CHOICES
+    from parcelguard.train.config import DOWNSAMPLE_CHOICES
 
     bad = [v for v in variants if v not in DOWNSAMPLE_CHOICES]
     if bad:
