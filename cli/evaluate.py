@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from parcelguard.device import jsonio
+from parcelguard.device.config.names import BACKEND_NAMES
 from parcelguard.device.errors import missing_extra
 from parcelguard.train.config import DOWNSAMPLE_CHOICES
 
@@ -105,7 +106,10 @@ def register(sub) -> None:
         "--package", type=Path, help="evaluate this exported package through the device backend"
     )
     s.add_argument(
-        "--backend", default="litert", help="device backend for --package (litert = int8 TFLite)"
+        "--backend",
+        default="litert",
+        choices=BACKEND_NAMES,
+        help="device backend for --package (litert = int8 TFLite)",
     )
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", type=Path, help="report folder (default: next to the checkpoint)")

@@ -13,6 +13,7 @@ from parcelguard.device.config.daemon import (
     HealthConfig,
     TriggerConfig,
 )
+from parcelguard.device.config.names import BackendName
 from parcelguard.device.config.watch import (
     DriftConfig,
     LiveParityConfig,
@@ -27,10 +28,6 @@ class SourceConfig(StrictModel):
     uri: str = ""
     # Frames per second of the virtual clock for file/image sources (None: from the file).
     fps: float | None = Field(None, gt=0)
-
-
-# The backend names (device/backends/ REGISTRY has one entry per name; the CLI offers these).
-BackendName = Literal["litert", "onnx", "onnx_int8"]
 
 
 class ModelConfig(StrictModel):
