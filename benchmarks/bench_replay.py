@@ -18,7 +18,7 @@ from pathlib import Path
 
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.config.names import BACKEND_NAMES
-from parcelguard.device.replay.run import ReplayOptions, replay
+from parcelguard.device.replay.run import ReplayConfig, replay
 
 
 def render(n_packages: int, seed: int, work: Path) -> dict[str, Path]:
@@ -55,7 +55,7 @@ def main() -> None:
         args.package,
         args.work / "replay",
         cfg,
-        ReplayOptions(labels=v["gt"], backend=args.backend, prefetch=args.prefetch),
+        ReplayConfig(labels=v["gt"], backend=args.backend, prefetch=args.prefetch),
     )
     m = r["metrics"]
     st = r["stages"]
@@ -83,7 +83,7 @@ def main() -> None:
             args.package,
             args.work / "replay_rt",
             cfg,
-            ReplayOptions(labels=v["gt"], backend=args.backend, realtime=True),
+            ReplayConfig(labels=v["gt"], backend=args.backend, realtime=True),
         )
         row.update(
             {

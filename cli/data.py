@@ -13,7 +13,7 @@ from parcelguard.device.config.base import load_config, validate_model
 
 
 def _options(args: argparse.Namespace):
-    from parcelguard.train.ingest.folders import DEFAULT_PACKAGE_PATTERN, IngestOptions
+    from parcelguard.train.ingest.folders import DEFAULT_PACKAGE_PATTERN, IngestConfig
 
     data = {
         "classes": [c.strip() for c in args.classes.split(",") if c.strip()]
@@ -29,7 +29,7 @@ def _options(args: argparse.Namespace):
         else args.package_pattern,
         "overwrite": args.overwrite,
     }
-    return validate_model(IngestOptions, data, "command-line options")
+    return validate_model(IngestConfig, data, "command-line options")
 
 
 def cmd_data(args: argparse.Namespace) -> int:

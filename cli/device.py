@@ -86,14 +86,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / "replay"
     if args.ab is not None or args.backend_b is not None:
         return _run_ab(args, cfg, out, args.ab)
-    from parcelguard.device.replay.run import ReplayOptions, replay
+    from parcelguard.device.replay.run import ReplayConfig, replay
 
     report = replay(
         args.video,
         args.model,
         out,
         cfg,
-        ReplayOptions(
+        ReplayConfig(
             labels=args.labels,
             backend=args.backend,
             realtime=args.realtime,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from parcelguard.device.config.base import StrictModel
-from parcelguard.device.contract.preprocess import InputSpec
+from parcelguard.device.contract.preprocess import InputConfig
 from pydantic import Field, field_validator, model_validator
 
 # The downsampling choices of train/model.py and the global pools: the one list of each name.
@@ -67,7 +67,7 @@ class ArchConfig(StrictModel):
         return list(self.downsample)
 
 
-class AugmentSettings(StrictModel):
+class AugmentConfig(StrictModel):
     shift_px: int = Field(
         12,
         ge=0,
@@ -85,11 +85,11 @@ class TrainConfig(StrictModel):
     out: Path = Path("runs/train")
     classes: list[str] = Field(default_factory=lambda: ["ok", "damaged"], min_length=2)
     positive_class: str = "damaged"
-    input: InputSpec = Field(default_factory=InputSpec)
+    input: InputConfig = Field(default_factory=InputConfig)
     model: ArchConfig = Field(
         default_factory=ArchConfig, description="the architecture (ArchConfig)"
     )
-    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0)

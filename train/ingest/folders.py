@@ -44,7 +44,7 @@ DEFAULT_PACKAGE_PATTERN = r"(?P<package>.+)_(?P<frame>\d+)"
 OUT_COLUMNS = (*MANIFEST_COLUMNS, "split")
 
 
-class IngestOptions(StrictModel):
+class IngestConfig(StrictModel):
     """Options shared by every ingester (CLI flags of ``parcelguard data ingest-*``)."""
 
     classes: list[str] | None = Field(
@@ -77,7 +77,7 @@ class IngestOptions(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _fractions(self) -> IngestOptions:
+    def _fractions(self) -> IngestConfig:
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError("val_fraction + test_fraction must be below 1")
         return self
@@ -160,7 +160,7 @@ def prepare_out(out_dir: Path, overwrite: bool, source: Path | None = None) -> P
 class DatasetWriter:
     """Validates, de-duplicates and copies images into ``out_dir``; writes manifest and report."""
 
-    def __init__(self, out_dir: Path, opts: IngestOptions, report: IngestReport):
+    def __init__(self, out_dir: Path, opts: IngestConfig, report: IngestReport):
         self.out = Path(out_dir)
         self.opts = opts
         self.report = report
@@ -285,9 +285,9 @@ def _split_stats(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def ingest_folder(src: Path, out_dir: Path, opts: IngestOptions | None = None) -> IngestReport:
+def ingest_folder(src: Path, out_dir: Path, opts: IngestConfig | None = None) -> IngestReport:
     """``SRC/<class>/**/*.jpg`` (``SRC/<positive>/<damage_type>/...`` allowed) -> dataset folder."""
-    opts = opts or IngestOptions()
+    opts = opts or IngestConfig()
     src = Path(src)
     if not src.is_dir():
         raise ParcelguardError(f"image folder {src} does not exist or is not a folder")
@@ -355,9 +355,9 @@ def _finish(writer: DatasetWriter) -> IngestReport:
     return writer.report
 
 
-def ingest_csv(manifest: Path, out_dir: Path, opts: IngestOptions | None = None) -> IngestReport:
+def ingest_csv(manifest: Path, out_dir: Path, opts: IngestConfig | None = None) -> IngestReport:
     """A user CSV (file,label[,damage_type,severity,package_id,...]; paths relative to it)."""
-    opts = opts or IngestOptions()
+    opts = opts or IngestConfig()
     manifest = Path(manifest)
     if not manifest.is_file():
         raise ParcelguardError(f"manifest {manifest} does not exist")
