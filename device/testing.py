@@ -16,12 +16,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.config.device import DEFAULT_FRAME_WH, DeviceConfig
 from parcelguard.device.contract.package import SCHEMA_VERSION, Manifest, ModelFile, write_manifest
 from parcelguard.device.contract.preprocess import InputConfig
 from parcelguard.device.inspection.events import Event
 
-W, H = 640, 480
+W, H = DEFAULT_FRAME_WH
 
 
 def belt_frame(i: int, pkg_x: float | None = None, width: int = 100, seed: int = 0) -> np.ndarray:
