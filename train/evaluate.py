@@ -177,8 +177,10 @@ def _shift_subset(ev, limit: int) -> list[int]:
 
 
 def _model_info(ckpt: dict) -> dict:
+    from parcelguard.train.checkpoint import checkpoint_arch
+
     return {
-        "config": ckpt["config"]["model"],
+        "config": checkpoint_arch(ckpt).model_dump(),
         **ckpt.get("model_info", {}),
         "threshold": ckpt.get("threshold", 0.5),
         "best_val_accuracy": ckpt.get("best_val_accuracy"),
