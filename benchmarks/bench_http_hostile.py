@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.contract.package import SCHEMA_VERSION, Manifest, ModelFile
-from parcelguard.device.contract.preprocess import InputSpec
+from parcelguard.device.contract.preprocess import InputConfig
 from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.daemon import Daemon
 
@@ -225,7 +225,7 @@ def main() -> None:
     )
     man = Manifest(
         schema_version=SCHEMA_VERSION, name="stand-in", created="2026-01-01T00:00:00+00:00",
-        classes=["ok", "damaged"], positive_class="damaged", input=InputSpec(height=32, width=32),
+        classes=["ok", "damaged"], positive_class="damaged", input=InputConfig(height=32, width=32),
         files={"m": ModelFile(path="m.onnx", sha256="0" * 64, bytes=1, format="onnx",
                               precision="fp32")},
         threshold=0.5,

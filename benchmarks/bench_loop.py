@@ -78,16 +78,17 @@ def make_package(out: Path) -> Path:
         ModelFile,
         write_manifest,
     )
-    from parcelguard.device.contract.preprocess import InputSpec
+    from parcelguard.device.contract.preprocess import InputConfig
     from parcelguard.export.tflite_export import export_tflite_int8
-    from parcelguard.train.model import ModelConfig, PooledCNN
+    from parcelguard.train.config import ArchConfig
+    from parcelguard.train.model import PooledCNN
 
     torch.manual_seed(0)
-    spec = InputSpec()
+    spec = InputConfig()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model_int8.tflite"
     calib = np.random.default_rng(0).random((16, 3, spec.height, spec.width), dtype=np.float32)
-    io = export_tflite_int8(PooledCNN(ModelConfig()).eval(), calib, path, spec.height)
+    io = export_tflite_int8(PooledCNN(ArchConfig()).eval(), calib, path, spec.height)
     mf = ModelFile.of(path, "tflite", "int8", io)
     write_manifest(
         out,

@@ -61,9 +61,10 @@ def _export(model, size: int, path: Path, n_calib: int) -> dict:
 
 def export_variants(out: Path, size: int, n_calib: int, variants: list[str]) -> dict[str, dict]:
     import torch
-    from parcelguard.train.model import ModelConfig, PooledCNN
+    from parcelguard.train.config import ArchConfig
+    from parcelguard.train.model import PooledCNN
 
-    default = ModelConfig().stage_downsample()[0]
+    default = ArchConfig().stage_downsample()[0]
     models = {}
     for v in variants:
         torch.manual_seed(0)
@@ -71,7 +72,7 @@ def export_variants(out: Path, size: int, n_calib: int, variants: list[str]) -> 
         models[name] = {
             "variant": v,
             **_export(
-                PooledCNN(ModelConfig(downsample=v)), size, out / f"pooled_{v}.tflite", n_calib
+                PooledCNN(ArchConfig(downsample=v)), size, out / f"pooled_{v}.tflite", n_calib
             ),
         }
         log.info(
@@ -220,10 +221,10 @@ def main() -> None:
         export_baselines(args.export_baselines, args.calib)
         return
     from parcelguard.device.replay.bench import time_tflite
-    from parcelguard.train.model import DOWNSAMPLE_CHOICES, ModelConfig
+    from parcelguard.train.config import DOWNSAMPLE_CHOICES, ArchConfig
 
     variants = args.variants or (
-        [ModelConfig().stage_downsample()[0]] if args.quick else list(DOWNSAMPLE_CHOICES)
+        [ArchConfig().stage_downsample()[0]] if args.quick else list(DOWNSAMPLE_CHOICES)
     )
     threads, runs, rounds = ([1], 30, 2) if args.quick else (args.threads, args.runs, args.rounds)
     n_calib = 4 if args.quick else args.calib

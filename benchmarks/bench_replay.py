@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from parcelguard.device.config.device import DeviceConfig
-from parcelguard.device.replay.run import ReplayOptions, replay
+from parcelguard.device.config.names import BACKEND_NAMES
+from parcelguard.device.replay.run import ReplayConfig, replay
 
 
 def render(n_packages: int, seed: int, work: Path) -> dict[str, Path]:
@@ -36,7 +37,7 @@ def render(n_packages: int, seed: int, work: Path) -> dict[str, Path]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--package", type=Path, required=True)
-    ap.add_argument("--backend", default="litert", choices=["litert", "onnx", "onnx_int8"])
+    ap.add_argument("--backend", default="litert", choices=BACKEND_NAMES)
     ap.add_argument("--n-packages", type=int, default=120)
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--work", type=Path, default=Path("runs/bench_replay"))
@@ -54,7 +55,7 @@ def main() -> None:
         args.package,
         args.work / "replay",
         cfg,
-        ReplayOptions(labels=v["gt"], backend=args.backend, prefetch=args.prefetch),
+        ReplayConfig(labels=v["gt"], backend=args.backend, prefetch=args.prefetch),
     )
     m = r["metrics"]
     st = r["stages"]
@@ -82,7 +83,7 @@ def main() -> None:
             args.package,
             args.work / "replay_rt",
             cfg,
-            ReplayOptions(labels=v["gt"], backend=args.backend, realtime=True),
+            ReplayConfig(labels=v["gt"], backend=args.backend, realtime=True),
         )
         row.update(
             {

@@ -67,7 +67,7 @@ def make_package(root: Path) -> Path:
         ModelFile,
         write_manifest,
     )
-    from parcelguard.device.contract.preprocess import InputSpec
+    from parcelguard.device.contract.preprocess import InputConfig
 
     root.mkdir(parents=True, exist_ok=True)
     inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])
@@ -95,7 +95,7 @@ def make_package(root: Path) -> Path:
             created="2026-01-01T00:00:00+00:00",
             classes=["ok", "damaged"],
             positive_class="damaged",
-            input=InputSpec(height=32, width=32),
+            input=InputConfig(height=32, width=32),
             files={"onnx_fp32": mf},
             threshold=0.5,
         ),

@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from parcelguard.export.config import ParityBudget
+from parcelguard.export.config import ParityGateConfig
 from parcelguard.export.gate import agreement_check, paired_limits
 from parcelguard.export.stats import paired_fails
 
@@ -59,7 +59,7 @@ def profile_from_parity(path: Path, model: str) -> dict:
 class Rule:
     """The gate's decisions on counts, memoised (the same (b, c, n) recurs across trials)."""
 
-    def __init__(self, bp: ParityBudget):
+    def __init__(self, bp: ParityGateConfig):
         self.bp, self._paired, self._agree = bp, {}, {}
 
     def paired(self, b: int, c: int, n: int, per_type: bool) -> bool:
@@ -77,7 +77,7 @@ class Rule:
 
 def simulate(
     prof: dict,
-    bp: ParityBudget,
+    bp: ParityGateConfig,
     trials: int,
     rng: np.random.Generator,
     drop: float = 0.0,
@@ -139,10 +139,10 @@ def main() -> None:
         "--q", type=float, nargs="*", help="discordance rates to sweep (default: the profile's)"
     )
     ap.add_argument(
-        "--alpha", type=float, help="override the gate's alpha (default: ParityBudget's)"
+        "--alpha", type=float, help="override the gate's alpha (default: ParityGateConfig's)"
     )
     args = ap.parse_args()
-    bp = ParityBudget(**({"alpha": args.alpha} if args.alpha else {}))
+    bp = ParityGateConfig(**({"alpha": args.alpha} if args.alpha else {}))
     prof = (
         profile_from_parity(args.parity, args.model)
         if args.parity

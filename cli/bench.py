@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import get_args
 
 from parcelguard.cli.common import add_config_args
 from parcelguard.device import jsonio
 from parcelguard.device.config.base import load_config
-from parcelguard.device.config.device import BackendName
+from parcelguard.device.config.names import BACKEND_NAMES
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -20,7 +19,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from parcelguard.device.config.device import DeviceConfig
     from parcelguard.device.replay.bench import loop_fps, model_latency
 
-    backends = args.backend or [b for b in available_backends() if b in get_args(BackendName)]
+    backends = args.backend or [b for b in available_backends() if b in BACKEND_NAMES]
     result: dict = {
         "package": str(args.model),
         "model": model_latency(args.model, backends, args.threads, args.runs),
@@ -59,7 +58,7 @@ def register(sub) -> None:
     s.add_argument(
         "--backend",
         action="append",
-        choices=list(get_args(BackendName)),
+        choices=list(BACKEND_NAMES),
         help="repeatable; default: every installed one",
     )
     s.add_argument(

@@ -14,7 +14,7 @@ from parcelguard.device.config.base import load_config, validate_model
 
 
 def _options(args: argparse.Namespace):
-    from parcelguard.train.ingest.dataset import DEFAULT_PACKAGE_PATTERN, IngestOptions
+    from parcelguard.train.ingest.dataset import DEFAULT_PACKAGE_PATTERN, IngestConfig
 
     data = {
         "classes": [c.strip() for c in args.classes.split(",") if c.strip()]
@@ -30,7 +30,7 @@ def _options(args: argparse.Namespace):
         else args.package_pattern,
         "overwrite": args.overwrite,
     }
-    return validate_model(IngestOptions, data, "command-line options")
+    return validate_model(IngestConfig, data, "command-line options")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -127,10 +127,10 @@ def register(sub) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from parcelguard.device.replay.select import SelectOptions, select
+    from parcelguard.device.replay.select import SelectConfig, select
 
     report = select(
-        SelectOptions(
+        SelectConfig(
             sources=args.sources,
             out=args.out,
             n=args.n,

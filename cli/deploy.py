@@ -16,7 +16,7 @@ from parcelguard.device import jsonio
 from parcelguard.device.live.service import (
     CONFIG_NAME,
     UNIT_NAME,
-    ServiceSpec,
+    ServiceConfig,
     example_config,
     render_unit,
     size_line,
@@ -26,9 +26,9 @@ from parcelguard.device.live.service import (
 )
 
 
-def _spec(args: argparse.Namespace) -> ServiceSpec:
+def _spec(args: argparse.Namespace) -> ServiceConfig:
     groups = tuple(g for g in args.groups.split(",") if g)
-    return ServiceSpec(
+    return ServiceConfig(
         venv=args.venv.absolute(),
         config=args.config_path,
         workdir=args.workdir,
@@ -123,32 +123,32 @@ def _register_install_service(sub) -> None:
     s.add_argument(
         "--config-path",
         type=Path,
-        default=ServiceSpec.config,
+        default=ServiceConfig.config,
         help="where the config will live (ExecStart --config)",
     )
     s.add_argument(
         "--workdir",
         type=Path,
-        default=ServiceSpec.workdir,
+        default=ServiceConfig.workdir,
         help="WorkingDirectory, writable; events go below it",
     )
     s.add_argument(
         "--model",
         type=Path,
-        default=ServiceSpec.model,
+        default=ServiceConfig.model,
         help="model package path (a symlink to swap)",
     )
-    s.add_argument("--user", default=ServiceSpec.user, help="system user that runs the daemon")
+    s.add_argument("--user", default=ServiceConfig.user, help="system user that runs the daemon")
     s.add_argument(
         "--groups",
-        default=",".join(ServiceSpec.groups),
+        default=",".join(ServiceConfig.groups),
         help="supplementary groups, comma separated ('' for none)",
     )
-    s.add_argument("--device-id", default=ServiceSpec.device_id)
+    s.add_argument("--device-id", default=ServiceConfig.device_id)
     s.add_argument(
         "--watchdog-sec",
         type=int,
-        default=ServiceSpec.watchdog_s,
+        default=ServiceConfig.watchdog_s,
         help="WatchdogSec= (the daemon pings at half of it)",
     )
     s.add_argument(

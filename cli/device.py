@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import get_args
 
 from parcelguard.cli.common import add_config_args
 from parcelguard.device import jsonio
 from parcelguard.device.config.base import load_config
-from parcelguard.device.config.device import BackendName
+from parcelguard.device.config.names import BACKEND_NAMES
 from parcelguard.device.errors import ParcelguardError
 
 CONFIG_KINDS = ("device", "train", "export")
@@ -34,7 +33,7 @@ def _config_model(kind: str) -> type:
     return DeviceConfig
 
 
-BACKENDS = list(get_args(BackendName))
+BACKENDS = list(BACKEND_NAMES)
 
 
 def _finite(text: str, positive: bool) -> float:
@@ -87,14 +86,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / "replay"
     if args.ab is not None or args.backend_b is not None:
         return _run_ab(args, cfg, out, args.ab)
-    from parcelguard.device.replay.run import ReplayOptions, replay
+    from parcelguard.device.replay.run import ReplayConfig, replay
 
     report = replay(
         args.video,
         args.model,
         out,
         cfg,
-        ReplayOptions(
+        ReplayConfig(
             labels=args.labels,
             backend=args.backend,
             realtime=args.realtime,

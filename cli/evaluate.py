@@ -9,7 +9,9 @@ import argparse
 from pathlib import Path
 
 from parcelguard.device import jsonio
+from parcelguard.device.config.names import BACKEND_NAMES
 from parcelguard.device.errors import missing_extra
+from parcelguard.train.config import DOWNSAMPLE_CHOICES
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -104,7 +106,10 @@ def register(sub) -> None:
         "--package", type=Path, help="evaluate this exported package through the device backend"
     )
     s.add_argument(
-        "--backend", default="litert", help="device backend for --package (litert = int8 TFLite)"
+        "--backend",
+        default="litert",
+        choices=BACKEND_NAMES,
+        help="device backend for --package (litert = int8 TFLite)",
     )
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", type=Path, help="report folder (default: next to the checkpoint)")
@@ -126,7 +131,12 @@ def register(sub) -> None:
         help="dataset manifest (default: render --crops-per-class synthetic crops)",
     )
     s.add_argument("--out", type=Path, default=Path("runs/ablation"))
-    s.add_argument("--variants", nargs="+", default=["max", "avg", "blurmax", "blur", "strided"])
+    s.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(DOWNSAMPLE_CHOICES),
+        help=f"downsampling variants (default: all of {' '.join(DOWNSAMPLE_CHOICES)})",
+    )
     s.add_argument("--budget-epochs", type=int, default=8)
     s.add_argument("--crops-per-class", type=int, default=600)
     s.add_argument("--shift-px", type=int, default=8)

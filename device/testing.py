@@ -16,12 +16,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.config.device import DEFAULT_FRAME_WH, DeviceConfig
 from parcelguard.device.contract.package import SCHEMA_VERSION, Manifest, ModelFile, write_manifest
-from parcelguard.device.contract.preprocess import InputSpec
+from parcelguard.device.contract.preprocess import InputConfig
 from parcelguard.device.inspection.events import Event
 
-W, H = 640, 480
+W, H = DEFAULT_FRAME_WH
 
 
 def belt_frame(i: int, pkg_x: float | None = None, width: int = 100, seed: int = 0) -> np.ndarray:
@@ -57,7 +57,7 @@ def manifest(threshold: float = 0.5) -> Manifest:
         created="2026-01-01T00:00:00+00:00",
         classes=["ok", "damaged"],
         positive_class="damaged",
-        input=InputSpec(height=32, width=32),
+        input=InputConfig(height=32, width=32),
         files={
             "onnx_fp32": ModelFile(
                 path="m.onnx", sha256="0" * 64, bytes=1, format="onnx", precision="fp32"

@@ -8,7 +8,7 @@ from parcelguard.device.config.base import StrictModel
 from pydantic import Field
 
 
-class ParityBudget(StrictModel):
+class ParityGateConfig(StrictModel):
     """Effect-size budgets, each guarded by a paired exact test (see :mod:`.gate`).
 
     A figure fails when its drop is both statistically significant (one-sided exact McNemar, or a
@@ -75,5 +75,5 @@ class ExportConfig(StrictModel):
     formats: list[str] = Field(default_factory=lambda: ["onnx_fp32", "onnx_int8", "tflite_int8"])
     calibration_size: int = Field(300, ge=8)
     threshold: float | None = Field(None, ge=0, le=1, description="None: 0.5")
-    budget: ParityBudget = Field(default_factory=ParityBudget)
+    budget: ParityGateConfig = Field(default_factory=ParityGateConfig)
     seed: int = 0

@@ -14,7 +14,7 @@ where the reference was right), ``c`` (the reverse), the one-sided exact p-value
 from __future__ import annotations
 
 import numpy as np
-from parcelguard.export.config import ParityBudget
+from parcelguard.export.config import ParityGateConfig
 from parcelguard.export.stats import (
     MAX_PLANNING_NOISE,
     binom_sf,
@@ -61,7 +61,7 @@ def figures(pred: np.ndarray, truth: np.ndarray, types: np.ndarray) -> dict:
     }
 
 
-def paired_limits(bp: ParityBudget, per_type: bool) -> tuple[float, float]:
+def paired_limits(bp: ParityGateConfig, per_type: bool) -> tuple[float, float]:
     """(budget, hard cap) of accuracy or of a per-type recall; the cap is never tighter than
     twice the budget the test guards (a loose budget must not turn into a point rule)."""
     if per_type:
@@ -71,7 +71,7 @@ def paired_limits(bp: ParityBudget, per_type: bool) -> tuple[float, float]:
     return bp.max_accuracy_drop, max(bp.max_accuracy_drop_hard, 2 * bp.max_accuracy_drop)
 
 
-def parity_crops_per_type(bp: ParityBudget, disagreement: float | None = None) -> int:
+def parity_crops_per_type(bp: ParityGateConfig, disagreement: float | None = None) -> int:
     """Held-out crops each damage type needs for its recall check to catch a ``detect_drop`` with
     probability ``detect_power`` (the group size below which it says "insufficient evidence").
 
@@ -84,7 +84,7 @@ def parity_crops_per_type(bp: ParityBudget, disagreement: float | None = None) -
 
 
 def paired_check(
-    ok_ref: np.ndarray, ok_m: np.ndarray, per_type: bool, noise: float, bp: ParityBudget
+    ok_ref: np.ndarray, ok_m: np.ndarray, per_type: bool, noise: float, bp: ParityGateConfig
 ) -> dict:
     """One paired figure: ``ok_*`` are bool per crop of the group (verdict correct)."""
     budget, hard = paired_limits(bp, per_type)
@@ -123,7 +123,7 @@ def _needed(weak: list[tuple[str, dict]]) -> str:
     return f"about {max(need)} crops per damage type needed"
 
 
-def agreement_check(disagree: int, n: int, bp: ParityBudget) -> dict:
+def agreement_check(disagree: int, n: int, bp: ParityGateConfig) -> dict:
     """Agreement against ``min_agreement``: one-sided exact binomial test of the disagreement rate
     (H0: rate <= 1 - min_agreement), plus the hard floor."""
     agree = 1 - disagree / n if n else 1.0
@@ -161,7 +161,7 @@ def compare(
     pred_m: np.ndarray,
     truth: np.ndarray,
     types: np.ndarray,
-    bp: ParityBudget,
+    bp: ParityGateConfig,
 ) -> tuple[dict, list[str], list[str]]:
     """Figures and checks of one model against the reference; returns (metrics, failures, warnings)."""
     pred_ref, pred_m, truth = (

@@ -24,7 +24,7 @@ from parcelguard.device.contract.package import (
     sha256_file,
     write_manifest,
 )
-from parcelguard.device.contract.preprocess import InputSpec, to_float_nchw
+from parcelguard.device.contract.preprocess import InputConfig, to_float_nchw
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.export.calibration import calibration_indices, calibration_summary
 from parcelguard.export.config import ExportConfig
@@ -68,7 +68,7 @@ def tool_versions() -> dict[str, str]:
 
 
 def onnx_metadata(
-    cfg: ExportConfig, classes: list[str], positive: str, spec: InputSpec, threshold: float
+    cfg: ExportConfig, classes: list[str], positive: str, spec: InputConfig, threshold: float
 ) -> dict[str, str]:
     """What the fp32 (and int8) ONNX files carry in ``metadata_props``."""
     return {
@@ -96,7 +96,7 @@ def _calibration_set(cfg: ExportConfig, train, calib_override: np.ndarray | None
 
 
 def _write_model_files(
-    cfg: ExportConfig, model, spec: InputSpec, calib: np.ndarray, meta: dict[str, str], out: Path
+    cfg: ExportConfig, model, spec: InputConfig, calib: np.ndarray, meta: dict[str, str], out: Path
 ) -> dict[str, ModelFile]:
     """Write every format in ``cfg.formats`` into ``out``; the manifest's ``files`` entries."""
     import torch
@@ -133,7 +133,7 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
         raise ParcelguardError(f"unknown export format(s) {unknown}; choose from {list(FILES)}")
     ckpt = load_checkpoint(cfg.checkpoint)
     model = model_from_checkpoint(ckpt)
-    spec = InputSpec.model_validate(ckpt["input"])
+    spec = InputConfig.model_validate(ckpt["input"])
     classes, positive = ckpt["classes"], ckpt["positive_class"]
     tcfg = ckpt["config"]
     threshold = cfg.threshold if cfg.threshold is not None else float(ckpt.get("threshold", 0.5))

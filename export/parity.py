@@ -18,15 +18,16 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from parcelguard.device.backends import open_backend
+from parcelguard.device.backends import REGISTRY, open_backend
 from parcelguard.device.contract.package import Package, load_package
-from parcelguard.export.config import ParityBudget
+from parcelguard.export.config import ParityGateConfig
 from parcelguard.export.gate import compare, figures
 from parcelguard.train.data import Split
 
 log = logging.getLogger(__name__)
 
-BACKEND_FOR = {"onnx_fp32": "onnx", "onnx_int8": "onnx_int8", "tflite_int8": "litert"}
+# the backend that runs each model file: the registry says (one entry per backend name)
+BACKEND_FOR = {entry.file_key: name for name, entry in REGISTRY.items()}
 
 
 def _truth_types(split: Split, positive: str) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +80,7 @@ def size_report(pkg: Package) -> dict:
 
 
 def run_parity(
-    package_dir: Path, heldout: Split, budget: ParityBudget, model=None, threads: int = 1
+    package_dir: Path, heldout: Split, budget: ParityGateConfig, model=None, threads: int = 1
 ) -> dict:
     """Measure every file of the package against the reference; returns the report (never raises
     on a broken budget: ``report["passed"]`` and ``report["failures"]`` say what broke)."""

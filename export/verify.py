@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from parcelguard.device import jsonio
 from parcelguard.device.contract.package import Manifest, load_package, sha256_file, write_manifest
-from parcelguard.device.contract.preprocess import InputSpec
+from parcelguard.device.contract.preprocess import InputConfig
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.export.config import ParityBudget
+from parcelguard.export.config import ParityGateConfig
 from parcelguard.export.parity import gate_sentence, parity_table, run_parity
 from parcelguard.train.data import Split, load_images, load_splits, read_manifest
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def training_heldout(
-    data: Path, classes: list[str], spec: InputSpec, tcfg: dict
+    data: Path, classes: list[str], spec: InputConfig, tcfg: dict
 ) -> tuple[dict[str, Split], dict]:
     """The splits of the training dataset and the record of which one is held out."""
     splits = load_splits(
@@ -43,7 +43,7 @@ def training_heldout(
     return splits, info
 
 
-def dataset_heldout(data: Path, classes: list[str], spec: InputSpec) -> Split:
+def dataset_heldout(data: Path, classes: list[str], spec: InputConfig) -> Split:
     """Every row of a dataset manifest, preprocessed by the device's function."""
     samples = read_manifest(data)
     unknown = sorted({s.label for s in samples} - set(classes))
@@ -55,7 +55,7 @@ def dataset_heldout(data: Path, classes: list[str], spec: InputSpec) -> Split:
     return Split(samples, load_images(samples, spec), labels)
 
 
-def parity_set(data: Path, classes: list[str], spec: InputSpec) -> tuple[Split, dict]:
+def parity_set(data: Path, classes: list[str], spec: InputConfig) -> tuple[Split, dict]:
     """A dedicated held-out parity set (every row of ``data``) and its record for the manifest."""
     split = dataset_heldout(data, classes, spec)
     info = {
@@ -119,7 +119,7 @@ def record_gate(root: Path, manifest: Manifest, report: dict) -> None:
 
 def verify_package(
     package: Path,
-    budget: ParityBudget | None = None,
+    budget: ParityGateConfig | None = None,
     data: Path | None = None,
     checkpoint: Path | None = None,
     threads: int = 1,
@@ -136,7 +136,7 @@ def verify_package(
         if data is not None
         else _recorded_heldout(man, root)
     )
-    report = run_parity(root, heldout, budget or ParityBudget(), model=model, threads=threads)
+    report = run_parity(root, heldout, budget or ParityGateConfig(), model=model, threads=threads)
     report["heldout_source"] = str(data) if data is not None else "recorded"
     report["heldout"] = (
         {

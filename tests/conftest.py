@@ -19,7 +19,7 @@ def tiny_run(tmp_path_factory) -> dict:
     exported from it here."""
     pytest.importorskip("torch")
     pytest.importorskip("litert_torch")
-    from parcelguard.export.config import ExportConfig, ParityBudget
+    from parcelguard.export.config import ExportConfig, ParityGateConfig
     from parcelguard.export.package import export_package
     from parcelguard.train.synth import world as synth
 
@@ -36,7 +36,9 @@ def tiny_run(tmp_path_factory) -> dict:
     # A tiny model scored on ~80 held-out crops: one flipped verdict is 1.2 %, so the default budgets
     # (99.5 % agreement = zero flips here) would make the fixture flaky. The default budgets are
     # exercised by `parcelguard demo` on a real model; the gate's failure path by test_export_gate.
-    budget = ParityBudget(min_agreement=0.95, max_accuracy_drop=0.05, max_recall_drop_per_type=0.25)
+    budget = ParityGateConfig(
+        min_agreement=0.95, max_accuracy_drop=0.05, max_recall_drop_per_type=0.25
+    )
     ecfg = ExportConfig(
         checkpoint=checkpoint, out=root / "package", calibration_size=64, budget=budget
     )

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from parcelguard.train.config import AugmentSettings
+from parcelguard.train.config import AugmentConfig
 
-# The same float32 constant as InputSpec.scale, so torch and the device compute identical floats.
+# The same float32 constant as InputConfig.scale, so torch and the device compute identical floats.
 INPUT_SCALE = float(np.float32(1.0 / 255.0))
 
 
@@ -19,7 +19,7 @@ def to_float(batch_u8: torch.Tensor) -> torch.Tensor:
     return batch_u8.permute(0, 3, 1, 2).float().mul_(INPUT_SCALE)
 
 
-def augment(x: torch.Tensor, cfg: AugmentSettings, gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """x: float NCHW in [0, 1]. Returns an augmented batch of the same shape."""
     n, _, h, w = x.shape
     dev = x.device

@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from parcelguard.device.config.base import format_validation_error
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.train.model import ModelConfig, PooledCNN
+from parcelguard.train.config import ArchConfig
+from parcelguard.train.model import PooledCNN
+from pydantic import ValidationError
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, cfg_dict: dict, extra: dict) -> Path:
@@ -44,17 +47,24 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def checkpoint_arch(ckpt: dict) -> ArchConfig:
+    """The architecture a checkpoint records (``arch``).
+
+    Checkpoints written before ``arch`` existed carry it only inside their training config
+    (``config.model``, without ``num_classes``, and without ``global_pool`` before that was
+    added, when the global pool was an average).
+    """
+    try:
+        if "arch" in ckpt:
+            return ArchConfig.model_validate(ckpt["arch"])
+        legacy = {"global_pool": "avg", **ckpt["config"]["model"]}
+        legacy.setdefault("num_classes", len(ckpt["config"]["classes"]))
+        return ArchConfig.model_validate(legacy)
+    except ValidationError as err:
+        raise ParcelguardError(format_validation_error(err, "checkpoint architecture")) from None
+
+
 def model_from_checkpoint(ckpt: dict) -> PooledCNN:
-    mc = ckpt["config"]["model"]
-    model = PooledCNN(
-        ModelConfig(
-            widths=list(mc["widths"]),
-            blocks=list(mc["blocks"]),
-            downsample=mc["downsample"],
-            num_classes=len(ckpt["config"]["classes"]),
-            dropout=mc["dropout"],
-            global_pool=mc.get("global_pool", "avg"),
-        )
-    )
+    model = PooledCNN(checkpoint_arch(ckpt))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from parcelguard.device.contract.preprocess import InputSpec, preprocess
+from parcelguard.device.contract.preprocess import InputConfig, preprocess
 from parcelguard.device.errors import ParcelguardError
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def read_manifest(path: Path) -> list[Sample]:
     return out
 
 
-def load_images(samples: list[Sample], spec: InputSpec) -> np.ndarray:
+def load_images(samples: list[Sample], spec: InputConfig) -> np.ndarray:
     """All samples preprocessed exactly as on the device: uint8 (N, H, W, 3)."""
     arr = np.empty((len(samples), spec.height, spec.width, 3), np.uint8)
     for i, s in enumerate(samples):
@@ -87,7 +87,7 @@ class Split:
 def load_splits(
     manifest: Path,
     classes: list[str],
-    spec: InputSpec,
+    spec: InputConfig,
     val_fraction: float,
     test_fraction: float,
     seed: int,

@@ -77,13 +77,13 @@ def evaluate(
     plots: bool = True,
 ) -> dict:
     """Evaluate on ``split``; writes report.json (+ plots and report.html) to ``out``; returns the report."""
-    from parcelguard.device.contract.preprocess import InputSpec
+    from parcelguard.device.contract.preprocess import InputConfig
     from parcelguard.train import shift as shift_mod
     from parcelguard.train.checkpoint import load_checkpoint
     from parcelguard.train.data import load_splits
 
     ckpt = load_checkpoint(checkpoint)
-    spec, tcfg = InputSpec.model_validate(ckpt["input"]), ckpt["config"]
+    spec, tcfg = InputConfig.model_validate(ckpt["input"]), ckpt["config"]
     splits = load_splits(
         Path(data or tcfg["data"]),
         ckpt["classes"],
@@ -177,8 +177,10 @@ def _shift_subset(ev, limit: int) -> list[int]:
 
 
 def _model_info(ckpt: dict) -> dict:
+    from parcelguard.train.checkpoint import checkpoint_arch
+
     return {
-        "config": ckpt["config"]["model"],
+        "config": checkpoint_arch(ckpt).model_dump(),
         **ckpt.get("model_info", {}),
         "threshold": ckpt.get("threshold", 0.5),
         "best_val_accuracy": ckpt.get("best_val_accuracy"),

@@ -9,50 +9,9 @@ so it exports cleanly to ONNX and full-int8 TFLite (zero padding only, never ref
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import torch
+from parcelguard.train.config import DOWNSAMPLE_CHOICES, ArchConfig
 from torch import nn
-
-DOWNSAMPLE_CHOICES = ("max", "avg", "blurmax", "blur", "strided")
-GLOBAL_POOL_CHOICES = ("max", "avg")
-
-
-@dataclass
-class ModelConfig:
-    """Architecture of a :class:`PooledCNN`; stored in every checkpoint."""
-
-    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
-    downsample: list[str] | str = "blurmax"
-    num_classes: int = 2
-    dropout: float = 0.1
-    # "max": is there a defect anywhere? A global max keeps a small local damage response that a
-    # global average dilutes over the whole package (measured: 96.7 % vs 78 % val accuracy after
-    # 12 epochs on the same data). "avg" is the classic choice, kept for comparison.
-    global_pool: str = "max"
-
-    def stage_downsample(self) -> list[str]:
-        if isinstance(self.downsample, str):
-            return [self.downsample] * len(self.widths)
-        return list(self.downsample)
-
-    def validate(self) -> None:
-        if len(self.widths) != len(self.blocks):
-            raise ValueError("model.widths and model.blocks must have the same length")
-        ds = self.stage_downsample()
-        if len(ds) != len(self.widths):
-            raise ValueError("model.downsample must be one value or one per stage")
-        for d in ds:
-            if d not in DOWNSAMPLE_CHOICES:
-                raise ValueError(f"model.downsample {d!r} is not one of {DOWNSAMPLE_CHOICES}")
-        if self.global_pool not in GLOBAL_POOL_CHOICES:
-            raise ValueError(
-                f"model.global_pool {self.global_pool!r} is not one of {GLOBAL_POOL_CHOICES}"
-            )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class BlurPool(nn.Module):
@@ -93,7 +52,7 @@ def make_downsample(kind: str, channels: int) -> nn.Module:
         return BlurPool(channels)
     if kind == "strided":
         return conv_bn_relu(channels, channels, stride=2)
-    raise ValueError(f"unknown downsample kind {kind!r}")
+    raise ValueError(f"model.downsample {kind!r} is not one of {DOWNSAMPLE_CHOICES}")
 
 
 class PooledCNN(nn.Module):
@@ -103,10 +62,9 @@ class PooledCNN(nn.Module):
     gives). Output: class logits.
     """
 
-    def __init__(self, cfg: ModelConfig | None = None):
+    def __init__(self, cfg: ArchConfig | None = None):
         super().__init__()
-        cfg = cfg or ModelConfig()
-        cfg.validate()
+        cfg = cfg or ArchConfig()  # validated when it was made
         self.cfg = cfg
         layers: list[nn.Module] = []
         cin = 3

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from parcelguard.device.contract.preprocess import InputSpec, preprocess
+from parcelguard.device.contract.preprocess import InputConfig, preprocess
 from parcelguard.device.errors import ParcelguardError
 
 log = logging.getLogger(__name__)
@@ -45,13 +45,15 @@ def offsets_grid(radius: int, step: int = 1) -> np.ndarray:
     return np.stack([dx.ravel(), dy.ravel()], 1).astype(np.int64)
 
 
-def source_offsets(offsets_in: np.ndarray, src_hw: tuple[int, int], spec: InputSpec) -> np.ndarray:
+def source_offsets(
+    offsets_in: np.ndarray, src_hw: tuple[int, int], spec: InputConfig
+) -> np.ndarray:
     """Model-input pixel offsets -> source-image pixel offsets (rounded)."""
     scale = np.array([src_hw[1] / spec.width, src_hw[0] / spec.height])
     return np.round(offsets_in * scale).astype(np.int64)
 
 
-def shifted_views(src_bgr: np.ndarray, spec: InputSpec, offsets_in: np.ndarray) -> np.ndarray:
+def shifted_views(src_bgr: np.ndarray, spec: InputConfig, offsets_in: np.ndarray) -> np.ndarray:
     """Preprocessed views (uint8 N,H,W,3) of ``src_bgr`` with its crop window moved by each offset.
 
     ``offsets_in`` are (dx, dy) in model-input pixels; the window's top-left moves by the
@@ -68,7 +70,7 @@ def shifted_views(src_bgr: np.ndarray, spec: InputSpec, offsets_in: np.ndarray) 
 
 
 def grid_scores(
-    score_fn: ScoreFn, sources: list[np.ndarray], spec: InputSpec, offsets_in: np.ndarray
+    score_fn: ScoreFn, sources: list[np.ndarray], spec: InputConfig, offsets_in: np.ndarray
 ) -> np.ndarray:
     """Scores (N images, G offsets), one image's grid at a time (bounded memory)."""
     out = np.empty((len(sources), len(offsets_in)), np.float32)
@@ -119,7 +121,7 @@ def score_jitter(scores: np.ndarray) -> dict:
 def shift_robustness(
     score_fn: ScoreFn,
     sources: list[np.ndarray],
-    spec: InputSpec,
+    spec: InputConfig,
     threshold: float,
     radius: int = 8,
     step: int = 1,

@@ -36,7 +36,7 @@ from parcelguard.train.checkpoint import load_checkpoint, save_checkpoint
 from parcelguard.train.config import TrainConfig
 from parcelguard.train.data import load_splits
 from parcelguard.train.metrics import binary_metrics, threshold_for_accuracy, threshold_for_recall
-from parcelguard.train.model import ModelConfig, PooledCNN, count_macs, count_params
+from parcelguard.train.model import PooledCNN, count_macs, count_params
 from parcelguard.train.predict import predict_logits, predict_scores
 from parcelguard.train.run_state import (
     RunState,
@@ -52,17 +52,7 @@ log = logging.getLogger(__name__)
 
 
 def build_model(cfg: TrainConfig) -> PooledCNN:
-    m = cfg.model
-    return PooledCNN(
-        ModelConfig(
-            widths=m.widths,
-            blocks=m.blocks,
-            downsample=m.downsample,
-            num_classes=len(cfg.classes),
-            dropout=m.dropout,
-            global_pool=m.global_pool,
-        )
-    )
+    return PooledCNN(cfg.model)  # its num_classes follows cfg.classes (TrainConfig checks)
 
 
 def train(
@@ -277,6 +267,7 @@ class _Run:
             "classes": list(cfg.classes),
             "positive_class": cfg.positive_class,
             "input": json.loads(cfg.input.model_dump_json()),
+            "arch": cfg.model.model_dump(),
             "model_info": self.info,
         }
 

@@ -71,12 +71,12 @@ def int8_latency_ms(tflite: Path, runs: int = 200) -> float:
 
 def _export_and_time(ckpt_path: Path, splits: dict, pos: int, out: Path, runs: int) -> dict:
     from parcelguard.device.backends import scores_from_logits
-    from parcelguard.device.contract.preprocess import InputSpec, to_float_nchw
+    from parcelguard.device.contract.preprocess import InputConfig, to_float_nchw
     from parcelguard.export.tflite_export import export_tflite_int8, run_tflite_int8
     from parcelguard.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     ck = load_checkpoint(ckpt_path)
-    spec = InputSpec.model_validate(ck["input"])
+    spec = InputConfig.model_validate(ck["input"])
     tr = splits["train"]
     calib = to_float_nchw(
         tr.images[np.random.default_rng(0).permutation(len(tr.images))[:64]], spec
@@ -161,7 +161,7 @@ def run_ablation(
     overrides: list[str] | None = None,
 ) -> list[dict]:
     """Train, evaluate, export and time each variant; returns the table rows (also written to disk)."""
-    from parcelguard.train.model import DOWNSAMPLE_CHOICES
+    from parcelguard.train.config import DOWNSAMPLE_CHOICES
 
     bad = [v for v in variants if v not in DOWNSAMPLE_CHOICES]
     if bad:

@@ -20,8 +20,8 @@ from parcelguard.device import jsonio
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.replay.bench import model_latency
-from parcelguard.device.replay.run import ReplayOptions, replay
-from parcelguard.export.config import ExportConfig, ParityBudget
+from parcelguard.device.replay.run import ReplayConfig, replay
+from parcelguard.export.config import ExportConfig, ParityGateConfig
 from parcelguard.export.gate import parity_crops_per_type
 from parcelguard.export.package import export_package
 from parcelguard.export.parity import gate_sentence
@@ -49,7 +49,7 @@ QUICK = {
 PARITY_SEED = 7331  # the parity set's crops: neither the training crops' seed (0) nor the video's
 
 
-def parity_set_config(per_type: int, budget: ParityBudget) -> synth.SynthCropsConfig:
+def parity_set_config(per_type: int, budget: ParityGateConfig) -> synth.SynthCropsConfig:
     """The demo's dedicated held-out parity set: ``per_type`` damaged crops of every damage type
     (``AUTO``: :func:`parity_crops_per_type`, the size at which each per-type recall check has
     ``detect_power``) and as many ok crops as damaged ones, the training crops' proportion.
@@ -100,7 +100,7 @@ def _replay_stage(
     video: dict,
     ckpt: Path,
     calibration: int,
-    budget: ParityBudget,
+    budget: ParityGateConfig,
     parity_data: Path | None,
 ):
     """Replay with the int8 TFLite package, or - when its gate failed - with the fp32 ONNX model of a
@@ -111,7 +111,7 @@ def _replay_stage(
             out / "package",
             out / "replay",
             DeviceConfig(),
-            ReplayOptions(labels=video["gt"]),
+            ReplayConfig(labels=video["gt"]),
         ), "int8 TFLite"
     fcfg = ExportConfig(
         checkpoint=ckpt,
@@ -131,14 +131,14 @@ def _replay_stage(
         out / "package_fp32",
         out / "replay_fp32",
         cfg,
-        ReplayOptions(labels=video["gt"], backend="onnx"),
+        ReplayConfig(labels=video["gt"], backend="onnx"),
     )
     return rep, "fp32 ONNX (int8 failed its parity gate)"
 
 
 def run_demo(out: Path | None = None, quick: bool = False, sets: list[str] | None = None) -> dict:
     size, budget_sets = parse_sets(sets, quick)
-    budget = ParityBudget.model_validate({**ParityBudget().model_dump(), **budget_sets})
+    budget = ParityGateConfig.model_validate({**ParityGateConfig().model_dump(), **budget_sets})
     out = out or Path("runs") / f"demo-{dt.datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

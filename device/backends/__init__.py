@@ -25,7 +25,7 @@ class BackendEntry(NamedTuple):
     file_key: str  # which model file of the package it runs
 
 
-# The one table of backends; their names are the config's ``BackendName`` (test_backend_registry).
+# The one table of backends; their names are ``device/config/names.py``'s ``BackendName`` (test_backend_registry).
 REGISTRY: dict[str, BackendEntry] = {
     "litert": BackendEntry(litert.LiteRTBackend, litert.runtime_available, "tflite_int8"),
     "onnx": BackendEntry(onnxrt.OnnxBackend, onnxrt.runtime_available, "onnx_fp32"),

@@ -14,6 +14,7 @@ from parcelguard.device.config.daemon import (
     HealthConfig,
     TriggerConfig,
 )
+from parcelguard.device.config.names import BackendName
 from parcelguard.device.config.watch import (
     DriftConfig,
     LiveParityConfig,
@@ -22,16 +23,26 @@ from parcelguard.device.config.watch import (
 )
 from pydantic import Field, field_validator, model_validator
 
+# The one home of the default camera geometry; the synthetic world (train/synth/config.py) renders
+# with it, so a default device config inspects a default synthetic video: a 640x480 frame, the
+# inspection ROI a 224 px square at its centre, and the belt's speed and camera-to-gate distance.
+DEFAULT_FRAME_WH: tuple[int, int] = (640, 480)
+DEFAULT_ROI_SIZE = 224
+DEFAULT_ROI: tuple[int, int, int, int] = (
+    (DEFAULT_FRAME_WH[0] - DEFAULT_ROI_SIZE) // 2,
+    (DEFAULT_FRAME_WH[1] - DEFAULT_ROI_SIZE) // 2,
+    DEFAULT_ROI_SIZE,
+    DEFAULT_ROI_SIZE,
+)  # (208, 128, 224, 224)
+DEFAULT_BELT_SPEED_MPS = 0.5
+DEFAULT_CAMERA_TO_GATE_M = 1.5
+
 
 class SourceConfig(StrictModel):
     kind: Literal["file", "images", "camera", "rtsp", "http", "gstreamer", "picamera2"] = "file"
     uri: str = ""
     # Frames per second of the virtual clock for file/image sources (None: from the file).
     fps: float | None = Field(None, gt=0)
-
-
-# The backend names (device/backends/ REGISTRY has one entry per name; the CLI offers these).
-BackendName = Literal["litert", "onnx", "onnx_int8"]
 
 
 class ModelConfig(StrictModel):
@@ -137,8 +148,8 @@ MAX_TRAVEL_S = 600.0  # camera to gate; beyond this a reject deadline is a confi
 
 
 class BeltConfig(StrictModel):
-    speed_mps: float = Field(0.5, gt=0, le=20)
-    camera_to_gate_m: float = Field(1.5, ge=0, le=100)
+    speed_mps: float = Field(DEFAULT_BELT_SPEED_MPS, gt=0, le=20)
+    camera_to_gate_m: float = Field(DEFAULT_CAMERA_TO_GATE_M, ge=0, le=100)
 
     @model_validator(mode="after")
     def _travel_time(self) -> BeltConfig:
@@ -245,7 +256,7 @@ class MqttConfig(StrictModel):
 class DeviceConfig(StrictModel):
     device_id: str = Field("pg-01", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     source: SourceConfig = Field(default_factory=SourceConfig)
-    roi: tuple[int, int, int, int] | None = (208, 128, 224, 224)
+    roi: tuple[int, int, int, int] | None = DEFAULT_ROI
     model: ModelConfig = Field(default_factory=ModelConfig)
     presence: PresenceConfig = Field(default_factory=PresenceConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)

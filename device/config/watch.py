@@ -10,9 +10,9 @@ so the line's own values belong in its config. The metrics are exported either w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from parcelguard.device.config.base import StrictModel
+from parcelguard.device.config.names import BackendName
 from pydantic import Field, model_validator
 
 
@@ -20,9 +20,7 @@ class ShadowConfig(StrictModel):
     """A candidate package scored beside the live one on the same crops; it never actuates."""
 
     package: Path | None = Field(None, description="candidate model package (null: no shadow)")
-    backend: Literal["litert", "onnx", "onnx_int8"] | None = Field(
-        None, description="null: the live model's backend"
-    )
+    backend: BackendName | None = Field(None, description="null: the live model's backend")
     queue: int = Field(
         256, ge=1, le=100_000, description="crops waiting for the candidate; beyond it crops drop"
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from parcelguard.device.config.base import StrictModel, format_validation_error
-from parcelguard.device.contract.preprocess import InputSpec
+from parcelguard.device.contract.preprocess import InputConfig
 from parcelguard.device.errors import ParcelguardError
 from pydantic import Field, ValidationError, field_validator
 
@@ -96,7 +96,7 @@ class Manifest(StrictModel):
     created: str
     classes: list[str] = Field(min_length=2)
     positive_class: str
-    input: InputSpec
+    input: InputConfig
     files: dict[str, ModelFile] = Field(min_length=1)
     threshold: float = Field(ge=0.0, le=1.0)
     status: Literal["ok", "failed"] = "ok"

@@ -1,7 +1,7 @@
 """The preprocessing contract: one function from a camera frame to the model's input tensor.
 
 Training, calibration, the parity check and the device all call :func:`preprocess`, driven by an
-:class:`InputSpec` stored in the model package's manifest. Nothing is guessed from the data: colour
+:class:`InputConfig` stored in the model package's manifest. Nothing is guessed from the data: colour
 order, size, resize method, layout and dtype are explicit fields.
 
 The device path is integer-only: ROI crop (a view, no copy) -> resize at uint8 -> colour convert on
@@ -22,7 +22,7 @@ from pydantic import Field
 RESIZE = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 
 
-class InputSpec(StrictModel):
+class InputConfig(StrictModel):
     """What the model expects; written into every manifest."""
 
     height: int = Field(128, ge=8, le=1024)
@@ -50,7 +50,7 @@ def crop_roi(frame: np.ndarray, roi: Roi | None) -> np.ndarray:
     return frame[y : y + h, x : x + w]
 
 
-def preprocess(frame_bgr: np.ndarray, spec: InputSpec, roi: Roi | None = None) -> np.ndarray:
+def preprocess(frame_bgr: np.ndarray, spec: InputConfig, roi: Roi | None = None) -> np.ndarray:
     """BGR uint8 frame (as OpenCV gives it) -> uint8 HxWx3 in the spec's colour order and size."""
     if frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
         raise ParcelguardError(
@@ -69,7 +69,7 @@ def to_int8(batch_u8: np.ndarray) -> np.ndarray:
     return np.bitwise_xor(batch_u8, np.uint8(0x80)).view(np.int8)
 
 
-def to_float_nchw(batch_u8: np.ndarray, spec: InputSpec) -> np.ndarray:
+def to_float_nchw(batch_u8: np.ndarray, spec: InputConfig) -> np.ndarray:
     """uint8 NHWC (or HWC) -> float32 NCHW scaled by spec.scale: the float models' input."""
     if batch_u8.ndim == 3:
         batch_u8 = batch_u8[None]

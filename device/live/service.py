@@ -35,7 +35,7 @@ _SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 @dataclass(frozen=True)
-class ServiceSpec:
+class ServiceConfig:
     """Where things live on the device. Every path is absolute."""
 
     venv: Path = Path(sys.prefix)
@@ -84,7 +84,7 @@ def stop_timeout_for(cfg: DeviceConfig) -> int:
     return math.ceil(travel + cfg.actuator.drain_s + STOP_FLUSH_S)
 
 
-def _home_setting(spec: ServiceSpec) -> str:
+def _home_setting(spec: ServiceConfig) -> str:
     """ProtectHome hides /home; a venv or config kept there (``/home/pi/...``) must stay readable."""
     paths = (spec.venv, spec.config, spec.workdir, spec.model)
     return (
@@ -94,7 +94,7 @@ def _home_setting(spec: ServiceSpec) -> str:
     )
 
 
-def render_unit(spec: ServiceSpec) -> str:
+def render_unit(spec: ServiceConfig) -> str:
     """The text of ``parcelguard.service`` for ``spec``."""
     spec.check()
     if not spec.executable.exists():
@@ -159,7 +159,7 @@ def render_unit(spec: ServiceSpec) -> str:
     return "\n".join(line for line in lines if line is not None)
 
 
-def example_config(spec: ServiceSpec) -> str:
+def example_config(spec: ServiceConfig) -> str:
     """A complete device config (every field, defaults) whose paths match the unit."""
     from parcelguard.device.config.device import DeviceConfig
 
@@ -178,7 +178,7 @@ def example_config(spec: ServiceSpec) -> str:
     return header + yaml.safe_dump(data, sort_keys=False)
 
 
-def write_files(spec: ServiceSpec, out: Path, force: bool = False) -> list[Path]:
+def write_files(spec: ServiceConfig, out: Path, force: bool = False) -> list[Path]:
     """Write the unit and the example config into ``out``; refuses to overwrite unless ``force``."""
     files = {out / UNIT_NAME: render_unit(spec), out / CONFIG_NAME: example_config(spec)}
     existing = [p for p in files if p.exists()]

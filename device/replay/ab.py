@@ -10,7 +10,7 @@ from parcelguard.device import jsonio
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.inspection.compare import AB_METRICS, ab_html, compare_events, score_deltas
 from parcelguard.device.inspection.events import read_events
-from parcelguard.device.replay.run import ReplayOptions, replay
+from parcelguard.device.replay.run import ReplayConfig, replay
 
 AB_RUN = ("backend", "model", "packages", "replay_fps", "decode_only_fps")
 
@@ -29,14 +29,14 @@ def replay_ab(
     """Replay ``video`` with A and with B (another package and/or backend); one table of differences."""
     cfg = cfg or DeviceConfig()
     ra = replay(
-        video, package_a, out_dir / "a", cfg, ReplayOptions(labels=labels, backend=backend_a)
+        video, package_a, out_dir / "a", cfg, ReplayConfig(labels=labels, backend=backend_a)
     )
     rb = replay(
         video,
         package_b or package_a,
         out_dir / "b",
         cfg,
-        ReplayOptions(labels=labels, backend=backend_b),
+        ReplayConfig(labels=labels, backend=backend_b),
     )
     ea = read_events(out_dir / "a" / "events.jsonl")
     eb = read_events(out_dir / "b" / "events.jsonl")

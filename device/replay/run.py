@@ -48,7 +48,7 @@ def open_replay_source(video: Path, cfg: DeviceConfig, use_sidecar: bool = True)
 
 
 @dataclass(frozen=True)
-class ReplayOptions:
+class ReplayConfig:
     """How to replay: everything but the video, the package, the output folder and the config."""
 
     labels: Path | None = None  # per-package ground truth CSV: package metrics and snapshots
@@ -117,11 +117,11 @@ def replay(
     package: Path,
     out_dir: Path,
     cfg: DeviceConfig | None = None,
-    options: ReplayOptions | None = None,
+    options: ReplayConfig | None = None,
 ) -> ReplayReport:
     """Run ``video`` through the inspection loop; write events, report.json and report.html."""
     run = _Replay(
-        Path(video), Path(package), Path(out_dir), cfg or DeviceConfig(), options or ReplayOptions()
+        Path(video), Path(package), Path(out_dir), cfg or DeviceConfig(), options or ReplayConfig()
     )
     run.run()
     report = run.finish()
@@ -136,7 +136,7 @@ class _Replay:
     """One replay: opened inputs and outputs, the loop, and what :meth:`finish` reports."""
 
     def __init__(
-        self, video: Path, package: Path, out_dir: Path, cfg: DeviceConfig, opts: ReplayOptions
+        self, video: Path, package: Path, out_dir: Path, cfg: DeviceConfig, opts: ReplayConfig
     ):
         self.video, self.package, self.out_dir, self.cfg, self.opts = (
             video,

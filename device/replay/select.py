@@ -69,7 +69,7 @@ class Crop:
 
 
 @dataclass
-class SelectOptions:
+class SelectConfig:
     sources: list[Path]
     out: Path
     n: int = 50
@@ -191,7 +191,7 @@ def _read(path: Path) -> np.ndarray | None:
         return None
 
 
-def _score_with_package(crops: list[Crop], opts: SelectOptions) -> str:
+def _score_with_package(crops: list[Crop], opts: SelectConfig) -> str:
     """Score every crop with the package; returns 'model <name> (<backend>)'."""
     from parcelguard.device.backends import available_backends, open_backend
     from parcelguard.device.contract.package import load_package
@@ -227,7 +227,7 @@ def _score_with_package(crops: list[Crop], opts: SelectOptions) -> str:
     return f"model {pkg.manifest.model_id} ({name})"
 
 
-def _load(opts: SelectOptions, report_unreadable: list[str]) -> tuple[list[Crop], np.ndarray, int]:
+def _load(opts: SelectConfig, report_unreadable: list[str]) -> tuple[list[Crop], np.ndarray, int]:
     folders, events_path = _expand_sources(opts.sources, opts.events)
     events = _events_by_id(events_path) if events_path is not None else {}
     crops: list[Crop] = []
@@ -323,7 +323,7 @@ def _write(out: Path, crops: list[Crop], margin: np.ndarray, order: list[int]) -
         w.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
 
 
-def select(opts: SelectOptions) -> SelectReport:
+def select(opts: SelectConfig) -> SelectReport:
     """Rank the crops, copy the best ``n`` into ``opts.out`` with a labels template."""
     if opts.strategy not in ranking.STRATEGIES:
         raise ParcelguardError(

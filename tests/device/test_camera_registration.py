@@ -20,7 +20,7 @@ from parcelguard.device.inspection.register import Registration, certified_toler
 from parcelguard.device.live.actuator import RecordingOutput
 from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.daemon import Daemon
-from parcelguard.device.replay.run import ReplayOptions, replay
+from parcelguard.device.replay.run import ReplayConfig, replay
 from parcelguard.device.testing import (
     FakeBackend,
     bumped_belt_frames,
@@ -79,7 +79,7 @@ def _replay(b: dict, video: str, out: str, **reg) -> dict:
         b["pkg"],
         b["root"] / out,
         cfg,
-        ReplayOptions(labels=b["gt"], backend="onnx", html=False),
+        ReplayConfig(labels=b["gt"], backend="onnx", html=False),
     )
 
 

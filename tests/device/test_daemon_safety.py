@@ -20,7 +20,7 @@ from parcelguard.device.inspection.events import read_events
 from parcelguard.device.live.actuator import Actuator, RecordingOutput
 from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.daemon import Daemon
-from parcelguard.device.live.service import ServiceSpec, render_unit, stop_timeout_for
+from parcelguard.device.live.service import ServiceConfig, render_unit, stop_timeout_for
 from parcelguard.device.testing import (
     FakeBackend,
     belt_frames,
@@ -93,7 +93,7 @@ def test_unit_stop_timeout_covers_the_drain():
     long_line = DeviceConfig(belt={"camera_to_gate_m": 12.0, "speed_mps": 0.5})  # 24 s travel
     t = stop_timeout_for(long_line)
     assert t >= 24 + long_line.actuator.drain_s
-    unit = render_unit(ServiceSpec(venv=Path(sys.prefix), stop_timeout_s=t))
+    unit = render_unit(ServiceConfig(venv=Path(sys.prefix), stop_timeout_s=t))
     assert f"TimeoutStopSec={t}" in unit.splitlines()
     assert stop_timeout_for(DeviceConfig()) >= 3 + DeviceConfig().actuator.drain_s
 
@@ -145,12 +145,12 @@ def test_reload_is_one_transaction_between_two_packages(tmp_path):
 
 
 def test_reload_refuses_another_input_spec_and_keeps_running_model(tmp_path):
-    from parcelguard.device.contract.preprocess import InputSpec
+    from parcelguard.device.contract.preprocess import InputConfig
     from parcelguard.device.errors import ParcelguardError
 
     cfg = make_config(tmp_path)
     bad = manifest()
-    bad.input = InputSpec(height=64, width=64)
+    bad.input = InputConfig(height=64, width=64)
     cand = FakeBackend()
     d = Daemon(
         cfg,

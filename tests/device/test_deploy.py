@@ -26,7 +26,7 @@ from parcelguard.device.config.base import load_config
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.live.service import (
-    ServiceSpec,
+    ServiceConfig,
     example_config,
     render_unit,
     size_line,
@@ -211,8 +211,8 @@ def test_device_pins_are_closed_and_have_wheels(board, tmp_path):
     assert "torch" not in resolved and "tensorflow" not in resolved
 
 
-def _spec(**kw) -> ServiceSpec:
-    return ServiceSpec(venv=Path(sys.prefix), **kw)
+def _spec(**kw) -> ServiceConfig:
+    return ServiceConfig(venv=Path(sys.prefix), **kw)
 
 
 def test_unit_has_the_required_settings():
@@ -239,7 +239,9 @@ def test_unit_has_the_required_settings():
 
 
 def test_unit_keeps_a_home_venv_readable():
-    unit = render_unit(ServiceSpec(venv=Path("/home/pi/pg/.venv"), workdir=Path("/home/pi/pg/run")))
+    unit = render_unit(
+        ServiceConfig(venv=Path("/home/pi/pg/.venv"), workdir=Path("/home/pi/pg/run"))
+    )
     assert "ProtectHome=read-only" in unit and "StateDirectory" not in unit
 
 

@@ -13,7 +13,7 @@ import pytest
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.replay.diff import DECODE_CHANGE_TOLERANCE, decode_record_path, golden_check
-from parcelguard.device.replay.run import ReplayOptions, replay
+from parcelguard.device.replay.run import ReplayConfig, replay
 from parcelguard.device.testing import belt_frames, tiny_onnx_package
 
 pytest.importorskip("onnxruntime")
@@ -99,7 +99,7 @@ def test_replay_records_decoded_frames_and_tells_a_decoder_change(tmp_path):
         pkg,
         tmp_path / "a",
         DeviceConfig(),
-        ReplayOptions(labels=None, backend="onnx", html=False),
+        ReplayConfig(labels=None, backend="onnx", html=False),
     )
     rec = json.loads((tmp_path / "a" / "events.decode.json").read_text())
     assert rec["frames"] == len(frames) == r["decode"]["frames"] and len(rec["sha256"]) == 64
@@ -109,7 +109,7 @@ def test_replay_records_decoded_frames_and_tells_a_decoder_change(tmp_path):
         pkg,
         tmp_path / "b",
         DeviceConfig(),
-        ReplayOptions(labels=None, backend="onnx", golden=golden, html=False),
+        ReplayConfig(labels=None, backend="onnx", golden=golden, html=False),
     )
     assert again["golden"]["decoded_frames"] == "same" and again["golden"]["passed"]
     assert (tmp_path / "b" / "events.jsonl").read_bytes() == golden.read_bytes()
@@ -118,7 +118,7 @@ def test_replay_records_decoded_frames_and_tells_a_decoder_change(tmp_path):
         pkg,
         tmp_path / "c",
         DeviceConfig(),
-        ReplayOptions(labels=None, backend="onnx", golden=golden, html=False),
+        ReplayConfig(labels=None, backend="onnx", golden=golden, html=False),
     )
     assert moved["golden"]["decoded_frames"] == "differ"
     assert moved["golden"]["score_tolerance"] == DECODE_CHANGE_TOLERANCE

@@ -12,7 +12,7 @@ from parcelguard.device.contract.package import (
     load_package,
     write_manifest,
 )
-from parcelguard.device.contract.preprocess import InputSpec
+from parcelguard.device.contract.preprocess import InputConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.testing import edit_manifest
 
@@ -29,7 +29,7 @@ def pkg(tmp_path):
         created="2026-01-01T00:00:00+00:00",
         classes=["ok", "damaged"],
         positive_class="damaged",
-        input=InputSpec(),
+        input=InputConfig(),
         files={"tflite_int8": ModelFile.of(f, "tflite", "int8")},
         threshold=0.5,
     )

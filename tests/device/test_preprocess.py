@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 from parcelguard.device.contract.preprocess import (
-    InputSpec,
+    InputConfig,
     crop_roi,
     preprocess,
     to_float_nchw,
@@ -21,7 +21,7 @@ def frame(seed=0, h=480, w=640):
 
 def test_roi_crop_then_resize_matches_manual_pipeline():
     f = frame()
-    spec = InputSpec(height=128, width=128)
+    spec = InputConfig(height=128, width=128)
     out = preprocess(f, spec, (208, 128, 224, 224))
     manual = cv2.cvtColor(
         cv2.resize(f[128:352, 208:432], (128, 128), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB
@@ -39,7 +39,7 @@ def test_training_path_equals_device_path(tmp_path):
 
     f = frame(1)
     roi = (100, 50, 224, 224)
-    spec = InputSpec()
+    spec = InputConfig()
     cv2.imwrite(str(tmp_path / "c.png"), crop_roi(f, roi))
     train_u8 = load_images([Sample(tmp_path / "c.png", "ok", "", 0.0, "p1", {})], spec)[0]
     device_u8 = preprocess(f, spec, roi)
@@ -56,13 +56,13 @@ def test_int8_is_exact_uint8_minus_128():
 def test_colour_order_is_explicit():
     f = np.zeros((32, 32, 3), np.uint8)
     f[..., 0] = 255  # blue in BGR
-    rgb = preprocess(f, InputSpec(height=16, width=16, color_order="rgb"))
-    bgr = preprocess(f, InputSpec(height=16, width=16, color_order="bgr"))
+    rgb = preprocess(f, InputConfig(height=16, width=16, color_order="rgb"))
+    bgr = preprocess(f, InputConfig(height=16, width=16, color_order="bgr"))
     assert rgb[0, 0, 2] == 255 and bgr[0, 0, 0] == 255
 
 
 def test_bad_roi_and_bad_frame_are_clear():
     with pytest.raises(ParcelguardError, match="does not fit"):
-        preprocess(frame(), InputSpec(), (600, 0, 224, 224))
+        preprocess(frame(), InputConfig(), (600, 0, 224, 224))
     with pytest.raises(ParcelguardError, match="uint8 HxWx3"):
-        preprocess(np.zeros((10, 10), np.float32), InputSpec())
+        preprocess(np.zeros((10, 10), np.float32), InputConfig())

@@ -13,7 +13,7 @@ import cv2
 import pytest
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.replay.run import ReplayOptions, replay
+from parcelguard.device.replay.run import ReplayConfig, replay
 from parcelguard.device.testing import (
     belt_frames,
     edit_manifest,
@@ -74,7 +74,7 @@ def _run(clip, out: Path, **kw) -> dict:
         clip["pkg"],
         out,
         DeviceConfig(),
-        ReplayOptions(labels=kw.pop("labels", clip["gt"]), backend="onnx", **kw),
+        ReplayConfig(labels=kw.pop("labels", clip["gt"]), backend="onnx", **kw),
     )
 
 
@@ -246,7 +246,7 @@ def test_record_clip_replays_on_its_sidecar_clock_and_triggers(clip, tmp_path):
         clip["pkg"],
         tmp_path / "o",
         DeviceConfig(),
-        ReplayOptions(labels=None, backend="onnx"),
+        ReplayConfig(labels=None, backend="onnx"),
     )
     evs = [json.loads(x) for x in (tmp_path / "o" / "events.jsonl").read_text().splitlines()]
     assert r["clock"] == "sidecar" and [(e["frame_enter"], e["frame_exit"]) for e in evs] == [
@@ -308,7 +308,7 @@ def test_trained_model_on_unseen_video_matches_packages_one_to_one(tiny_run, tmp
         tiny_run["package"],
         tmp_path / "o",
         DeviceConfig(),
-        ReplayOptions(labels=v["gt"]),
+        ReplayConfig(labels=v["gt"]),
     )
     m = r["metrics"]
     n_pos = sum(1 for row in csv.DictReader(open(v["gt"])) if row["label"] == "damaged")

@@ -245,7 +245,7 @@ def test_safe_join_refuses_a_symlink_out(tmp_path):
 
 def test_label_package_ids_cannot_place_snapshots_outside_the_replay_folder(tmp_path):
     """Replay names snapshot JPEGs after the label CSV's package_id; hostile ids stay inside."""
-    from parcelguard.device.replay.run import ReplayOptions, replay
+    from parcelguard.device.replay.run import ReplayConfig, replay
 
     video = write_avi(tmp_path / "belt.avi", belt_frames(2, seed=1))
     pkg = tiny_onnx_package(tmp_path / "pkg")
@@ -260,7 +260,7 @@ def test_label_package_ids_cannot_place_snapshots_outside_the_replay_folder(tmp_
             w.writerow([pid, "ok", 28 * k + 1, 28 * k + 13, 28 * k + 7])
     out = tmp_path / "work" / "out"
     (out / "snapshots" / "false_").mkdir(parents=True)  # would let "false_/../../escaped" resolve
-    report = replay(video, pkg, out, DeviceConfig(), ReplayOptions(labels=gt, backend="onnx"))
+    report = replay(video, pkg, out, DeviceConfig(), ReplayConfig(labels=gt, backend="onnx"))
     jpgs = sorted(tmp_path.rglob("*.jpg"))
     outside = [p for p in jpgs if (out / "snapshots") not in p.parents]
     snaps = [r.get("snapshot") for r in report["metrics"]["false_alarms"]]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.replay import rank as ranking
-from parcelguard.device.replay.select import SelectOptions, select
+from parcelguard.device.replay.select import SelectConfig, select
 from parcelguard.device.testing import make_event, one_sentence, run_cli, tiny_onnx_package
 
 
@@ -48,14 +48,14 @@ def test_uncertain_crops_come_first_when_scored_by_the_package(tmp_path):
     levels = {"dark": 0, "dim": 20, "near_a": 40, "near_b": 44, "mid": 60, "bright": 128}
     for name, v in levels.items():
         cv2.imwrite(str(src / f"{name}.png"), flat(v))
-    rep = select(SelectOptions([src], tmp_path / "out", n=2, strategy="uncertain", package=pkg))
+    rep = select(SelectConfig([src], tmp_path / "out", n=2, strategy="uncertain", package=pkg))
     got = rows(tmp_path / "out")
     assert {r["source"].rsplit("/", 1)[-1] for r in got} == {"near_a.png", "near_b.png"}
     assert [float(r["margin"]) for r in got] == sorted(float(r["margin"]) for r in got)
     assert all(float(r["margin"]) < 0.1 for r in got) and got[0]["threshold"] == "0.500000"
     assert rep.selected == 2 and rep.usable == 6 and rep.scored_by.startswith("model fake@")
     # the whole ranking is by margin: label order 1..6 has non-decreasing |score - threshold|
-    select(SelectOptions([src], tmp_path / "all", n=10, strategy="uncertain", package=pkg))
+    select(SelectConfig([src], tmp_path / "all", n=10, strategy="uncertain", package=pkg))
     margins = [float(r["margin"]) for r in rows(tmp_path / "all")]
     assert len(margins) == 6 and margins == sorted(margins)
     assert rows(tmp_path / "all")[-1]["source"].endswith("bright.png")
@@ -78,8 +78,8 @@ def near_duplicate_ring(tmp_path):
 def test_mixed_strategy_avoids_near_duplicates_that_uncertainty_alone_picks(tmp_path):
     ring = near_duplicate_ring(tmp_path)
     dup_ids = {f"pg-r-{i:06d}" for i in range(6)}
-    unc = select(SelectOptions([ring], tmp_path / "u", n=3, strategy="uncertain", threshold=0.5))
-    mix = select(SelectOptions([ring], tmp_path / "m", n=3, strategy="mixed", threshold=0.5))
+    unc = select(SelectConfig([ring], tmp_path / "u", n=3, strategy="uncertain", threshold=0.5))
+    mix = select(SelectConfig([ring], tmp_path / "m", n=3, strategy="mixed", threshold=0.5))
     u_ids = [r["event_id"] for r in rows(tmp_path / "u")]
     m_ids = [r["event_id"] for r in rows(tmp_path / "m")]
     assert set(u_ids) <= dup_ids  # uncertainty alone: three copies of the same package
@@ -88,7 +88,7 @@ def test_mixed_strategy_avoids_near_duplicates_that_uncertainty_alone_picks(tmp_
     assert mix.closest_pair_selected > 10 * unc.closest_pair_selected
     # the pool is the 3N = 9 most uncertain: the three least uncertain crops are never considered
     assert mix.pool == 9 and not {"pg-r-000009", "pg-r-000010", "pg-r-000011"} & set(m_ids)
-    div = select(SelectOptions([ring], tmp_path / "d", n=3, strategy="diverse", threshold=0.5))
+    div = select(SelectConfig([ring], tmp_path / "d", n=3, strategy="diverse", threshold=0.5))
     assert len({r["event_id"] for r in rows(tmp_path / "d")} & dup_ids) == 1
     assert div.pool == 12
 
@@ -117,7 +117,7 @@ def test_events_folder_gives_ring_crops_their_package_score_and_threshold(tmp_pa
             cv2.imwrite(str(ring / ring_name(seq, ev.event_id, 0.5)), pattern(seq))
     (events / "snapshots").mkdir()  # overlays of flagged packages: not crops, not searched
     cv2.imwrite(str(events / "snapshots" / "x.jpg"), pattern(5))
-    rep = select(SelectOptions([events], tmp_path / "out", n=3, strategy="uncertain"))
+    rep = select(SelectConfig([events], tmp_path / "out", n=3, strategy="uncertain"))
     got = rows(tmp_path / "out")
     assert [r["event_id"] for r in got] == [make_event(i).event_id for i in (1, 2, 0)]
     assert [r["score"] for r in got] == ["0.620000", "0.660000", "0.700000"]
@@ -139,7 +139,7 @@ def test_exact_duplicates_and_unreadable_files_are_skipped_and_counted(tmp_path)
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     huge = struct.pack(">I4sII5B", 13, b"IHDR", 100_000, 100_000, 8, 2, 0, 0, 0)
     (src / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + huge + b"\0" * 4)  # never decoded
-    rep = select(SelectOptions([src], tmp_path / "out", n=5, strategy="random"))
+    rep = select(SelectConfig([src], tmp_path / "out", n=5, strategy="random"))
     assert (rep.found, rep.usable, rep.duplicates, len(rep.unreadable)) == (5, 2, 1, 2)
     assert any("bomb.png" in u and "pixels" in u for u in rep.unreadable), rep.unreadable
     assert sorted(r["package_id"] for r in rows(tmp_path / "out")) == ["a", "b"]
@@ -149,24 +149,24 @@ def test_exact_duplicates_and_unreadable_files_are_skipped_and_counted(tmp_path)
 
 def test_bad_input_is_one_sentence(tmp_path):
     with pytest.raises(ParcelguardError, match="does not exist"):
-        select(SelectOptions([tmp_path / "missing"], tmp_path / "o"))
+        select(SelectConfig([tmp_path / "missing"], tmp_path / "o"))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ParcelguardError, match="no images"):
-        select(SelectOptions([empty], tmp_path / "o"))
+        select(SelectConfig([empty], tmp_path / "o"))
     src = tmp_path / "crops"
     src.mkdir()
     cv2.imwrite(str(src / "a.png"), pattern(1))
     with pytest.raises(ParcelguardError, match="needs scores"):
-        select(SelectOptions([src], tmp_path / "o"))
+        select(SelectConfig([src], tmp_path / "o"))
     with pytest.raises(ParcelguardError, match="within 0..1"):
-        select(SelectOptions([src], tmp_path / "o", threshold=float("nan")))
+        select(SelectConfig([src], tmp_path / "o", threshold=float("nan")))
     with pytest.raises(ParcelguardError, match="pool"):
-        select(SelectOptions([src], tmp_path / "o", pool_factor=float("inf")))
+        select(SelectConfig([src], tmp_path / "o", pool_factor=float("inf")))
     with pytest.raises(ParcelguardError, match="inside one another"):
-        select(SelectOptions([src], src / "out", strategy="random"))
+        select(SelectConfig([src], src / "out", strategy="random"))
     with pytest.raises(ParcelguardError, match="inside one another"):
-        select(SelectOptions([src], tmp_path, strategy="random", overwrite=True))
+        select(SelectConfig([src], tmp_path, strategy="random", overwrite=True))
     r = run_cli(
         "data", "select", str(src), "--out", str(tmp_path / "o2"), "-n", "0", "--threshold", "0.5"
     )
@@ -213,7 +213,7 @@ def test_reads_the_ring_the_daemon_writes(tmp_path):
         writer(ev, pattern(seq, seed=seq))
     store.close()
     assert writer.stats["uncertain_written"] == 4
-    select(SelectOptions([events_dir], tmp_path / "out", n=10, strategy="uncertain"))
+    select(SelectConfig([events_dir], tmp_path / "out", n=10, strategy="uncertain"))
     got = rows(tmp_path / "out")
     assert [r["event_id"] for r in got] == [make_event(i).event_id for i in (2, 0, 4, 3)]
     assert [float(r["margin"]) for r in got] == pytest.approx([0.02, 0.05, 0.1, 0.12])

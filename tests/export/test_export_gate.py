@@ -218,7 +218,7 @@ def test_broken_calibration_fails_the_gate(tiny_run, tmp_path):
 def test_gate_fails_on_lint_problem_naming_the_op(tiny_run, monkeypatch):
     from parcelguard.device.contract.package import load_package
     from parcelguard.export import graph_lint
-    from parcelguard.export.config import ParityBudget
+    from parcelguard.export.config import ParityGateConfig
     from parcelguard.export.parity import run_parity
     from parcelguard.export.verify import _recorded_heldout
 
@@ -228,12 +228,12 @@ def test_gate_fails_on_lint_problem_naming_the_op(tiny_run, monkeypatch):
     )
     heldout = _recorded_heldout(pkg.manifest, pkg.root)
     budget = tiny_run["parity"]["budget"]  # the tiny model's own budgets (see conftest)
-    report = run_parity(pkg.root, heldout, ParityBudget(**budget))
+    report = run_parity(pkg.root, heldout, ParityGateConfig(**budget))
     assert not report["passed"]
     assert report["failures"] == [
         "tflite_int8 failed the graph lint: MIRROR_PAD (op 3) is present; use zero padding"
     ]
-    assert run_parity(pkg.root, heldout, ParityBudget(**{**budget, "lint": False}))["passed"]
+    assert run_parity(pkg.root, heldout, ParityGateConfig(**{**budget, "lint": False}))["passed"]
 
 
 @pytest.mark.slow

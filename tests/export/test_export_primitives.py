@@ -22,7 +22,8 @@ from parcelguard.export.graph_lint import (
 )
 from parcelguard.export.onnx_export import export_onnx, quantize_onnx_int8  # noqa: E402
 from parcelguard.export.tflite_export import export_tflite_int8, run_tflite_int8  # noqa: E402
-from parcelguard.train.model import DOWNSAMPLE_CHOICES, ModelConfig, PooledCNN  # noqa: E402
+from parcelguard.train.config import DOWNSAMPLE_CHOICES, ArchConfig  # noqa: E402
+from parcelguard.train.model import PooledCNN  # noqa: E402
 from torch import nn  # noqa: E402
 
 pytestmark = [pytest.mark.export, pytest.mark.slow]  # real TFLite exports
@@ -32,7 +33,7 @@ SIZE = 64
 
 def _small_model(downsample: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    model = PooledCNN(ModelConfig(widths=[8, 16], blocks=[1, 1], downsample=downsample))
+    model = PooledCNN(ArchConfig(widths=[8, 16], blocks=[1, 1], downsample=downsample))
     model.train()
     with torch.no_grad():  # give BatchNorm non-trivial running stats
         for _ in range(3):

@@ -11,13 +11,13 @@ import pytest
 
 
 def test_demo_parity_set_gives_every_damage_type_the_power_the_gate_asks_for():
-    from parcelguard.export.config import ParityBudget
+    from parcelguard.export.config import ParityGateConfig
     from parcelguard.export.gate import paired_limits, parity_crops_per_type
     from parcelguard.export.stats import crops_needed, paired_power
     from parcelguard.train.synth import world as synth
     from parcelguard.workflows.demo import AUTO, FULL, PARITY_SEED, parity_set_config
 
-    bp = ParityBudget()
+    bp = ParityGateConfig()
     cfg = parity_set_config(AUTO, bp)
     jobs = synth._crop_jobs(cfg)  # exactly what make_crops renders, without rendering it
     per_type = Counter(t for label, t in jobs if label == "damaged")
@@ -35,7 +35,7 @@ def test_demo_parity_set_gives_every_damage_type_the_power_the_gate_asks_for():
     # the full demo's 15 % test split (~100 crops per type) is what fell short
     assert 0.15 * FULL["crops_per_class"] / len(synth.DAMAGE_TYPES) < need
     # the size follows the budget: a coarser drop to catch needs fewer crops
-    assert parity_crops_per_type(ParityBudget(detect_drop=0.05)) < need
+    assert parity_crops_per_type(ParityGateConfig(detect_drop=0.05)) < need
     assert parity_set_config(7, bp).n_damaged == 7 * len(synth.DAMAGE_TYPES)
 
 
@@ -111,7 +111,7 @@ def test_demo_report_shows_per_type_power_and_verdicts():
 @pytest.mark.slow
 def test_export_gates_on_a_dedicated_parity_set_and_verify_reuses_it(tiny_run, tmp_path):
     from parcelguard.device.contract.package import load_package
-    from parcelguard.export.config import ExportConfig, ParityBudget
+    from parcelguard.export.config import ExportConfig, ParityGateConfig
     from parcelguard.export.package import export_package
     from parcelguard.export.parity import backend_scores
     from parcelguard.export.verify import verify_package
@@ -119,7 +119,7 @@ def test_export_gates_on_a_dedicated_parity_set_and_verify_reuses_it(tiny_run, t
     from parcelguard.workflows.demo import parity_set_config
 
     assert tiny_run["parity"]["heldout"]["source"] == "training split"  # the default is unchanged
-    budget = ParityBudget.model_validate(tiny_run["parity"]["budget"])
+    budget = ParityGateConfig.model_validate(tiny_run["parity"]["budget"])
     data = synth.make_crops(parity_set_config(10, budget), tmp_path / "parity", workers=1)
     out = tmp_path / "pkg"
     cfg = ExportConfig(

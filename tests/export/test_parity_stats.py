@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from parcelguard.export.config import ParityBudget
+from parcelguard.export.config import ParityGateConfig
 from parcelguard.export.gate import compare
 from parcelguard.export.stats import binom_sf, crops_needed, mcnemar_p, paired_power, wilson_ci
 
@@ -57,7 +57,7 @@ def test_one_flipped_crop_in_a_small_group_passes_but_says_the_evidence_is_thin(
     m_pred = ref.copy()
     m_pred[5] = False  # one torn_label crop missed: 98.90 % vs 100 % (the demo failure)
     m, fails, warns = compare(
-        "tflite_int8", "torch_fp32", ref, m_pred, truth, types, ParityBudget()
+        "tflite_int8", "torch_fp32", ref, m_pred, truth, types, ParityGateConfig()
     )
     assert fails == []
     ch = m["checks"]["recall:torn_label"]
@@ -80,7 +80,7 @@ def test_symmetric_flips_pass_and_a_better_model_never_fails():
     m_pred = ref.copy()
     m_pred[:4] = True  # ... which the model gets right,
     m_pred[10:13] = False  # while it misses 3 others: b = 3, c = 4
-    m, fails, _ = compare("onnx_int8", "torch_fp32", ref, m_pred, truth, types, ParityBudget())
+    m, fails, _ = compare("onnx_int8", "torch_fp32", ref, m_pred, truth, types, ParityGateConfig())
     assert fails == [] and m["checks"]["recall:torn_label"]["verdict"] == "pass"
     assert (m["checks"]["accuracy"]["b"], m["checks"]["accuracy"]["c"]) == (3, 4)
 
@@ -90,7 +90,7 @@ def test_a_real_three_point_drop_in_a_large_group_fails_with_figure_ci_and_test(
     m_pred = ref.copy()
     m_pred[:12] = False  # 12 of 400 torn_label crops lost: 3 pt, b = 12, c = 0
     m, fails, _ = compare(
-        "tflite_int8", "torch_fp32", ref, m_pred, truth, types, ParityBudget(min_agreement=0.99)
+        "tflite_int8", "torch_fp32", ref, m_pred, truth, types, ParityGateConfig(min_agreement=0.99)
     )
     ch = m["checks"]["recall:torn_label"]
     assert ch["verdict"] == "fail" and ch["p_value"] == pytest.approx(0.5**12)
@@ -111,7 +111,7 @@ def test_a_large_drop_in_a_small_group_fails_on_the_hard_cap():
     m_pred = ref.copy()
     m_pred[:6] = False  # 6.6 pt on 91 crops (0.19 pt of overall accuracy: passes)
     m, fails, _ = compare(
-        "tflite_int8", "torch_fp32", ref, m_pred, truth, types, ParityBudget(min_agreement=0.99)
+        "tflite_int8", "torch_fp32", ref, m_pred, truth, types, ParityGateConfig(min_agreement=0.99)
     )
     assert m["checks"]["recall:torn_label"]["verdict"] == "fail"
     assert len(fails) == 1 and "beyond the hard cap of 5.00 pt" in fails[0]
@@ -126,16 +126,16 @@ def test_agreement_fails_only_when_significantly_below_its_budget():
         False,
         True,
     )  # 10 c and 10 b on ok crops: 98.33 %, accuracy unchanged
-    m, fails, _ = compare("onnx_int8", "ref", ref, few, truth, types, ParityBudget())
+    m, fails, _ = compare("onnx_int8", "ref", ref, few, truth, types, ParityGateConfig())
     assert fails == [] and m["checks"]["agreement"]["verdict"] == "pass"
-    m, fails, _ = compare("onnx_int8", "ref", ref, many, truth, types, ParityBudget())
+    m, fails, _ = compare("onnx_int8", "ref", ref, many, truth, types, ParityGateConfig())
     assert [f.split(":")[0] for f in fails] == ["onnx_int8 broke the agreement budget"]
     assert m["ci95"]["agreement"] == pytest.approx(wilson_ci(1180, 1200), abs=1e-6)
     assert m["checks"]["accuracy"]["verdict"] == "pass"
 
 
 def test_power_grows_with_group_size_and_crops_needed_reaches_it():
-    bp = ParityBudget()
+    bp = ParityGateConfig()
     args = (0.002, bp.detect_drop, bp.alpha, bp.max_recall_drop_per_type, bp.max_recall_drop_hard)
     small, large = paired_power(91, *args), paired_power(1000, *args)
     assert small < 0.5 < 0.99 < large
@@ -149,7 +149,7 @@ def test_a_loose_budget_keeps_its_hard_cap_above_it_and_raises_no_power_warning(
     truth, types, ref = _crops({"torn_label": 7}, 76)
     m_pred = ref.copy()
     m_pred[:1] = False  # 1 of 7: 14 pt, below the 50 pt cap, p = 0.5
-    bp = ParityBudget(min_agreement=0.95, max_accuracy_drop=0.05, max_recall_drop_per_type=0.25)
+    bp = ParityGateConfig(min_agreement=0.95, max_accuracy_drop=0.05, max_recall_drop_per_type=0.25)
     m, fails, warns = compare("tflite_int8", "torch_fp32", ref, m_pred, truth, types, bp)
     assert fails == [] and warns == []
     ch = m["checks"]["recall:torn_label"]

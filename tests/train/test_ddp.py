@@ -59,11 +59,11 @@ def test_two_process_gloo_epoch(tmp_path):
     assert 0.0 <= ck["threshold"] <= 1.0 and ck["epoch"] == 0
     last = load_checkpoint(tmp_path / "ddp" / "last.pt")
     # 2 ranks x batch 8: the scheduler stepped len(train) // 16 times, once per global step
-    from parcelguard.device.contract.preprocess import InputSpec
+    from parcelguard.device.contract.preprocess import InputConfig
     from parcelguard.train.data import load_splits
 
     n_train = len(
-        load_splits(crops, ["ok", "damaged"], InputSpec(height=64, width=64), 0.15, 0.15, 0)[
+        load_splits(crops, ["ok", "damaged"], InputConfig(height=64, width=64), 0.15, 0.15, 0)[
             "train"
         ].labels
     )

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from parcelguard.device.contract.preprocess import InputSpec, preprocess
+from parcelguard.device.contract.preprocess import InputConfig, preprocess
 from parcelguard.train import shift
 from parcelguard.train.metrics import (
     binary_metrics,
@@ -87,7 +87,7 @@ def _noise(n, size, seed):
 
 def test_shifted_views_are_real_crop_shifts():
     src = np.random.default_rng(2).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    spec = InputSpec(height=40, width=40, color_order="bgr")
+    spec = InputConfig(height=40, width=40, color_order="bgr")
     offs = np.array([[0, 0], [3, 0], [0, -2], [-4, 5]])
     views = shift.shifted_views(src, spec, offs)
     assert np.array_equal(views[0], preprocess(src, spec))
@@ -98,7 +98,7 @@ def test_shifted_views_are_real_crop_shifts():
 
 
 def test_source_offsets_scale_to_the_source_resolution():
-    spec = InputSpec(height=128, width=128)
+    spec = InputConfig(height=128, width=128)
     off = shift.source_offsets(np.array([[8, -8], [1, 0]]), (224, 224), spec)
     assert off.tolist() == [[14, -14], [2, 0]]
 
@@ -109,7 +109,7 @@ def test_consistency_of_an_exactly_invariant_model_is_one():
     sources = [
         np.clip(rng.normal(m, 20, (48, 48, 3)), 0, 255).astype(np.uint8) for m in [60, 190] * 6
     ]
-    spec = InputSpec(height=32, width=32)
+    spec = InputConfig(height=32, width=32)
     r = shift.shift_robustness(
         lambda b: b.mean(axis=(1, 2, 3)) / 255.0, sources, spec, 0.5, radius=4
     )
@@ -118,7 +118,7 @@ def test_consistency_of_an_exactly_invariant_model_is_one():
 
 
 def test_consistency_of_a_single_pixel_model_is_low():
-    spec = InputSpec(height=32, width=32)
+    spec = InputConfig(height=32, width=32)
     sources = _noise(30, 32, 4)
     r = shift.shift_robustness(
         lambda b: b[:, 0, 0, 0] / 255.0, sources, spec, 0.5, radius=4, pairs=20

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from parcelguard.cli.main import main
 from parcelguard.device.config.device import DeviceConfig
-from parcelguard.device.contract.preprocess import InputSpec
+from parcelguard.device.contract.preprocess import InputConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.train.data import load_splits, split_of
 from parcelguard.train.ingest.card import build_card, image_size
-from parcelguard.train.ingest.folders import OUT_COLUMNS, IngestOptions, ingest_csv, ingest_folder
+from parcelguard.train.ingest.folders import OUT_COLUMNS, IngestConfig, ingest_csv, ingest_folder
 from parcelguard.train.ingest.video import ingest_video
 from parcelguard.train.synth import world as synth
 
@@ -58,7 +58,7 @@ def folder(tmp_path) -> Path:
 
 def test_ingest_folder_copies_validates_and_reports(folder, tmp_path):
     out = tmp_path / "out"
-    rep = ingest_folder(folder, out, IngestOptions(min_class_size=5))
+    rep = ingest_folder(folder, out, IngestConfig(min_class_size=5))
     rows = _read(out / "manifest.csv")
     assert tuple(rows[0]) == OUT_COLUMNS
     assert rep.images == len(rows) == 9 and rep.per_class == {"damaged": 3, "ok": 6}
@@ -86,7 +86,7 @@ def test_ingest_folder_copies_validates_and_reports(folder, tmp_path):
 
 
 def test_ingest_folder_without_package_pattern_makes_each_file_a_package(folder, tmp_path):
-    rep = ingest_folder(folder, tmp_path / "out", IngestOptions(package_pattern=""))
+    rep = ingest_folder(folder, tmp_path / "out", IngestConfig(package_pattern=""))
     assert rep.packages == rep.images == 9
 
 
@@ -98,7 +98,7 @@ def test_ingest_refuses_non_empty_output_and_bad_pattern(folder, tmp_path):
     with pytest.raises(ParcelguardError, match="src must not be inside|must not be inside"):
         ingest_folder(folder, folder / "out")
     with pytest.raises(ValueError, match="package"):
-        IngestOptions(package_pattern=r"(\w+)_\d+")
+        IngestConfig(package_pattern=r"(\w+)_\d+")
 
 
 def test_ingest_csv_reports_bad_rows_and_keeps_good_ones(tmp_path):
@@ -123,7 +123,7 @@ def test_ingest_csv_reports_bad_rows_and_keeps_good_ones(tmp_path):
             ["imgs/2.png", "damaged", "dent", "", ""],  # 11: good, package from name
         ],
     )
-    rep = ingest_csv(manifest, tmp_path / "out", IngestOptions(min_class_size=0))
+    rep = ingest_csv(manifest, tmp_path / "out", IngestConfig(min_class_size=0))
     bad = {b["line"]: b["field"] for b in rep.bad_rows}
     assert bad == {4: "file", 5: "label", 6: "severity", 7: "severity", 8: "file"}
     assert [u["file"] for u in rep.unreadable] == ["labels.csv:9 (imgs/bad.jpg)"]
@@ -154,7 +154,7 @@ def _many_packages(tmp_path: Path, n: int = 40) -> Path:
 
 def test_splits_are_by_package_reproducible_and_used_by_training(tmp_path):
     src = _many_packages(tmp_path)
-    opts = IngestOptions(val_fraction=0.25, test_fraction=0.25, split_seed=3)
+    opts = IngestConfig(val_fraction=0.25, test_fraction=0.25, split_seed=3)
     ingest_folder(src, tmp_path / "a", opts)
     ingest_folder(src, tmp_path / "b", opts)
     rows = _read(tmp_path / "a" / "manifest.csv")
@@ -171,7 +171,7 @@ def test_splits_are_by_package_reproducible_and_used_by_training(tmp_path):
     got = load_splits(
         tmp_path / "a" / "manifest.csv",
         ["ok", "damaged"],
-        InputSpec(height=8, width=8),
+        InputConfig(height=8, width=8),
         0.0,
         0.0,
         0,
@@ -190,7 +190,7 @@ def test_splits_are_by_package_reproducible_and_used_by_training(tmp_path):
         load_splits(
             tmp_path / "a" / "manifest.csv",
             ["ok", "damaged"],
-            InputSpec(height=8, width=8),
+            InputConfig(height=8, width=8),
             0.0,
             0.0,
             0,
@@ -234,7 +234,7 @@ def video(tmp_path_factory) -> dict:
 def test_video_ingest_cuts_centred_crops_for_each_package(video, tmp_path):
     cfg = DeviceConfig()
     rep = ingest_video(
-        video["video"], video["gt"], tmp_path / "out", cfg, IngestOptions(min_class_size=0)
+        video["video"], video["gt"], tmp_path / "out", cfg, IngestConfig(min_class_size=0)
     )
     gt = {g["package_id"]: g for g in _read(video["gt"])}
     rows = _read(tmp_path / "out" / "manifest.csv")
@@ -280,7 +280,7 @@ def test_video_label_rows_that_do_not_fit_are_reported(video, tmp_path):
         ],
     )
     out = tmp_path / "out"
-    rep = ingest_video(video["video"], labels, out, DeviceConfig(), IngestOptions(min_class_size=0))
+    rep = ingest_video(video["video"], labels, out, DeviceConfig(), IngestConfig(min_class_size=0))
     assert {b["line"]: b["field"] for b in rep.bad_rows} == {
         5: "enter_frame",
         6: "exit_frame",

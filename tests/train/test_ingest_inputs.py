@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from parcelguard.device.imageheader import MAX_PIXELS, check_image, header_size
 from parcelguard.device.inspection.sources import ImageFolderSource
-from parcelguard.train.ingest.folders import IngestOptions, ingest_csv, ingest_folder
+from parcelguard.train.ingest.folders import IngestConfig, ingest_csv, ingest_folder
 from parcelguard.train.ingest.guard import neutralise
 
-OPTS = IngestOptions(min_class_size=0)
+OPTS = IngestConfig(min_class_size=0)
 
 
 def _img(path: Path, seed: int, wh=(16, 12)) -> Path:

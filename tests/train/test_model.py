@@ -7,14 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from parcelguard.train.model import (
-    DOWNSAMPLE_CHOICES,
-    BlurPool,
-    ModelConfig,
-    PooledCNN,
-    count_macs,
-    count_params,
-)
+from parcelguard.train.config import DOWNSAMPLE_CHOICES, ArchConfig
+from parcelguard.train.model import BlurPool, PooledCNN, count_macs, count_params
 from torch import nn  # noqa: E402
 
 torch.set_num_threads(1)
@@ -23,9 +17,7 @@ torch.set_num_threads(1)
 @pytest.mark.parametrize("downsample", DOWNSAMPLE_CHOICES)
 def test_each_variant_trains_a_step(downsample):
     torch.manual_seed(0)
-    model = PooledCNN(
-        ModelConfig(widths=[8, 16], blocks=[1, 1], downsample=downsample, dropout=0.0)
-    )
+    model = PooledCNN(ArchConfig(widths=[8, 16], blocks=[1, 1], downsample=downsample, dropout=0.0))
     x = torch.rand(8, 3, 64, 64)
     y = torch.tensor([0, 1] * 4)
     x[y == 1, :, 16:48, 16:48] = 1.0  # a learnable difference: a bright square
@@ -67,7 +59,7 @@ def test_blurpool_is_zero_padded_depthwise_binomial():
 
 
 def test_blurmax_has_no_reflect_padding():
-    model = PooledCNN(ModelConfig(downsample="blurmax"))
+    model = PooledCNN(ArchConfig(downsample="blurmax"))
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             assert m.padding_mode == "zeros"
@@ -75,7 +67,7 @@ def test_blurmax_has_no_reflect_padding():
 
 
 def test_param_and_mac_counts_match_hand_counts():
-    model = PooledCNN(ModelConfig(widths=[4], blocks=[1], downsample="max", dropout=0.0))
+    model = PooledCNN(ArchConfig(widths=[4], blocks=[1], downsample="max", dropout=0.0))
     # conv 3->4 3x3 no bias (108) + BN (8) + linear 4->2 (10)
     assert count_params(model) == 108 + 8 + 10
     # conv at 8x8: 64*4*27; maxpool 2x2 -> 4x4: 16*4*4; linear 4*2
@@ -84,6 +76,6 @@ def test_param_and_mac_counts_match_hand_counts():
 
 def test_invalid_config_is_rejected():
     with pytest.raises(ValueError, match="same length"):
-        PooledCNN(ModelConfig(widths=[8, 16], blocks=[1]))
+        PooledCNN(ArchConfig(widths=[8, 16], blocks=[1]))
     with pytest.raises(ValueError, match="not one of"):
-        PooledCNN(ModelConfig(widths=[8], blocks=[1], downsample="median"))
+        PooledCNN(ArchConfig(widths=[8], blocks=[1], downsample="median"))

@@ -7,8 +7,8 @@ import csv
 
 import cv2
 import numpy as np
-from parcelguard.device.replay.select import SelectOptions, select
-from parcelguard.train.ingest.folders import IngestOptions, ingest_csv
+from parcelguard.device.replay.select import SelectConfig, select
+from parcelguard.train.ingest.folders import IngestConfig, ingest_csv
 
 
 def test_selection_template_ingests_after_labelling(tmp_path):
@@ -19,7 +19,7 @@ def test_selection_template_ingests_after_labelling(tmp_path):
         img = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
         cv2.imwrite(str(ring / f"{n:09d}_pg-r-{n:06d}_{0.45 + 0.01 * n:.3f}.jpg"), img)
     out = tmp_path / "sel"
-    select(SelectOptions([ring], out, n=5, threshold=0.5))
+    select(SelectConfig([ring], out, n=5, threshold=0.5))
     with open(out / "labels.csv", newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames, list(reader)
@@ -29,7 +29,7 @@ def test_selection_template_ingests_after_labelling(tmp_path):
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    rep = ingest_csv(out / "labels.csv", tmp_path / "ds", IngestOptions(min_class_size=0))
+    rep = ingest_csv(out / "labels.csv", tmp_path / "ds", IngestConfig(min_class_size=0))
     assert rep.images == 4 and rep.per_class == {"damaged": 2, "ok": 2}
     assert rep.packages == 4  # each ring crop is its own package: its event id
     assert len(rep.bad_rows) == 1 and rep.bad_rows[0]["field"] == "label"

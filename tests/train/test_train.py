@@ -74,6 +74,7 @@ def test_threshold_is_chosen_on_val_and_stored(crops, tmp_path):
     val = load_splits(crops, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed)[
         "val"
     ]
+    assert ck["arch"] == cfg.model.model_dump() and ck["arch"]["num_classes"] == 2
     scores = predict_scores(model_from_checkpoint(ck), val.images, 1)
     is_pos = val.labels == 1
     assert ck["threshold"] == pytest.approx(threshold_for_recall(scores, is_pos, 0.9)["threshold"])

@@ -44,7 +44,7 @@ def source_key() -> str:
 def build_package(cache: Path) -> Path:
     """A tiny trained package (cached): the cross-architecture check needs any real int8 model."""
     from parcelguard.device.contract.package import load_package
-    from parcelguard.export.config import ExportConfig, ParityBudget
+    from parcelguard.export.config import ExportConfig, ParityGateConfig
     from parcelguard.export.package import export_package
     from parcelguard.train.synth import world as synth
 
@@ -62,7 +62,9 @@ def build_package(cache: Path) -> Path:
     place_checkpoint(crops, work / "train")  # no training: the slow part on a 2-core CI machine
     # Quality is not the point here (the same file runs on both sides); only a parity gate that
     # the tiny model passes reliably.
-    budget = ParityBudget(min_agreement=0.8, max_accuracy_drop=0.2, max_recall_drop_per_type=0.5)
+    budget = ParityGateConfig(
+        min_agreement=0.8, max_accuracy_drop=0.2, max_recall_drop_per_type=0.5
+    )
     ecfg = ExportConfig(
         checkpoint=work / "train" / "best.pt",
         out=work / "package",
@@ -107,7 +109,7 @@ def main() -> None:
     ap.add_argument("--packages", type=int, default=12, help="packages on the belt video")
     args = ap.parse_args()
     from parcelguard.device.config.device import DeviceConfig
-    from parcelguard.device.replay.run import ReplayOptions, replay
+    from parcelguard.device.replay.run import ReplayConfig, replay
     from parcelguard.train.synth import world as synth
 
     t0 = time.monotonic()
@@ -124,7 +126,7 @@ def main() -> None:
                 out / "package",
                 out / f"x86_{backend}_{name}",
                 DeviceConfig(),
-                ReplayOptions(labels=v["gt"], backend=backend),
+                ReplayConfig(labels=v["gt"], backend=backend),
             )
             print(f"x86 replay {backend} {name}: {r['packages']} packages")
     meta = {

@@ -7,7 +7,7 @@ column, copies each usable image into ``DIR/<label>/``, and writes ``DIR/ingest_
 listing what was skipped and why: unreadable or corrupt images, exact duplicates (sha256 of the
 file bytes; the first one wins), bad rows, classes smaller than ``min_class_size``.
 :class:`DatasetWriter` does the checking, copying, splitting and writing; :class:`IngestReport`
-is the report; :class:`IngestOptions` the options every ingester shares.
+is the report; :class:`IngestConfig` the options every ingester shares.
 
 Splits are by package with :func:`parcelguard.train.data.split_of` (stable hash);
 :func:`package_from_name` reads a package id from a file name (``<package>_<frame>`` by default).
@@ -42,7 +42,7 @@ DEFAULT_PACKAGE_PATTERN = r"(?P<package>.+)_(?P<frame>\d+)"
 OUT_COLUMNS = (*MANIFEST_COLUMNS, "split")
 
 
-class IngestOptions(StrictModel):
+class IngestConfig(StrictModel):
     """Options shared by every ingester (CLI flags of ``parcelguard data ingest-*``)."""
 
     classes: list[str] | None = Field(
@@ -75,7 +75,7 @@ class IngestOptions(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _fractions(self) -> IngestOptions:
+    def _fractions(self) -> IngestConfig:
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError("val_fraction + test_fraction must be below 1")
         return self
@@ -158,7 +158,7 @@ def prepare_out(out_dir: Path, overwrite: bool, source: Path | None = None) -> P
 class DatasetWriter:
     """Validates, de-duplicates and copies images into ``out_dir``; writes manifest and report."""
 
-    def __init__(self, out_dir: Path, opts: IngestOptions, report: IngestReport):
+    def __init__(self, out_dir: Path, opts: IngestConfig, report: IngestReport):
         self.out = Path(out_dir)
         self.opts = opts
         self.report = report

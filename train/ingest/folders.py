@@ -25,7 +25,7 @@ from parcelguard.train.ingest.dataset import (
     DEFAULT_PACKAGE_PATTERN,
     OUT_COLUMNS,
     DatasetWriter,
-    IngestOptions,
+    IngestConfig,
     IngestReport,
     package_from_name,
     prepare_out,
@@ -36,7 +36,7 @@ __all__ = [
     "DEFAULT_PACKAGE_PATTERN",
     "OUT_COLUMNS",
     "DatasetWriter",
-    "IngestOptions",
+    "IngestConfig",
     "IngestReport",
     "ingest_csv",
     "ingest_folder",
@@ -45,9 +45,9 @@ __all__ = [
 ]
 
 
-def ingest_folder(src: Path, out_dir: Path, opts: IngestOptions | None = None) -> IngestReport:
+def ingest_folder(src: Path, out_dir: Path, opts: IngestConfig | None = None) -> IngestReport:
     """``SRC/<class>/**/*.jpg`` (``SRC/<positive>/<damage_type>/...`` allowed) -> dataset folder."""
-    opts = opts or IngestOptions()
+    opts = opts or IngestConfig()
     src = Path(src)
     if not src.is_dir():
         raise ParcelguardError(f"image folder {src} does not exist or is not a folder")
@@ -115,9 +115,9 @@ def _finish(writer: DatasetWriter) -> IngestReport:
     return writer.report
 
 
-def ingest_csv(manifest: Path, out_dir: Path, opts: IngestOptions | None = None) -> IngestReport:
+def ingest_csv(manifest: Path, out_dir: Path, opts: IngestConfig | None = None) -> IngestReport:
     """A user CSV (file,label[,damage_type,severity,package_id,...]; paths relative to it)."""
-    opts = opts or IngestOptions()
+    opts = opts or IngestConfig()
     manifest = Path(manifest)
     if not manifest.is_file():
         raise ParcelguardError(f"manifest {manifest} does not exist")

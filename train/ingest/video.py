@@ -32,7 +32,7 @@ from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.segment import Segmenter, measure_blobs
 from parcelguard.device.inspection.sources import FileSource
 from parcelguard.device.replay.labels import REQUIRED
-from parcelguard.train.ingest.dataset import DatasetWriter, IngestOptions, IngestReport, prepare_out
+from parcelguard.train.ingest.dataset import DatasetWriter, IngestConfig, IngestReport, prepare_out
 from parcelguard.train.ingest.guard import id_problem, short
 
 log = logging.getLogger(__name__)
@@ -236,11 +236,11 @@ def ingest_video(
     labels: Path,
     out_dir: Path,
     device_cfg: DeviceConfig | None = None,
-    opts: IngestOptions | None = None,
+    opts: IngestConfig | None = None,
 ) -> IngestReport:
     """Cut the device's classify-frame ROI crops of ``video``, labelled by ``labels``."""
     cfg = device_cfg or DeviceConfig()
-    opts = opts or IngestOptions()
+    opts = opts or IngestConfig()
     video, labels = Path(video), Path(labels)
     if not video.is_file():
         raise ParcelguardError(f"video {video} does not exist")

@@ -6,7 +6,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from parcelguard.device.config.base import StrictModel
+from parcelguard.device.config.device import (
+    DEFAULT_BELT_SPEED_MPS,
+    DEFAULT_CAMERA_TO_GATE_M,
+    DEFAULT_FRAME_WH,
+    DEFAULT_ROI,
+    DEFAULT_ROI_SIZE,
+)
+from pydantic import Field
 
 DAMAGE_TYPES: tuple[str, ...] = (
     "torn_label",
@@ -43,17 +51,19 @@ GT_COLUMNS = (
 )
 
 
-FRAME_WH = (640, 480)  # the virtual camera frame a crop is cut from (ROI centred in it)
+class SynthCropsConfig(StrictModel):
+    """Training crops: what the device ROI sees with one package centred (± jitter) in it.
 
+    A crop is cut from a virtual camera frame of the device's default size (``DEFAULT_FRAME_WH``,
+    larger when the ROI needs it), the ROI centred in it.
+    """
 
-class SynthCropsConfig(BaseModel):
-    """Training crops: what the device ROI sees with one package centred (± jitter) in it."""
-
-    model_config = ConfigDict(extra="forbid")
     n_ok: int = Field(600, ge=0)
     n_damaged: int = Field(600, ge=0)
     seed: int = 0
-    roi_size: int = Field(224, ge=64, le=448)  # package sizes scale with roi_size / 224
+    roi_size: int = Field(
+        DEFAULT_ROI_SIZE, ge=64, le=448
+    )  # package sizes scale with roi_size / 224
     jitter_px: int = Field(12, ge=0)
     severity_min: float = Field(0.35, ge=0.0, le=1.0)
     severity_max: float = Field(1.0, ge=0.0, le=1.0)
@@ -63,14 +73,18 @@ class SynthCropsConfig(BaseModel):
     jpeg_quality_min: int = Field(60, ge=5, le=100)
 
 
-class SynthVideoConfig(BaseModel):
-    """A labelled conveyor video: packages moving +x through a fixed inspection ROI."""
+class SynthVideoConfig(StrictModel):
+    """A labelled conveyor video: packages moving +x through a fixed inspection ROI.
 
-    model_config = ConfigDict(extra="forbid")
-    width: int = Field(640, ge=128)
-    height: int = Field(480, ge=128)
+    Frame size, ROI, belt speed and camera-to-gate distance default to the device config's
+    (``parcelguard.device.config.device``), so the default device config replays it as is.
+    ``px_per_m`` is the virtual camera's scale, which only the renderer needs.
+    """
+
+    width: int = Field(DEFAULT_FRAME_WH[0], ge=128)
+    height: int = Field(DEFAULT_FRAME_WH[1], ge=128)
     fps: float = Field(30.0, gt=0)
-    belt_speed_mps: float = Field(0.5, gt=0)
+    belt_speed_mps: float = Field(DEFAULT_BELT_SPEED_MPS, gt=0)
     px_per_m: float = Field(640.0, gt=0)
     n_packages: int = Field(20, ge=1)
     gap_m_min: float = Field(0.05, ge=0)
@@ -79,12 +93,12 @@ class SynthVideoConfig(BaseModel):
     empty_gap_prob: float = Field(0.1, ge=0, le=1)
     damaged_fraction: float = Field(0.5, ge=0, le=1)
     seed: int = 1
-    roi: tuple[int, int, int, int] = (208, 128, 224, 224)
+    roi: tuple[int, int, int, int] = DEFAULT_ROI
     exposure_ms: float = Field(4.0, ge=0)
     severity_min: float = Field(0.35, ge=0.0, le=1.0)
     severity_max: float = Field(1.0, ge=0.0, le=1.0)
     codec: str = "mp4v"  # no H.264 encoder in opencv-python-headless; see module docstring
-    camera_to_gate_m: float = 1.5
+    camera_to_gate_m: float = DEFAULT_CAMERA_TO_GATE_M
 
 
 def write_csv(path: Path, columns, rows: list[dict]) -> None:

@@ -24,19 +24,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 from parcelguard.device import jsonio
+from parcelguard.device.config.device import DEFAULT_FRAME_WH
 from parcelguard.train.synth import parcel as P
 from parcelguard.train.synth import render as R
 from parcelguard.train.synth.config import (
     DAMAGE_TYPES as DAMAGE_TYPES,
 )
 from parcelguard.train.synth.config import (
-    FRAME_WH,
+    GT_COLUMNS as GT_COLUMNS,
+)
+from parcelguard.train.synth.config import (
     MANIFEST_COLUMNS,
     SynthCropsConfig,
     write_csv,
-)
-from parcelguard.train.synth.config import (
-    GT_COLUMNS as GT_COLUMNS,
 )
 from parcelguard.train.synth.config import (
     SynthVideoConfig as SynthVideoConfig,
@@ -51,7 +51,7 @@ def crop_seed(base_seed: int, index: int) -> int:
 
 
 def _crop_geometry(roi: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
-    fw, fh = max(FRAME_WH[0], roi + 64), max(FRAME_WH[1], roi + 128)
+    fw, fh = max(DEFAULT_FRAME_WH[0], roi + 64), max(DEFAULT_FRAME_WH[1], roi + 128)
     return (fw, fh), ((fw - roi) // 2, (fh - roi) // 2, roi, roi)
 
 
