@@ -59,6 +59,20 @@ class ParityGateConfig(StrictModel):
     )
 
 
+class ShiftCertConfig(StrictModel):
+    radius_px: int = Field(
+        8, ge=0, le=32, description="largest shift probed (model-input px); 0 = skip"
+    )
+    step_px: int = Field(4, ge=1, le=16)
+    images: int = Field(32, ge=1, description="held-out crops probed (evenly spread)")
+    max_flip_rate: float = Field(
+        0.03,
+        ge=0,
+        le=1,
+        description="an offset is within tolerance when it flips at most this share",
+    )
+
+
 class ExportConfig(StrictModel):
     checkpoint: Path = Path("runs/train/best.pt")
     data: Path | None = Field(
@@ -77,3 +91,4 @@ class ExportConfig(StrictModel):
     threshold: float | None = Field(None, ge=0, le=1, description="None: 0.5")
     budget: ParityGateConfig = Field(default_factory=ParityGateConfig)
     seed: int = 0
+    shift: ShiftCertConfig = Field(default_factory=ShiftCertConfig)

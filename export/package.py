@@ -30,6 +30,7 @@ from parcelguard.export.calibration import calibration_indices, calibration_summ
 from parcelguard.export.config import ExportConfig
 from parcelguard.export.parity import run_parity
 from parcelguard.export.selftest import build_selftest
+from parcelguard.export.shift_cert import certify_shift
 from parcelguard.export.verify import parity_set, record_gate, training_heldout
 from parcelguard.train.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -121,6 +122,22 @@ def _write_model_files(
     return files
 
 
+def _shift_metrics(
+    cfg: ExportConfig, model, spec: InputConfig, heldout, pos: int, threshold: float
+) -> dict:
+    """``{"shift": ...}``: the float model's certified shift tolerance on held-out crops."""
+    import torch
+    from parcelguard.train.predict import predict_scores
+
+    def score(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return predict_scores(model, batch, pos)
+
+    files = [s.file for s in heldout.samples]
+    cert = certify_shift(score, files, spec, threshold, cfg.shift)
+    return {"shift": cert} if cert else {}
+
+
 def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) -> dict:
     """Build the package in ``cfg.out`` and run the parity gate; returns the gate's report.
 
@@ -166,6 +183,7 @@ def export_package(cfg: ExportConfig, calib_override: np.ndarray | None = None) 
             },
             "calibration": calib_info,
             "heldout": heldout_info,
+            **_shift_metrics(cfg, model, spec, heldout, classes.index(positive), threshold),
         },
         tools=tool_versions(),
         source_checkpoint_sha256=sha256_file(Path(cfg.checkpoint)),
