@@ -18,7 +18,7 @@ from parcelguard.device.config.device import DeviceConfig, FusionConfig
 from parcelguard.device.contract.package import Manifest
 from parcelguard.device.contract.preprocess import crop_roi, preprocess
 from parcelguard.device.inspection.events import Event, EventSink, EventStore
-from parcelguard.device.inspection.segment import Segmenter, Track, fuse, measure_blobs
+from parcelguard.device.inspection.segment import Blob, Segmenter, Track, fuse, measure_blobs
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ class LoopStats:
 class LoopHooks:
     """Optional daemon hooks (device/live/daemon.py); replay uses none, so its output is unchanged."""
 
-    presence: Callable[[np.ndarray, float], list] | None = None  # (roi, ts) -> blobs; trigger modes
+    presence: Callable[[np.ndarray, float], list[Blob]] | None = (
+        None  # (roi, ts) -> blobs; trigger modes
+    )
     on_frame: Callable[[int, float, float | None], None] | None = (
         None  # (idx, ts, inference_s|None)
     )
