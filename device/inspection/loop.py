@@ -11,13 +11,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from parcelguard.device.backends import Backend
 from parcelguard.device.config.device import DeviceConfig, FusionConfig
 from parcelguard.device.contract.package import Manifest
 from parcelguard.device.contract.preprocess import crop_roi, preprocess
-from parcelguard.device.inspection.events import Event, EventSink, EventStore
+from parcelguard.device.inspection.events import Event, EventSink
 from parcelguard.device.inspection.segment import Blob, Segmenter, Track, fuse, measure_blobs
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,12 @@ def threshold_for(fusion: FusionConfig, manifest: Manifest) -> float:
 
 def model_id_for(manifest: Manifest) -> str:
     return manifest.model_id
+
+
+class EventRecorder(Protocol):
+    """Where the loop records each event: an :class:`EventStore`, or the daemon's guarded one."""
+
+    def add(self, ev: Event) -> bool: ...
 
 
 @dataclass
@@ -87,7 +94,7 @@ class InspectionLoop:
         cfg: DeviceConfig,
         backend: Backend,
         manifest: Manifest,
-        store: EventStore | None,
+        store: EventRecorder | None,
         run_token: str,
         on_event: Callable[[Event], None] | None = None,
         hooks: LoopHooks | None = None,

@@ -27,7 +27,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,8 +270,14 @@ def camera_target(uri: str) -> int | str:
     return int(u) if u.isdigit() else u
 
 
-def _cv_opener(opener: Opener, target, api: int, params: list[int], props: list[tuple[int, float]]):
-    def open_fn():
+def _cv_opener(
+    opener: Opener,
+    target: int | str,
+    api: int,
+    params: list[int],
+    props: list[tuple[int, float]],
+) -> Callable[[], Any]:
+    def open_fn() -> Any:
         cap = opener(target, api, params) if params else opener(target, api)
         if cap is not None and cap.isOpened():
             for prop, value in props:
@@ -341,7 +347,12 @@ class Paced:
     Lets the daemon run a recorded file as if it were a camera. ``stop()`` ends it between frames.
     """
 
-    def __init__(self, source, realtime: bool = True, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        source: Iterable[tuple[np.ndarray, float]],
+        realtime: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.source = source
         self.realtime = realtime
         self.clock = clock
@@ -380,7 +391,7 @@ class Paced:
         self.stats.state = "stopped"
 
 
-def make_source(cfg: DeviceConfig, opener: Opener | None = None):
+def make_source(cfg: DeviceConfig, opener: Opener | None = None) -> LiveSource | Paced:
     """The configured source for the daemon: a LiveSource, or a paced file/image source."""
     from parcelguard.device.inspection.sources import FileSource, ImageFolderSource
 

@@ -39,7 +39,7 @@ def record(
     opener: Any = None,
     source: Any = None,
     codec: str = "mp4v",
-) -> dict:
+) -> dict[str, Any]:
     """Record until ``seconds`` or ``max_frames`` (or SIGINT/SIGTERM); returns the sidecar dict."""
     out = Path(out)
     if codec not in CODECS:
@@ -56,20 +56,26 @@ def record(
         cfg.capture.fps or cfg.source.fps or getattr(getattr(src, "source", None), "fps", 0) or 30.0
     )
     stop = threading.Event()
+
+    def _on_signal(*_: object) -> None:
+        stop.set()
+        src.stop()
+
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: (stop.set(), src.stop()))
+            signal.signal(sig, _on_signal)
     writer = None
-    frames: list[dict] = []
-    t0 = None
+    frames: list[dict[str, Any]] = []
+    t0: float | None = None
     wall0 = time.time()
     try:
         for frame, ts in src:
             if writer is None:
                 h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+                writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*fourcc), fps, (w, h))
                 if not writer.isOpened():
                     raise ParcelguardError(f"cannot encode {codec!r} video to {out}")
+            if t0 is None:
                 t0 = ts
             writer.write(frame)
             frames.append({"i": len(frames), "t": round(ts, 6), "t_rel": round(ts - t0, 6)})
@@ -86,6 +92,7 @@ def record(
         trig.close()
     if not frames:
         raise ParcelguardError("no frames were recorded (is the camera connected?)")
+    assert t0 is not None  # set with the first frame
     st = src.stats
     edges = trig.edges() if isinstance(trig, EdgeTrigger) else []
     sidecar = {
