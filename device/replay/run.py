@@ -28,7 +28,7 @@ import numpy as np
 from parcelguard.device import jsonio
 from parcelguard.device.backends import open_backend
 from parcelguard.device.config.base import save_config
-from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.config.device import DeviceConfig, Roi
 from parcelguard.device.contract.package import load_package
 from parcelguard.device.contract.preprocess import crop_roi
 from parcelguard.device.errors import ParcelguardError
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 def decode_pass(
-    video: Path, want: Iterable[int] = (), roi=None
+    video: Path, want: Iterable[int] = (), roi: Roi | None = None
 ) -> tuple[float, int, dict[int, np.ndarray]]:
     """Decode every frame once: ``(fps, frames, {index: ROI copy})`` for the indices in ``want``."""
     want = set(want)
@@ -75,13 +75,15 @@ class _Tap:
         for frame, ts in self.source:
             self.frame = frame
             if self.digest is not None:
-                self.digest.update(memoryview(np.ascontiguousarray(frame)))
+                self.digest.update(np.ascontiguousarray(frame).data)
             self.arrival = self.realtime.arrival[-1] if self.realtime else time.perf_counter()
             self.n += 1
             yield frame, ts
 
 
-def open_replay_source(video: Path, cfg: DeviceConfig, use_sidecar: bool = True):
+def open_replay_source(
+    video: Path, cfg: DeviceConfig, use_sidecar: bool = True
+) -> RecordedSource | FileSource:
     """A :class:`RecordedSource` when ``video`` has a record sidecar, else a :class:`FileSource`."""
     side = find_sidecar(video) if use_sidecar else None
     if side is not None:
@@ -388,7 +390,7 @@ def _load_golden(path: Path) -> list[dict[str, Any]]:
     return load_golden(path)
 
 
-def _write_snapshots(out_dir: Path, metrics: dict, crops: dict[int, np.ndarray]) -> None:
+def _write_snapshots(out_dir: Path, metrics: dict[str, Any], crops: dict[int, np.ndarray]) -> None:
     snap = out_dir / "snapshots"
     snap.mkdir(exist_ok=True)
     for kind, rows in (("missed", metrics["missed"]), ("false", metrics["false_alarms"])):
