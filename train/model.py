@@ -9,6 +9,7 @@ so it exports cleanly to ONNX and full-int8 TFLite (zero padding only, never ref
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -24,7 +25,7 @@ class ModelConfig:
 
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
-    downsample: list[str] | str = "blurmax"
+    downsample: Sequence[str] | str = "blurmax"
     num_classes: int = 2
     dropout: float = 0.1
     # "max": is there a defect anywhere? A global max keeps a small local damage response that a
@@ -57,6 +58,8 @@ class ModelConfig:
 
 class BlurPool(nn.Module):
     """Fixed binomial low-pass filter applied per channel, then stride 2 (zero padding)."""
+
+    weight: torch.Tensor  # a buffer (register_buffer)
 
     def __init__(self, channels: int, stride: int = 2):
         super().__init__()
