@@ -122,13 +122,17 @@ def sample_spec(
     )
 
 
+def _rgb(t: np.ndarray) -> tuple[float, float, float]:
+    return float(t[0]), float(t[1]), float(t[2])
+
+
 def sample_look(rng: np.random.Generator, blur_range: tuple[float, float]) -> Look:
     return Look(
         gain=float(rng.uniform(0.9, 1.08)),
         grad=float(rng.uniform(0.0, 0.04)),
         grad_angle=float(rng.uniform(0, 2 * math.pi)),
         vignette=float(rng.uniform(0.08, 0.25)),
-        tint=tuple(float(t) for t in rng.uniform(0.97, 1.03, 3)),
+        tint=_rgb(rng.uniform(0.97, 1.03, 3)),
         noise_sigma=float(rng.uniform(1.2, 3.0)),
         blur_px=float(rng.uniform(*blur_range)),
         shadow=(float(rng.uniform(2, 9)), float(rng.uniform(3, 10)), float(rng.uniform(0.3, 0.5))),
@@ -136,7 +140,7 @@ def sample_look(rng: np.random.Generator, blur_range: tuple[float, float]) -> Lo
 
 
 def fibre_noise(rng: np.random.Generator, h: int, w: int, along_x: bool) -> np.ndarray:
-    n = rng.standard_normal((h, w), dtype=np.float32)
+    n: np.ndarray = rng.standard_normal((h, w), dtype=np.float32)
     n = cv2.blur(n, (7, 1) if along_x else (1, 7))
     return n * (1.0 / max(float(n.std()), 1e-6))
 
@@ -206,7 +210,7 @@ def _add_tape(cv: Canvas, rng: np.random.Generator, spec: PackageSpec) -> None:
 
 def _mailer_surface(cv: Canvas, rng: np.random.Generator, spec: PackageSpec) -> None:
     x0, y0, x1, y1 = cv.rect
-    mask = np.zeros(cv.alpha.shape, np.uint8)
+    mask: np.ndarray = np.zeros(cv.alpha.shape, np.uint8)
     r = int(rng.uniform(6, 14))
     cv2.rectangle(mask, (x0 + r, y0), (x1 - 1 - r, y1 - 1), 255, -1)
     cv2.rectangle(mask, (x0, y0 + r), (x1 - 1, y1 - 1 - r), 255, -1)
@@ -217,7 +221,7 @@ def _mailer_surface(cv: Canvas, rng: np.random.Generator, spec: PackageSpec) -> 
         (x1 - 1 - r, y1 - 1 - r),
     ):
         cv2.circle(mask, (cx, cy), r, 255, -1)
-    wr = np.zeros(cv.alpha.shape, np.float32)
+    wr: np.ndarray = np.zeros(cv.alpha.shape, np.float32)
     for _ in range(int(rng.integers(5, 13))):
         p = rng.uniform((x0, y0), (x1, y1), (2, 2)).astype(np.int32)
         cv2.line(
@@ -228,10 +232,10 @@ def _mailer_surface(cv: Canvas, rng: np.random.Generator, spec: PackageSpec) -> 
             int(rng.integers(1, 4)),
         )
     wr = cv2.GaussianBlur(wr, (0, 0), rng.uniform(2.5, 5))
-    wr *= 0.12 / max(float(np.abs(wr).max()), 1e-6)
+    wr = wr * (0.12 / max(float(np.abs(wr).max()), 1e-6))
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
     pillow = 0.88 + 0.12 * np.minimum(1.0, dist / 14.0)
-    shade = (pillow + wr + 0.02 * smooth_noise(rng, *mask.shape, 16)) * (mask > 0)
+    shade = (pillow + wr + 0.02 * smooth_noise(rng, mask.shape[0], mask.shape[1], 16)) * (mask > 0)
     cv.col[:] = cv.base * shade[..., None]
     seal = int(rng.uniform(5, 10))
     cv.col[y0:y1, x1 - seal - 4 : x1 - 4] *= 1.06
@@ -307,7 +311,7 @@ def _finish_sprite(cv: Canvas, angle: float, shadow: tuple[float, float, float])
     a = cv2.warpAffine(cv.alpha, rot, (w, h), flags=cv2.INTER_LINEAR)
     np.clip(a, 0, 1, out=a)
     dx, dy, strength = shadow
-    shift = np.float32([[1, 0, dx], [0, 1, dy]])
+    shift = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
     sh = cv2.GaussianBlur(cv2.warpAffine(a, shift, (w, h)), (0, 0), 4.0)
     k = ((1.0 - strength * sh) * (1.0 - a))[..., None]
     cols = np.nonzero(a.max(axis=0) > 0.5)[0]
@@ -324,7 +328,7 @@ def _finish_sprite(cv: Canvas, angle: float, shadow: tuple[float, float, float])
 def make_belt(rng: np.random.Generator, h: int, w: int, seams: list[int]) -> np.ndarray:
     """Belt albedo tile (h, w, 3), periodic in x; ``seams`` are x positions of belt joints."""
     level = rng.uniform(44, 54)
-    fine = rng.standard_normal((h, w + 8), dtype=np.float32)
+    fine: np.ndarray = rng.standard_normal((h, w + 8), dtype=np.float32)
     fine = cv2.GaussianBlur(np.concatenate([fine[:, -8:], fine, fine[:, :8]], 1), (0, 0), 0.8)
     streak = cv2.GaussianBlur(rng.standard_normal((h, 1), dtype=np.float32), (0, 0), 1.5)
     mottle = smooth_noise(rng, h, w + 64, 32)
