@@ -31,10 +31,18 @@ test-fast: $(STAMP) test-deps
 test-arm64: $(STAMP)
 	ARM64_PY=$(BIN)/python tools/arm64/run.sh
 
-# Style and architecture: the layer contracts (import-linter, pyproject.toml) and the no-cycles test.
+# Style, types and architecture: ruff, mypy (strict on parcelguard.device, pyproject.toml), the
+# layer contracts (import-linter) and the no-cycles test. mypy reads the card's folders through
+# build/typecheck/parcelguard/<folder> symlinks, the names they install under.
+TYPECHECK := build/typecheck/parcelguard
+MYPY_PACKAGES := device train export cli workflows
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	mkdir -p $(TYPECHECK)
+	for p in $(MYPY_PACKAGES); do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done
+	$(BIN)/mypy $(foreach p,$(MYPY_PACKAGES),-p parcelguard.$(p))
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/system/test_architecture.py tests/system/test_code_size.py
 

@@ -59,13 +59,12 @@ def cmd_install_service(args: argparse.Namespace) -> int:
         if args.out is not None:
             print(f"# dry run: nothing written to {args.out}", file=sys.stderr)
         return 0
-    written = write_files(spec, args.out, force=args.force)
-    unit, config = written
+    unit_file, config_file = write_files(spec, args.out, force=args.force)
     print(
-        f"wrote {unit} and {config}. To install:\n"
+        f"wrote {unit_file} and {config_file}. To install:\n"
         f"  sudo useradd --system --home-dir {spec.workdir} --shell /usr/sbin/nologin {spec.user}\n"
-        f"  sudo install -D -m 0640 -g {spec.user} {config} {spec.config}\n"
-        f"  sudo install -m 0644 {unit} /etc/systemd/system/{UNIT_NAME}\n"
+        f"  sudo install -D -m 0640 -g {spec.user} {config_file} {spec.config}\n"
+        f"  sudo install -m 0644 {unit_file} /etc/systemd/system/{UNIT_NAME}\n"
         f"  sudo systemctl daemon-reload && sudo systemctl enable --now {UNIT_NAME.removesuffix('.service')}"
     )
     return 0

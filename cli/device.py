@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from parcelguard.cli.common import add_config_args
 from parcelguard.device import jsonio
-from parcelguard.device.config.base import load_config
+from parcelguard.device.config.base import StrictModel, load_config
+from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.config.names import BACKEND_NAMES
 from parcelguard.device.errors import ParcelguardError
 
 CONFIG_KINDS = ("device", "train", "export")
 
 
-def _config_model(kind: str) -> type:
+def _config_model(kind: str) -> type[StrictModel]:
     """The typed model of a config kind (workstation models imported only when asked for)."""
     if kind == "train":
         from parcelguard.train.config import TrainConfig
@@ -28,8 +31,6 @@ def _config_model(kind: str) -> type:
         from parcelguard.export.config import ExportConfig
 
         return ExportConfig
-    from parcelguard.device.config.device import DeviceConfig
-
     return DeviceConfig
 
 
@@ -57,7 +58,7 @@ def finite_non_negative(text: str) -> float:
     return _finite(text, positive=False)
 
 
-def _summary(report: dict) -> dict:
+def _summary(report: Mapping[str, Any]) -> dict[str, Any]:
     out = {
         k: report[k]
         for k in ("frames", "packages", "replay_fps", "decode_only_fps", "replay_vs_decode")
@@ -164,6 +165,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.kind == "device":  # what run checks at start-up: folders writable, named files there
         from parcelguard.device.live.preflight import preflight
 
+        assert isinstance(cfg, DeviceConfig)
         preflight(cfg, str(args.file))
     print(f"{args.file}: valid {args.kind} config")
     return 0

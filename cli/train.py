@@ -25,8 +25,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
             f"crops written: {manifest} ({len(sheets)} contact sheets in {args.out / 'contact_sheets'}; card {card})"
         )
     else:
-        cfg = load_config(synth.SynthVideoConfig, args.config, args.overrides)
-        paths = synth.make_video(cfg, args.out)
+        video_cfg = load_config(synth.SynthVideoConfig, args.config, args.overrides)
+        paths = synth.make_video(video_cfg, args.out)
         print(f"video written: {paths['video']} (labels: {paths['gt']})")
     return 0
 

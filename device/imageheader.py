@@ -11,12 +11,13 @@ from __future__ import annotations
 import io
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 MAX_PIXELS = 40_000_000  # 8000 x 5000: far above any camera frame or crop this project handles
 HEAD_BYTES = 64 * 1024  # JPEG SOF markers come after EXIF/ICC segments; 64 kB covers real files
 
 
-def _jpeg(f) -> tuple[int, int] | None:
+def _jpeg(f: BinaryIO) -> tuple[int, int] | None:
     f.seek(2)
     while True:
         b = f.read(1)
@@ -76,7 +77,7 @@ def _tiff(h: bytes) -> tuple[int, int] | None:
     return (dims[256], dims[257]) if len(dims) == 2 else None
 
 
-def header_size(head: bytes, stream=None) -> tuple[int, int] | None:
+def header_size(head: bytes, stream: BinaryIO | None = None) -> tuple[int, int] | None:
     """(width, height) from the first bytes of an image file (a JPEG's markers are walked in
     ``stream``, the open file, when given); None if the header is not readable."""
     try:
@@ -96,7 +97,9 @@ def header_size(head: bytes, stream=None) -> tuple[int, int] | None:
     return None
 
 
-def check_image(head: bytes, max_pixels: int = MAX_PIXELS, stream=None) -> str | None:
+def check_image(
+    head: bytes, max_pixels: int = MAX_PIXELS, stream: BinaryIO | None = None
+) -> str | None:
     """None when the header says the image is safe to decode, else the reason (one phrase)."""
     size = header_size(head, stream)
     if size is None:

@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -108,10 +110,10 @@ class FakeCapture:
     def isOpened(self) -> bool:  # noqa: N802
         return self.opened
 
-    def set(self, prop, value) -> bool:
+    def set(self, prop: int, value: float) -> bool:
         return True
 
-    def read(self):
+    def read(self) -> tuple[bool, np.ndarray | None]:
         if self.period_s:
             time.sleep(self.period_s)
         if (
@@ -146,7 +148,7 @@ class FlakyCamera:
         self.resume = 0
         self.caps: list[FakeCapture] = []
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> FakeCapture | None:
         self.opens += 1
         if self.caps:
             self.resume = self.caps[-1].pos
@@ -159,9 +161,12 @@ class FlakyCamera:
         return cap
 
 
-def make_config(tmp_path: Path, **sections) -> DeviceConfig:
+def make_config(tmp_path: Path, **sections: Any) -> DeviceConfig:
     """A DeviceConfig writing events under tmp_path, health off; ``sections`` merge into it."""
-    data: dict = {"events": {"dir": str(tmp_path / "events")}, "health": {"enabled": False}}
+    data: dict[str, Any] = {
+        "events": {"dir": str(tmp_path / "events")},
+        "health": {"enabled": False},
+    }
     for k, v in sections.items():
         if isinstance(v, dict):
             data.setdefault(k, {}).update(v)
@@ -172,7 +177,7 @@ def make_config(tmp_path: Path, **sections) -> DeviceConfig:
 
 def write_avi(path: Path, frames: list[np.ndarray], fps: float = 30.0) -> Path:
     w = cv2.VideoWriter(
-        str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0])
+        str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0])
     )
     assert w.isOpened()
     for f in frames:
@@ -233,7 +238,7 @@ srv.serve_forever()
 """
 
 
-def edit_manifest(pkg: Path, fn, reseal: bool = False) -> None:
+def edit_manifest(pkg: Path, fn: Callable[[dict[str, Any]], object], reseal: bool = False) -> None:
     """Change ``pkg/manifest.json`` as a person with an editor would (``fn(data)`` in place);
     ``reseal`` recomputes the package id too, as a buggy exporter would (the id then matches, so
     only the loader's other checks can object). A NaN value cannot be sealed: a zero id is set."""
@@ -252,9 +257,9 @@ def edit_manifest(pkg: Path, fn, reseal: bool = False) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-def one_sentence(r, *needles: str) -> str:
+def one_sentence(r: subprocess.CompletedProcess[str], *needles: str) -> str:
     """The CLI failed with exactly one `parcelguard: error:` line (no traceback) holding ``needles``."""
-    err = [line for line in r.stderr.splitlines() if line.strip()]
+    err: list[str] = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert len(err) == 1 and err[0].startswith("parcelguard: error: "), r.stderr
     for n in needles:
@@ -270,8 +275,11 @@ def free_port() -> int:
 
 
 def run_cli(
-    *args: str, env: dict | None = None, cwd: Path | None = None, python: str | None = None
-) -> subprocess.CompletedProcess:
+    *args: str,
+    env: dict[str, Any] | None = None,
+    cwd: Path | None = None,
+    python: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``parcelguard ARGS`` in a subprocess; returns the completed process (never raises)."""
     return subprocess.run(
         [python or sys.executable, "-m", "parcelguard.cli.main", *args],

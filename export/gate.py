@@ -13,6 +13,8 @@ where the reference was right), ``c`` (the reverse), the one-sided exact p-value
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from parcelguard.export.config import ParityGateConfig
 from parcelguard.export.stats import (
@@ -90,7 +92,7 @@ def paired_check(
     budget, hard = paired_limits(bp, per_type)
     n = len(ok_ref)
     b, c = int((ok_ref & ~ok_m).sum()), int((~ok_ref & ok_m).sum())
-    out = {
+    out: dict[str, Any] = {
         "n": n,
         "b": b,
         "c": c,

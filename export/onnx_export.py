@@ -80,6 +80,7 @@ def export_onnx(model: nn.Module, path: Path, size: int, metadata: dict[str, str
             optimize=True,
             verbose=False,
         )
+    assert program is not None  # dynamo=True always returns an ONNXProgram
     proto = program.model_proto
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
@@ -103,8 +104,7 @@ class _ArrayReader:
         self.input_name = input_name
         self.calib = np.ascontiguousarray(calib, dtype=np.float32)
         self.batch = batch
-        self._it: Iterator[dict[str, np.ndarray]] | None = None
-        self.rewind()
+        self._it: Iterator[dict[str, np.ndarray]] = self._gen()
 
     def _gen(self) -> Iterator[dict[str, np.ndarray]]:
         for i in range(0, len(self.calib), self.batch):

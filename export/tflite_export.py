@@ -32,6 +32,8 @@ class AvgPoolAsDepthwise(nn.Module):
     ``DEPTHWISE_CONV_2D`` with weights 1/k^2 computes the same thing on XNNPACK.
     """
 
+    weight: torch.Tensor  # a buffer (register_buffer)
+
     def __init__(self, channels: int, kernel: int, stride: int, padding: int):
         super().__init__()
         self.register_buffer("weight", torch.full((channels, 1, kernel, kernel), 1.0 / kernel**2))

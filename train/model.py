@@ -17,6 +17,8 @@ from torch import nn
 class BlurPool(nn.Module):
     """Fixed binomial low-pass filter applied per channel, then stride 2 (zero padding)."""
 
+    weight: torch.Tensor  # a buffer (register_buffer)
+
     def __init__(self, channels: int, stride: int = 2):
         super().__init__()
         k1 = torch.tensor([1.0, 2.0, 1.0])

@@ -128,7 +128,8 @@ class _Run:
         # channels_last: the same weights and math, laid out NHWC; the per-pixel convs, BN and pools
         # of this small net run ~1.9x faster that way on 2 CPU cores (benchmarks/bench_train.py).
         self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.model = build_model(cfg).to(device, memory_format=self.fmt)
+        # Module.to takes memory_format as a keyword; torch's overloads do not declare it
+        self.model = build_model(cfg).to(device, memory_format=self.fmt)  # type: ignore[call-overload]
         self.info = {
             "params": count_params(self.model),
             "macs": count_macs(self.model, cfg.input.height),

@@ -9,10 +9,11 @@ a batch of another shape or dtype with one sentence (:func:`check_batch`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from parcelguard.device.backends import litert, onnxrt
-from parcelguard.device.backends.base import Backend, scores_from_logits
+from parcelguard.device.backends.base import Backend, BackendClass, scores_from_logits
+from parcelguard.device.config.device import ProviderEntry
 from parcelguard.device.contract.package import Package
 from parcelguard.device.errors import ParcelguardError
 
@@ -20,7 +21,7 @@ __all__ = ["REGISTRY", "Backend", "available_backends", "open_backend", "scores_
 
 
 class BackendEntry(NamedTuple):
-    cls: Callable[..., Any]  # (package, key=, threads=, providers=) -> Backend
+    cls: BackendClass
     runtime_available: Callable[[], bool]
     file_key: str  # which model file of the package it runs
 
@@ -37,7 +38,7 @@ def open_backend(
     package: Package,
     name: str = "litert",
     threads: int = 1,
-    providers: list | None = None,
+    providers: list[ProviderEntry] | None = None,
     selftest: bool = True,
 ) -> Backend:
     """Load ``package``'s file for backend ``name``, warm it up and run the package's self-test.

@@ -3,9 +3,12 @@ outputs (batch shape and dtype, one logit per manifest class, a stable softmax).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from parcelguard.device.config.device import ProviderEntry
 from parcelguard.device.contract.package import Package
 from parcelguard.device.errors import ParcelguardError
 
@@ -18,12 +21,31 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class LoadedBackend(Backend, Protocol):
+    """What a backend class builds: a :class:`Backend` that can also run one warm-up batch."""
+
+    def warmup(self) -> None: ...
+
+
+class BackendClass(Protocol):
+    """A backend's constructor: ``(package, key=, threads=, providers=)``."""
+
+    def __call__(
+        self,
+        package: Package,
+        key: str = ...,
+        threads: int = ...,
+        providers: list[ProviderEntry] | None = ...,
+    ) -> LoadedBackend: ...
+
+
 def scores_from_logits(logits: np.ndarray, positive: int) -> np.ndarray:
     """Softmax probability of the positive class, computed stably in float64."""
     z = logits.astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return (e[:, positive] / e.sum(axis=1)).astype(np.float32)
+    scores: np.ndarray = (e[:, positive] / e.sum(axis=1)).astype(np.float32)
+    return scores
 
 
 def check_batch(batch_u8: np.ndarray, height: int, width: int, who: str) -> np.ndarray:
@@ -36,7 +58,7 @@ def check_batch(batch_u8: np.ndarray, height: int, width: int, who: str) -> np.n
     return arr
 
 
-def check_outputs(shape, package: Package, path) -> None:
+def check_outputs(shape: Sequence[object] | None, package: Package, path: Path) -> None:
     """The model's output must be one logit per manifest class (a static last dimension)."""
     n = len(package.manifest.classes)
     dims = list(shape) if shape is not None else []

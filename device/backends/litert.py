@@ -6,6 +6,7 @@ The int8 input with scale 1/255 and zero point -128 is fed as ``uint8 ^ 0x80`` (
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 from parcelguard.device.backends.base import (
@@ -14,6 +15,7 @@ from parcelguard.device.backends.base import (
     check_outputs,
     scores_from_logits,
 )
+from parcelguard.device.config.device import ProviderEntry
 from parcelguard.device.contract.package import Package
 from parcelguard.device.contract.preprocess import to_int8
 from parcelguard.device.errors import ParcelguardError, missing_extra
@@ -21,7 +23,7 @@ from parcelguard.device.errors import ParcelguardError, missing_extra
 log = logging.getLogger(__name__)
 
 
-def _interpreter_class():
+def _interpreter_class() -> Any:  # the runtime's (untyped) Interpreter class
     try:
         from ai_edge_litert.interpreter import Interpreter
 
@@ -29,7 +31,7 @@ def _interpreter_class():
     except ImportError:
         pass
     try:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+        from tflite_runtime.interpreter import Interpreter
 
         return Interpreter
     except ImportError:
@@ -48,7 +50,11 @@ class LiteRTBackend:
     name = "litert"
 
     def __init__(
-        self, package: Package, key: str = "tflite_int8", threads: int = 1, providers=None
+        self,
+        package: Package,
+        key: str = "tflite_int8",
+        threads: int = 1,
+        providers: list[ProviderEntry] | None = None,
     ):
         path = package.file(key)
         Interpreter = _interpreter_class()
@@ -97,7 +103,8 @@ class LiteRTBackend:
         if self._in_dtype == np.int8 or self._in_dtype == np.uint8:
             q = np.round(item_u8.astype(np.float32) / 255.0 / self._in_scale) + self._in_zp
             info = np.iinfo(self._in_dtype)
-            return np.clip(q, info.min, info.max).astype(self._in_dtype)
+            fed: np.ndarray = np.clip(q, info.min, info.max).astype(self._in_dtype)
+            return fed
         return item_u8.astype(np.float32) / 255.0
 
     def infer(self, batch_u8: np.ndarray) -> np.ndarray:

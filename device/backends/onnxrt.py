@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from parcelguard.device.backends.base import (
@@ -19,6 +20,7 @@ from parcelguard.device.backends.base import (
     check_outputs,
     scores_from_logits,
 )
+from parcelguard.device.config.device import ProviderEntry
 from parcelguard.device.contract.package import Package
 from parcelguard.device.contract.preprocess import to_float_nchw
 from parcelguard.device.errors import ParcelguardError, missing_extra
@@ -26,7 +28,7 @@ from parcelguard.device.errors import ParcelguardError, missing_extra
 log = logging.getLogger(__name__)
 
 
-def _ort():
+def _ort() -> Any:  # the onnxruntime module (untyped)
     try:
         import onnxruntime
 
@@ -52,12 +54,12 @@ def default_trt_cache() -> Path:
     return base / "parcelguard" / "trt_engines"
 
 
-def _option_value(v) -> str:
+def _option_value(v: str | int | float | bool) -> str:
     return ("1" if v else "0") if isinstance(v, bool) else str(v)
 
 
 def resolve_providers(
-    entries: list | None, available: list[str]
+    entries: list[ProviderEntry] | None, available: list[str]
 ) -> tuple[list[str], list[dict[str, str]]]:
     """Config entries (names or ``{name: options}``) -> (names, options) for InferenceSession.
 
@@ -67,13 +69,13 @@ def resolve_providers(
     names: list[str] = []
     options: list[dict[str, str]] = []
     for entry in entries or [CPU]:
-        name, opts = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
+        name, given = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
         if name not in available:
             log.warning("execution provider %s is not in this onnxruntime build; skipping it", name)
             continue
         if name in names:
             continue
-        opts = {k: _option_value(v) for k, v in (opts or {}).items()}
+        opts = {k: _option_value(v) for k, v in (given or {}).items()}
         if name == TRT:
             opts.setdefault("trt_engine_cache_enable", "1")
             if opts["trt_engine_cache_enable"] == "1" and "trt_engine_cache_path" not in opts:
@@ -100,7 +102,7 @@ class OnnxBackend:
         package: Package,
         key: str = "onnx_fp32",
         threads: int = 1,
-        providers: list | None = None,
+        providers: list[ProviderEntry] | None = None,
     ):
         ort = _ort()
         path = package.file(key)

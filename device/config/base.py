@@ -31,9 +31,9 @@ class _NoDuplicatesLoader(_BaseLoader):  # type: ignore[valid-type,misc]
     Merge keys (``<<: *base``) may still be overridden: only keys written in one mapping count.
     """
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
-            first: dict = {}
+            first: dict[tuple[str, str], int] = {}
             for key_node, _ in node.value:
                 if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
                     continue
@@ -46,7 +46,8 @@ class _NoDuplicatesLoader(_BaseLoader):  # type: ignore[valid-type,misc]
                         key_node.start_mark,
                     )
                 first[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 class StrictModel(BaseModel):
@@ -54,16 +55,20 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+# A key's path in a YAML document: mapping keys and sequence indices from the top.
+KeyPath = tuple[int | str, ...]
+
+
 def _key_lines(
-    node: yaml.Node, prefix: tuple = (), seen: set[int] | None = None
-) -> dict[tuple, int]:
+    node: yaml.Node, prefix: KeyPath = (), seen: set[int] | None = None
+) -> dict[KeyPath, int]:
     """Map each key path in a YAML document to its 1-based line number.
 
     Each node is walked once: an aliased node (``*anchor``) is not expanded again, so a YAML
     "billion laughs" file costs its size, not its expansion.
     """
     seen = set() if seen is None else seen
-    lines: dict[tuple, int] = {}
+    lines: dict[KeyPath, int] = {}
     if id(node) in seen:
         return lines
     seen.add(id(node))
@@ -82,7 +87,9 @@ def _key_lines(
     return lines
 
 
-def format_validation_error(err: ValidationError, source: str, lines: dict | None = None) -> str:
+def format_validation_error(
+    err: ValidationError, source: str, lines: dict[KeyPath, int] | None = None
+) -> str:
     parts = []
     errors = err.errors()
     for e in errors[:MAX_REPORTED]:
@@ -117,7 +124,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         path, value = parse_override(item)
         node = data
@@ -152,8 +159,8 @@ def _parse(text: str) -> tuple[yaml.Node | None, Any]:
 
 def load_config(model: type[M], path: str | Path | None, overrides: list[str] | None = None) -> M:
     """Load ``path`` (YAML) into ``model``; ``None`` means all defaults. Raises ParcelguardError."""
-    data: dict = {}
-    lines: dict = {}
+    data: dict[str, Any] = {}
+    lines: dict[KeyPath, int] = {}
     source = "defaults"
     if path is not None:
         p = Path(path)
@@ -194,7 +201,7 @@ def load_config(model: type[M], path: str | Path | None, overrides: list[str] | 
         raise ParcelguardError(f"{source}: config nested too deeply") from None
 
 
-def validate_model(model: type[M], data: dict, source: str) -> M:
+def validate_model(model: type[M], data: dict[str, Any], source: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as err:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from parcelguard.device.config.base import StrictModel
 from parcelguard.device.config.camera import ClipsConfig, RegistrationConfig
@@ -21,7 +21,7 @@ from parcelguard.device.config.watch import (
     MonitorConfig,
     ShadowConfig,
 )
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 # The one home of the default camera geometry; the synthetic world (train/synth/config.py) renders
 # with it, so a default device config inspects a default synthetic video: a 640x480 frame, the
@@ -45,6 +45,15 @@ class SourceConfig(StrictModel):
     fps: float | None = Field(None, gt=0)
 
 
+# An execution provider: its name, or {name: {option: value}}
+ProviderEntry = str | dict[str, dict[str, str | int | float | bool]]
+Roi = tuple[int, int, int, int]  # x, y, w, h in frame pixels
+
+
+def _cpu_only() -> list[ProviderEntry]:
+    return ["CPUExecutionProvider"]
+
+
 class ModelConfig(StrictModel):
     package: Path | None = None
     backend: BackendName = "litert"
@@ -52,13 +61,11 @@ class ModelConfig(StrictModel):
     # ONNX Runtime execution providers in order of preference: a name, or a one-key mapping of a
     # name to its provider options, e.g. {TensorrtExecutionProvider: {trt_engine_cache_enable: true}}
     # (docs/export.md). Providers this onnxruntime build lacks are skipped; CPU is always last.
-    providers: list[str | dict[str, dict[str, str | int | float | bool]]] = Field(
-        default_factory=lambda: ["CPUExecutionProvider"]
-    )
+    providers: list[ProviderEntry] = Field(default_factory=_cpu_only)
 
     @field_validator("providers")
     @classmethod
-    def _one_provider_per_mapping(cls, v: list) -> list:
+    def _one_provider_per_mapping(cls, v: list[ProviderEntry]) -> list[ProviderEntry]:
         for entry in v:
             if isinstance(entry, dict) and len(entry) != 1:
                 raise ValueError(
@@ -95,7 +102,7 @@ class ModelConfig(StrictModel):
             )
         return self
 
-    def signature_args(self) -> dict:
+    def signature_args(self) -> dict[str, Any]:
         """``load_package`` keyword arguments for this signature policy."""
         required = self.public_key is not None and not self.allow_unsigned
         return {"public_key": self.public_key, "require_signature": required}
@@ -217,7 +224,7 @@ class MqttTlsConfig(StrictModel):
 
     @field_validator("keyfile")
     @classmethod
-    def _key_needs_cert(cls, v: Path | None, info) -> Path | None:
+    def _key_needs_cert(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         if v is not None and info.data.get("certfile") is None:
             raise ValueError("needs mqtt.tls.certfile")
         return v
@@ -247,7 +254,7 @@ class MqttConfig(StrictModel):
 
     @field_validator("password_env")
     @classmethod
-    def _one_password_source(cls, v: str | None, info) -> str | None:
+    def _one_password_source(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is not None and info.data.get("password") is not None:
             raise ValueError("set mqtt.password or mqtt.password_env, not both")
         return v
@@ -256,7 +263,7 @@ class MqttConfig(StrictModel):
 class DeviceConfig(StrictModel):
     device_id: str = Field("pg-01", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     source: SourceConfig = Field(default_factory=SourceConfig)
-    roi: tuple[int, int, int, int] | None = DEFAULT_ROI
+    roi: Roi | None = DEFAULT_ROI
     model: ModelConfig = Field(default_factory=ModelConfig)
     presence: PresenceConfig = Field(default_factory=PresenceConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
@@ -281,7 +288,7 @@ class DeviceConfig(StrictModel):
 
     @field_validator("roi")
     @classmethod
-    def _roi_in_frame(cls, v):
+    def _roi_in_frame(cls, v: Roi | None) -> Roi | None:
         if v is not None:
             x, y, w, h = v
             if x < 0 or y < 0 or w <= 0 or h <= 0:

@@ -60,7 +60,9 @@ class ModelFile(StrictModel):
         return v
 
     @classmethod
-    def of(cls, path: Path, format: str, precision: str, quant: dict | None = None) -> ModelFile:
+    def of(
+        cls, path: Path, format: str, precision: str, quant: dict[str, Any] | None = None
+    ) -> ModelFile:
         """The entry for the model file at ``path`` (named relative to its package folder): its
         hash and size, plus the int8 I/O quantization (``{"input": ..., "output": ...}``) if given."""
         path = Path(path)
@@ -130,7 +132,7 @@ class Manifest(StrictModel):
         return f"{self.name}@{digest[:12]}"
 
 
-def manifest_id(data: dict) -> str:
+def manifest_id(data: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of a manifest dict, ``package_id`` left out."""
     body = {k: v for k, v in data.items() if k != "package_id"}
     text = json.dumps(
@@ -175,7 +177,7 @@ def _safe_member(root: Path, rel: str) -> Path:
     return p
 
 
-def _read_manifest(root: Path) -> tuple[Path, bytes, dict]:
+def _read_manifest(root: Path) -> tuple[Path, bytes, dict[str, Any]]:
     """The manifest's path, bytes and JSON object; anything else is one sentence."""
     if not root.is_dir():
         raise ParcelguardError(f"model package {root} does not exist or is not a folder")
@@ -197,7 +199,7 @@ def _read_manifest(root: Path) -> tuple[Path, bytes, dict]:
     return mpath, raw, data
 
 
-def _check_id(root: Path, mpath: Path, data: dict, allow_unsealed: bool) -> None:
+def _check_id(root: Path, mpath: Path, data: dict[str, Any], allow_unsealed: bool) -> None:
     """The manifest must hash to its ``package_id`` (a hand edit is refused)."""
     recorded = data.get("package_id")
     if not recorded:

@@ -66,7 +66,8 @@ def preprocess(frame_bgr: np.ndarray, spec: InputConfig, roi: Roi | None = None)
 
 def to_int8(batch_u8: np.ndarray) -> np.ndarray:
     """uint8 -> int8 with zero point -128 and the same scale: exact, no float math."""
-    return np.bitwise_xor(batch_u8, np.uint8(0x80)).view(np.int8)
+    out: np.ndarray = np.bitwise_xor(batch_u8, np.uint8(0x80)).view(np.int8)
+    return out
 
 
 def to_float_nchw(batch_u8: np.ndarray, spec: InputConfig) -> np.ndarray:

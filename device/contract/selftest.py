@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -27,6 +28,12 @@ from parcelguard.device.contract.package import Package, SelfTest, _safe_member
 from parcelguard.device.errors import ParcelguardError
 
 log = logging.getLogger(__name__)
+
+
+class Infers(Protocol):
+    """What the self-test needs of a backend (device/backends/base.py Backend has it)."""
+
+    def infer(self, batch_u8: np.ndarray) -> np.ndarray: ...
 
 
 def read_crops(package: Package, selftest: SelfTest) -> np.ndarray:
@@ -56,7 +63,7 @@ def read_crops(package: Package, selftest: SelfTest) -> np.ndarray:
     return np.stack(crops)
 
 
-def run_selftest(package: Package, backend, name: str, key: str) -> float | None:
+def run_selftest(package: Package, backend: Infers, name: str, key: str) -> float | None:
     """Run the known answers for model file ``key`` through ``backend`` (registry name ``name``).
 
     Returns the largest score difference, or None when the package carries no answers for ``key``

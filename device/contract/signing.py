@@ -16,8 +16,16 @@ import binascii
 import logging
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 from parcelguard.device.errors import ParcelguardError, missing_extra
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +33,7 @@ SIGNATURE = "manifest.sig"
 MANIFEST = "manifest.json"
 
 
-def _crypto():
+def _crypto() -> tuple[ModuleType, ModuleType, type[Exception]]:
     try:
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import serialization
@@ -65,7 +73,7 @@ def _read_pem(path: Path, what: str) -> bytes:
     return Path(path).read_bytes()
 
 
-def load_private_key(path: str | Path):
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     serialization, ed25519, _ = _crypto()
     try:
         key = serialization.load_pem_private_key(_read_pem(Path(path), "private"), password=None)
@@ -77,10 +85,10 @@ def load_private_key(path: str | Path):
         raise ParcelguardError(
             f"private key {path} is not an Ed25519 key (make one with parcelguard keygen)"
         )
-    return key
+    return cast("Ed25519PrivateKey", key)
 
 
-def load_public_key(path: str | Path):
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
     serialization, ed25519, _ = _crypto()
     try:
         key = serialization.load_pem_public_key(_read_pem(Path(path), "public"))
@@ -90,7 +98,7 @@ def load_public_key(path: str | Path):
         raise ParcelguardError(
             f"public key {path} is not an Ed25519 key (make one with parcelguard keygen)"
         )
-    return key
+    return cast("Ed25519PublicKey", key)
 
 
 def sign_package(package: str | Path, private_key: str | Path) -> Path:

@@ -9,6 +9,8 @@ change beyond the tolerance, or a package only one side saw."""
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from parcelguard.device import jsonio
 
@@ -17,11 +19,19 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
     return max(0, min(a1, b1) - max(a0, b0) + 1)
 
 
-def pair_spans(a: list, b: list, span_a, span_b) -> tuple[list[tuple], list, list]:
+A = TypeVar("A")
+B = TypeVar("B")
+Span = tuple[int, int]
+
+
+def pair_spans(
+    a: list[A], b: list[B], span_a: Callable[[A], Span], span_b: Callable[[B], Span]
+) -> tuple[list[tuple[A, B]], list[A], list[B]]:
     """Greedy one-to-one pairing in ``a``'s order by largest frame overlap of ``span(x) -> (first,
     last)``; returns ``(pairs, unmatched a, unmatched b)``."""
     used: set[int] = set()
-    pairs, unmatched = [], []
+    pairs: list[tuple[A, B]] = []
+    unmatched: list[A] = []
     spans_b = [span_b(x) for x in b]
     for x in a:
         a0, a1 = span_a(x)
@@ -40,7 +50,7 @@ def pair_spans(a: list, b: list, span_a, span_b) -> tuple[list[tuple], list, lis
     return pairs, unmatched, [y for i, y in enumerate(b) if i not in used]
 
 
-def event_span(ev: dict) -> tuple[int, int]:
+def event_span(ev: dict[str, Any]) -> tuple[int, int]:
     return ev["frame_enter"], ev["frame_exit"]
 
 
@@ -58,12 +68,15 @@ DIFF_COLUMNS = (
 )
 
 
-def _pair(a: list[dict], b: list[dict]) -> tuple[list[tuple[dict, dict]], list[dict], list[dict]]:
+def _pair(
+    a: list[dict[str, Any]], b: list[dict[str, Any]]
+) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[dict[str, Any]], list[dict[str, Any]]]:
     return pair_spans(a, b, event_span, event_span)
 
 
-def _row(kind: str, g: dict | None, e: dict | None) -> dict:
+def _row(kind: str, g: dict[str, Any] | None, e: dict[str, Any] | None) -> dict[str, Any]:
     ref = e or g
+    assert ref is not None, "a difference row needs at least one side"
     gs, s = (g or {}).get("score"), (e or {}).get("score")
     return {
         "kind": kind,
@@ -78,7 +91,9 @@ def _row(kind: str, g: dict | None, e: dict | None) -> dict:
     }
 
 
-def compare_events(golden: list[dict], events: list[dict], tolerance: float = 0.02) -> list[dict]:
+def compare_events(
+    golden: list[dict[str, Any]], events: list[dict[str, Any]], tolerance: float = 0.02
+) -> list[dict[str, Any]]:
     """Differences between a reference (golden / model A) and new events (model B), in time order."""
     golden = [e for e in golden if e.get("kind", "package") == "package"]
     events = [e for e in events if e.get("kind", "package") == "package"]
@@ -95,7 +110,7 @@ def compare_events(golden: list[dict], events: list[dict], tolerance: float = 0.
     return sorted(diffs, key=lambda d: (d["t"], d["seq"]))
 
 
-def score_deltas(a: list[dict], b: list[dict]) -> dict:
+def score_deltas(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
     pairs, _, _ = _pair(a, b)
     d = [
         abs(eb["score"] - ea["score"])
@@ -112,7 +127,7 @@ def score_deltas(a: list[dict], b: list[dict]) -> dict:
 AB_METRICS = ("precision", "recall", "f1", "tp", "fp", "fn")
 
 
-def ab_html(r: dict) -> str:
+def ab_html(r: dict[str, Any]) -> str:
     keys = sorted(set(r["a"]) | set(r["b"]), key=lambda k: (k not in AB_METRICS, k))
     rows = "".join(
         f"<tr><td>{k}</td><td>{html.escape(str(r['a'].get(k)))}</td><td>{html.escape(str(r['b'].get(k)))}</td></tr>"

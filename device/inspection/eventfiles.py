@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from parcelguard.device import jsonio
 
@@ -60,11 +61,12 @@ def repair_jsonl_tail(path: Path) -> str | None:
     if not lines:
         return None
     try:
-        return json.loads(lines[-1])["event_id"]
+        event_id: str | None = json.loads(lines[-1])["event_id"]
+        return event_id
     except (ValueError, KeyError, TypeError):
         return None
 
 
-def read_events(path: Path) -> list[dict]:
+def read_events(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

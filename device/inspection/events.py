@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from parcelguard.device import jsonio
 from parcelguard.device.errors import ParcelguardError
@@ -127,7 +127,7 @@ class EventStore:
         self._alarm_n = 0
         self._lock = threading.RLock()
         self.db: sqlite3.Connection | None = None
-        self.jsonl = None
+        self.jsonl: TextIO | None = None
         try:
             self._open(sqlite, jsonl, sync)
         except BaseException:

@@ -11,15 +11,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from parcelguard.device.backends import Backend
 from parcelguard.device.config.device import DeviceConfig, FusionConfig
 from parcelguard.device.contract.package import Manifest
 from parcelguard.device.contract.preprocess import crop_roi, preprocess
-from parcelguard.device.inspection.events import Event, EventSink, EventStore
+from parcelguard.device.inspection.events import Event, EventSink
 from parcelguard.device.inspection.register import Registration
-from parcelguard.device.inspection.segment import Segmenter, Track, fuse, measure_blobs
+from parcelguard.device.inspection.segment import Blob, Segmenter, Track, fuse, measure_blobs
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,12 @@ def threshold_for(fusion: FusionConfig, manifest: Manifest) -> float:
 
 def model_id_for(manifest: Manifest) -> str:
     return manifest.model_id
+
+
+class EventRecorder(Protocol):
+    """Where the loop records each event: an :class:`EventStore`, or the daemon's guarded one."""
+
+    def add(self, ev: Event) -> bool: ...
 
 
 @dataclass
@@ -66,7 +73,9 @@ class LoopStats:
 class LoopHooks:
     """Optional daemon hooks (device/live/daemon.py); replay uses none, so its output is unchanged."""
 
-    presence: Callable[[np.ndarray, float], list] | None = None  # (roi, ts) -> blobs; trigger modes
+    presence: Callable[[np.ndarray, float], list[Blob]] | None = (
+        None  # (roi, ts) -> blobs; trigger modes
+    )
     on_frame: Callable[[int, float, float | None], None] | None = (
         None  # (idx, ts, inference_s|None)
     )
@@ -86,7 +95,7 @@ class InspectionLoop:
         cfg: DeviceConfig,
         backend: Backend,
         manifest: Manifest,
-        store: EventStore | None,
+        store: EventRecorder | None,
         run_token: str,
         on_event: Callable[[Event], None] | None = None,
         hooks: LoopHooks | None = None,

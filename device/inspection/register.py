@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -93,7 +94,7 @@ class Registration:
         self._pending_since: int | None = None
         self._recent: deque[tuple[float, float]] = deque(maxlen=cfg.confirm)
         self.history: deque[tuple[float, float, float]] = deque(maxlen=cfg.history)
-        self.alarms: deque[dict] = deque(maxlen=ALARMS_KEPT)
+        self.alarms: deque[dict[str, Any]] = deque(maxlen=ALARMS_KEPT)
         self.followed: deque[tuple[float, int, int]] = deque(maxlen=ALARMS_KEPT)
         self.active: dict[str, bool] = {"camera_shifted": False, "camera_misaligned": False}
         self.checks = self.weak = self.follows = 0
@@ -150,7 +151,8 @@ class Registration:
         w = self._weight
         assert w is not None
         mean = float((grey * w).sum() / max(float(w.sum()), 1e-6))
-        return (grey - mean) * w
+        out: np.ndarray = (grey - mean) * w
+        return out
 
     def _measure(self, frame: np.ndarray, ts: float, idx: int) -> None:
         grey = self._grey(frame)
@@ -234,7 +236,7 @@ class Registration:
         return grey
 
     # -- reports --------------------------------------------------------------------------------
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """For ``POST /registration`` and the replay report."""
         return {
             "offset_px": [round(self.dx, 2), round(self.dy, 2)],

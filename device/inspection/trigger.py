@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any, TextIO
 
 import numpy as np
 from parcelguard.device.config.daemon import TriggerConfig
@@ -94,7 +95,7 @@ class EdgeTrigger:
 class StdinTrigger(EdgeTrigger):
     """Reads ``1``/``0`` (or ``on``/``off``) lines from a stream in a thread."""
 
-    def __init__(self, stream=None, **kw):
+    def __init__(self, stream: TextIO | None = None, **kw: Any):
         super().__init__(**kw)
         self.stream = stream or sys.stdin
         threading.Thread(target=self._read, name="trigger-stdin", daemon=True).start()
@@ -115,7 +116,7 @@ class PhotoEye(EdgeTrigger):
 
     mode = "photo_eye"
 
-    def __init__(self, cfg: TriggerConfig, lib: str | None = None, **kw):
+    def __init__(self, cfg: TriggerConfig, lib: str | None = None, **kw: Any):
         super().__init__(**kw)
         self.cfg = cfg
         lib = lib or cfg.gpio_lib
@@ -129,7 +130,7 @@ class PhotoEye(EdgeTrigger):
 
     def _open_gpiozero(self) -> None:
         try:
-            from gpiozero import DigitalInputDevice  # type: ignore[import-not-found]
+            from gpiozero import DigitalInputDevice
         except ImportError:
             raise ParcelguardError(
                 "gpiozero is not installed; on a Pi: sudo apt install python3-gpiozero (or pip install gpiozero lgpio)"
@@ -145,7 +146,7 @@ class PhotoEye(EdgeTrigger):
 
     def _open_jetson(self) -> None:
         try:
-            import Jetson.GPIO as GPIO  # type: ignore[import-not-found]
+            import Jetson.GPIO as GPIO
         except ImportError:
             raise ParcelguardError(
                 "Jetson.GPIO is not installed; on a Jetson: pip install Jetson.GPIO (and add your user to the gpio group)"
@@ -155,7 +156,7 @@ class PhotoEye(EdgeTrigger):
         GPIO.setup(pin, GPIO.IN)
         low_active = self.cfg.active_low
 
-        def edge(_channel) -> None:
+        def edge(_channel: int) -> None:
             level = GPIO.input(pin)
             self.set(level == (GPIO.LOW if low_active else GPIO.HIGH))
 
@@ -176,7 +177,7 @@ def _is_jetson() -> bool:
         return False
 
 
-def make_trigger(cfg: DeviceConfig):
+def make_trigger(cfg: DeviceConfig) -> VisionPresence | EdgeTrigger:
     """The configured presence provider (vision, photo-eye or an external edge trigger)."""
     t = cfg.trigger
     if t.mode == "vision":

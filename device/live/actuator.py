@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from parcelguard.device.config.daemon import ActuatorConfig, FailsafeConfig
 from parcelguard.device.errors import ParcelguardError
@@ -68,7 +68,7 @@ class RecordingOutput:
 class GpiozeroOutput:
     def __init__(self, pin: int, active_high: bool = True):
         try:
-            from gpiozero import DigitalOutputDevice  # type: ignore[import-not-found]
+            from gpiozero import DigitalOutputDevice
         except ImportError:
             raise ParcelguardError(
                 "gpiozero is not installed; on a Pi: sudo apt install python3-gpiozero (or pip install gpiozero lgpio)"
@@ -86,7 +86,7 @@ class GpiozeroOutput:
 class JetsonOutput:
     def __init__(self, pin: int, active_high: bool = True):
         try:
-            import Jetson.GPIO as GPIO  # type: ignore[import-not-found]
+            import Jetson.GPIO as GPIO
         except ImportError:
             raise ParcelguardError(
                 "Jetson.GPIO is not installed; on a Jetson: pip install Jetson.GPIO (and add your user to the gpio group)"
@@ -123,7 +123,7 @@ class Actuator:
         failsafe: FailsafeConfig,
         reject: Output,
         stop: Output | None = None,
-        on_alarm: Callable[[str, float, dict], None] | None = None,
+        on_alarm: Callable[[str, float, dict[str, Any]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.cfg = cfg

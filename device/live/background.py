@@ -26,7 +26,7 @@ class BackgroundWorker:
         self.dropped = 0
         self.done = 0
         self.errors = 0
-        self._q: deque = deque()
+        self._q: deque[Any] = deque()
         self._cv = threading.Condition()
         self._busy = False
         self._closed = False

@@ -18,22 +18,47 @@ from __future__ import annotations
 import itertools
 import logging
 from pathlib import Path
+from typing import Any, Protocol
 
+import numpy as np
+from parcelguard.device.config.device import DeviceConfig, Roi
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import Event
+from parcelguard.device.inspection.loop import InspectionLoop
+from parcelguard.device.live.actuator import Actuator
 from parcelguard.device.live.clips import ClipRecorder
+from parcelguard.device.live.metrics import Metrics
+from parcelguard.device.live.outputs import EventOutputs
 
 log = logging.getLogger(__name__)
 
 OWN_ALARMS = ("failsafe",)  # recorded with their cause, which has its own clip
 
 
-def clips_dir(cfg) -> Path:
+class CameraDaemon(Protocol):
+    """What registration and clips need of a Daemon (daemon.py, which imports this module)."""
+
+    @property
+    def cfg(self) -> DeviceConfig: ...
+    @property
+    def loop(self) -> InspectionLoop: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def outputs(self) -> EventOutputs: ...
+    @property
+    def actuator(self) -> Actuator: ...
+    @property
+    def run_token(self) -> str: ...
+    def watch_alarm(self, name: str, detail: str, active: bool) -> None: ...
+
+
+def clips_dir(cfg: DeviceConfig) -> Path:
     """Beside the snapshots unless ``clips.dir`` says otherwise."""
     return cfg.clips.dir or cfg.events.snapshots.dir or cfg.events.dir / "snapshots"
 
 
-def attach_camera(daemon) -> ClipRecorder | None:
+def attach_camera(daemon: CameraDaemon) -> ClipRecorder | None:
     """Wire registration alarms, fail-safe, gauges and clips into ``daemon``; returns the clips."""
     _attach_registration(daemon)
     if not daemon.cfg.clips.enabled:
@@ -41,7 +66,7 @@ def attach_camera(daemon) -> ClipRecorder | None:
     return _attach_clips(daemon)
 
 
-def _attach_registration(daemon) -> None:
+def _attach_registration(daemon: CameraDaemon) -> None:
     reg = daemon.loop.registration
     if reg is None:
         return
@@ -56,7 +81,7 @@ def _attach_registration(daemon) -> None:
     snaps = daemon.outputs.snapshots
     if snaps is not None:  # evidence boxes and uncertain crops follow the ROI too
 
-        def follow(roi) -> None:
+        def follow(roi: Roi | None) -> None:
             snaps.roi = roi
 
         reg.on_follow = follow
@@ -91,7 +116,7 @@ def _attach_registration(daemon) -> None:
     )
 
 
-def registration_status(daemon) -> dict:
+def registration_status(daemon: CameraDaemon) -> dict[str, Any]:
     """``POST /registration``: offsets, the followed ROI, alarms and the (t, dx, dy) history."""
     reg = daemon.loop.registration
     if reg is None:
@@ -99,19 +124,19 @@ def registration_status(daemon) -> dict:
     return reg.status()
 
 
-def _attach_clips(daemon) -> ClipRecorder:
+def _attach_clips(daemon: CameraDaemon) -> ClipRecorder:
     cfg = daemon.cfg
     clips = ClipRecorder(cfg.clips, clips_dir(cfg))
     hooks, loop = daemon.loop.hooks, daemon.loop
-    latest: list = [None]
+    latest: list[np.ndarray | None] = [None]
     prev_image, prev_frame = hooks.on_image, hooks.on_frame
 
-    def on_image(idx, frame, roi) -> None:
+    def on_image(idx: int, frame: np.ndarray, roi: np.ndarray) -> None:
         latest[0] = frame
         if prev_image is not None:
             prev_image(idx, frame, roi)
 
-    def on_frame(idx, ts, inference_s) -> None:
+    def on_frame(idx: int, ts: float, inference_s: float | None) -> None:
         if prev_frame is not None:
             prev_frame(idx, ts, inference_s)
         if latest[0] is not None:
@@ -134,7 +159,7 @@ def _attach_clips(daemon) -> ClipRecorder:
     return clips
 
 
-def _wrap_alarms(daemon, clips: ClipRecorder) -> None:
+def _wrap_alarms(daemon: CameraDaemon, clips: ClipRecorder) -> None:
     """A raised alarm asks for a clip (once per name per cooldown) and names it in its detail."""
     cfg, outputs = daemon.cfg.clips, daemon.outputs
     raw = outputs.alarm
@@ -152,4 +177,4 @@ def _wrap_alarms(daemon, clips: ClipRecorder) -> None:
             detail = f"{detail} (clip {path})"
         return raw(name, detail, active)
 
-    outputs.alarm = alarm
+    outputs.alarm = alarm  # type: ignore[method-assign]  # every alarm now asks for a clip

@@ -17,7 +17,7 @@ class Picamera2Capture:
 
     def __init__(self, cfg: CaptureConfig):
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            from picamera2 import Picamera2
         except ImportError:
             raise ParcelguardError(
                 "picamera2 is not installed; on Raspberry Pi OS: sudo apt install python3-picamera2 (and create the venv with --system-site-packages)"

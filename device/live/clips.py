@@ -22,6 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -53,7 +54,7 @@ class ClipRecorder:
         self.cfg, self.dir = cfg, Path(folder)
         self.period = 1.0 / cfg.fps
         self.max_bytes = int(cfg.max_mb * 1e6)
-        self._q: queue.Queue = queue.Queue(maxsize=cfg.queue)
+        self._q: queue.Queue[tuple[float, np.ndarray]] = queue.Queue(maxsize=cfg.queue)
         self._requests: deque[tuple[str, float]] = deque()
         self._ring: deque[tuple[float, bytes]] = deque(maxlen=math.ceil(cfg.pre_s * cfg.fps) + 1)
         self._pending: list[_Clip] = []
@@ -168,7 +169,7 @@ class ClipRecorder:
             raise ValueError("its first frame does not decode")
         h, w = first.shape[:2]
         tmp = clip.path.with_name(clip.path.stem + ".part.avi")
-        vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), self.cfg.fps, (w, h))
+        vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"MJPG"), self.cfg.fps, (w, h))
         if not vw.isOpened():
             raise ValueError(f"OpenCV cannot write {tmp}")
         try:
@@ -201,7 +202,7 @@ class ClipRecorder:
         self._stop.set()
         self._thread.join(timeout_s)
 
-    def gauges(self) -> dict:
+    def gauges(self) -> dict[str, Any]:
         st = self.stats
         return {
             "clips_written_total": ("counter", "Event clips written.", lambda: st["clips_written"]),

@@ -23,6 +23,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from parcelguard.device import jsonio
@@ -31,7 +32,7 @@ from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.contract.package import Manifest, load_package
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import Event, new_run_token
-from parcelguard.device.inspection.loop import InspectionLoop, LoopHooks, model_id_for
+from parcelguard.device.inspection.loop import InspectionLoop, LoopHooks, LoopStats, model_id_for
 from parcelguard.device.inspection.trigger import EdgeTrigger, make_trigger
 from parcelguard.device.live.actuator import Actuator, Output, make_output
 from parcelguard.device.live.camera import attach_camera, registration_status
@@ -62,8 +63,8 @@ class Daemon:
         reject_output: Output | None = None,
         stop_output: Output | None = None,
         run_token: str | None = None,
-        model_loader: Any = None,
-        watch_loaders: dict | None = None,
+        model_loader: Callable[[], tuple[Backend, Manifest]] | None = None,
+        watch_loaders: dict[str, Any] | None = None,
     ):
         self.cfg = cfg
         self._model_loader = model_loader  # () -> (backend, manifest); tests inject fakes
@@ -170,7 +171,7 @@ class Daemon:
         self.actuator.set_failsafe("storage", failed)
         sd_notify("STATUS=" + (f"event storage failed: {reason}" if failed else "inspecting"))
 
-    def _actuator_alarm(self, name: str, t: float, info: dict) -> None:
+    def _actuator_alarm(self, name: str, t: float, info: dict[str, Any]) -> None:
         self.metrics.alarm(name)
         if name == "reject_dropped":  # a decided reject that cannot be diverted: on record
             self.reject_dropped += 1
@@ -202,22 +203,22 @@ class Daemon:
             return False, broker
         return True, "ok"
 
-    def _actions(self) -> dict:
-        def reset(_: dict) -> dict:
+    def _actions(self) -> dict[str, Any]:
+        def reset(_: dict[str, Any]) -> dict[str, Any]:
             self.metrics.reset()
             return {"reset": True}
 
-        def reload(_: dict) -> dict:
+        def reload(_: dict[str, Any]) -> dict[str, Any]:
             return {"model": self.reload_model()}
 
-        def trigger(params: dict) -> dict:
+        def trigger(params: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(self.trigger, EdgeTrigger) or self.cfg.trigger.mode != "external":
                 raise ParcelguardError("POST /trigger needs trigger.mode: external")
             state = params.get("state", "1").lower() in ("1", "on", "true")
             self.trigger.set(state)
             return {"state": state}
 
-        def promote(_: dict) -> dict:
+        def promote(_: dict[str, Any]) -> dict[str, Any]:
             with self._reload_lock:  # one model switch at a time: promote or reload
                 return self.watch.promote()
 
@@ -318,7 +319,7 @@ class Daemon:
             self._stopping.set()
             self.source.stop()
 
-    def run(self) -> dict:
+    def run(self) -> dict[str, Any]:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
@@ -361,7 +362,7 @@ class Daemon:
                 self.source.join(2.0)
         return self.summary(stats)
 
-    def summary(self, stats) -> dict:
+    def summary(self, stats: LoopStats) -> dict[str, Any]:
         st = self.source.stats
         return {
             "frames": stats.frames,

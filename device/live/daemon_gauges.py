@@ -3,10 +3,35 @@ read live from the daemon's parts, so a scrape never waits on the inspection loo
 
 from __future__ import annotations
 
-from parcelguard.device.live.metrics import OUTPUT_METRICS
+from typing import Protocol
+
+from parcelguard.device.inspection.loop import InspectionLoop
+from parcelguard.device.live.actuator import Actuator
+from parcelguard.device.live.capture import LiveSource, Paced
+from parcelguard.device.live.metrics import OUTPUT_METRICS, Metrics
+from parcelguard.device.live.outputs import EventOutputs
 
 
-def register_daemon_gauges(d) -> None:
+class DaemonParts(Protocol):
+    """What these gauges read of a Daemon (daemon.py, which imports this module)."""
+
+    @property
+    def source(self) -> LiveSource | Paced: ...
+    @property
+    def actuator(self) -> Actuator: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def loop(self) -> InspectionLoop: ...
+    @property
+    def outputs(self) -> EventOutputs: ...
+    @property
+    def model_failed(self) -> bool: ...
+    @property
+    def storage_failed(self) -> str | None: ...
+
+
+def register_daemon_gauges(d: DaemonParts) -> None:
     """The daemon's live gauges: camera, actuator, model, storage, packages, event outputs."""
     src, act, g = d.source, d.actuator, d.metrics.gauges
     st = src.stats

@@ -23,7 +23,9 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,6 +36,9 @@ from parcelguard.device.inspection.events import Event
 
 log = logging.getLogger(__name__)
 
+# (name, detail, active): raises or clears an alarm (the daemon's watch_alarm)
+Alarm = Callable[[str, str, bool], None]
+
 BINS = 10
 PSI_EPS = 1e-4  # an empty bin would make PSI infinite
 
@@ -41,7 +46,7 @@ PSI_EPS = 1e-4  # an empty bin would make PSI infinite
 class Latch:
     """An alarm that needs ``persist`` agreeing checks in a row to change state."""
 
-    def __init__(self, name: str, persist: int, alarm):
+    def __init__(self, name: str, persist: int, alarm: Alarm):
         self.name, self.persist, self.alarm = name, persist, alarm
         self.active = False
         self.run = 0
@@ -57,7 +62,9 @@ class Latch:
 
 
 class CameraMonitor:
-    def __init__(self, cfg: MonitorConfig, alarm, roi: tuple[int, int, int, int] | None = None):
+    def __init__(
+        self, cfg: MonitorConfig, alarm: Alarm, roi: tuple[int, int, int, int] | None = None
+    ):
         self.cfg, self.roi = cfg, roi
         self.checks = 0
         self.focus: float | None = None
@@ -166,7 +173,7 @@ class CameraMonitor:
             log.warning("camera reference frame not written to %s: %s", path, exc)
         return grey
 
-    def gauges(self) -> dict:
+    def gauges(self) -> dict[str, Any]:
         return {
             "camera_shift_px": (
                 "gauge",
@@ -189,9 +196,10 @@ class CameraMonitor:
         }
 
 
-def histogram(scores) -> list[float]:
+def histogram(scores: Sequence[float] | np.ndarray) -> list[float]:
     counts = np.histogram(np.clip(np.asarray(scores, float), 0, 1), BINS, (0.0, 1.0))[0]
-    return (counts / max(len(scores), 1)).tolist()
+    fractions: list[float] = (counts / max(len(scores), 1)).tolist()
+    return fractions
 
 
 def psi(expected: list[float], actual: list[float]) -> float:
@@ -201,7 +209,7 @@ def psi(expected: list[float], actual: list[float]) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def load_baseline(path: Path) -> dict:
+def load_baseline(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         hist = [float(v) for v in data["hist"]]
@@ -212,13 +220,14 @@ def load_baseline(path: Path) -> dict:
         raise ParcelguardError(f"drift baseline {path}: hist must be {BINS} non-negative numbers")
     if not 0 <= rate <= 1:
         raise ParcelguardError(f"drift baseline {path}: reject_rate must be within 0..1")
-    return data | {"hist": hist, "reject_rate": rate}
+    baseline: dict[str, Any] = data | {"hist": hist, "reject_rate": rate}
+    return baseline
 
 
 class ScoreDrift:
-    def __init__(self, cfg: DriftConfig, reject_verdicts: list[str], alarm):
+    def __init__(self, cfg: DriftConfig, reject_verdicts: list[str], alarm: Alarm):
         self.cfg, self.rejects = cfg, set(reject_verdicts)
-        self.baseline: dict | None = None
+        self.baseline: dict[str, Any] | None = None
         if cfg.baseline is not None and Path(cfg.baseline).is_file():
             self.baseline = load_baseline(cfg.baseline)
         self._commission: list[tuple[float, bool]] = []
@@ -274,7 +283,7 @@ class ScoreDrift:
         except OSError as exc:
             log.warning("drift baseline not written to %s (%s); kept in memory", path, exc)
 
-    def gauges(self) -> dict:
+    def gauges(self) -> dict[str, Any]:
         return {
             "score_psi": (
                 "gauge",

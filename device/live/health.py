@@ -26,10 +26,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from parcelguard.device.config.daemon import HealthConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.live.metrics import LATENCY_BUCKETS, Histogram, Metrics
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -59,7 +63,14 @@ def api_token(cfg: HealthConfig) -> str | None:
     return env
 
 
-def broker_problem(publisher, grace_s: float | None) -> str | None:
+class BrokerLink(Protocol):
+    """What /healthz reads of the MQTT publisher (device/live/mqtt.py)."""
+
+    def down_seconds(self) -> float: ...
+    def outbox_depth(self) -> int: ...
+
+
+def broker_problem(publisher: BrokerLink | None, grace_s: float | None) -> str | None:
     """Why /healthz is 503 for MQTT: the broker unreachable for longer than ``grace_s``. Events are
     safe in the outbox and the line is still inspected, but nothing reaches the plant's systems."""
     if publisher is None or grace_s is None:
@@ -91,7 +102,7 @@ class _LoopErrors:
         self.every_s = every_s
         self.last: dict[str, tuple[float, int]] = {}
 
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         msg, exc = str(context.get("message")), context.get("exception")
         now = time.monotonic()
         t, quiet = self.last.get(msg, (-1e18, 0))
@@ -113,7 +124,7 @@ class HealthServer:
         cfg: HealthConfig,
         metrics: Metrics,
         health: Callable[[], tuple[bool, str]],
-        actions: dict[str, Callable[[dict], dict]] | None = None,
+        actions: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
     ):
         self.cfg = cfg
         self.metrics = metrics
@@ -144,7 +155,7 @@ class HealthServer:
         self.sock = _listen(cfg.host, cfg.port)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.port = self.address[1]
-        self._server = None
+        self._server: uvicorn.Server | None = None
         self.thread = threading.Thread(target=self._serve, name="health", daemon=True)
         self._register_gauges()
 
@@ -173,6 +184,7 @@ class HealthServer:
         loop.set_exception_handler(_LoopErrors())
         asyncio.set_event_loop(loop)
         try:
+            assert self._server is not None, "start() builds the server before the thread"
             loop.run_until_complete(self._server.serve(sockets=[self.sock]))
         except BaseException:  # uvicorn exits with SystemExit on a start-up failure
             log.exception("health endpoint stopped")
@@ -184,7 +196,7 @@ class HealthServer:
 
         config = uvicorn.Config(
             self.app,
-            http=self._protocol,
+            http=self._protocol,  # type: ignore[arg-type]  # uvicorn calls it like a class
             ws="none",
             lifespan="off",
             log_config=None,  # server logs go through the project's handlers (--log-json)
@@ -204,8 +216,8 @@ class HealthServer:
         log.info("health endpoint on http://%s:%d/metrics", self.cfg.host, self.port)
 
     def close(self) -> None:
-        if self.thread.is_alive():
-            self._server.should_exit = True  # type: ignore[attr-defined]
+        if self.thread.is_alive() and self._server is not None:
+            self._server.should_exit = True
             self.thread.join(5.0)
         self.sock.close()
         self.app.close()

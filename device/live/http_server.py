@@ -29,13 +29,15 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import h11
 from parcelguard.device import jsonio
 from parcelguard.device.errors import ParcelguardError
+from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
 
 log = logging.getLogger("parcelguard.device.http")
 
@@ -66,7 +68,7 @@ class HttpStats:
     bad_requests: int = 0
     timeouts: int = 0
     dropped: int = 0  # evicted or refused at the connection cap
-    open: set = field(default_factory=set)
+    open: set[GuardedH11Protocol] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,13 @@ class Limits:
     max_connections: int
 
 
-class _ClientLog(logging.LoggerAdapter):
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:  # LoggerAdapter is subscriptable at run time from Python 3.11 on
+    _LoggerAdapter = logging.LoggerAdapter
+
+
+class _ClientLog(_LoggerAdapter):
     """uvicorn's per-connection logger: what clients cause (bad requests, unsupported upgrades) is
     theirs, so its warnings go to debug; errors (a bug in the app) stay errors."""
 
@@ -90,7 +98,16 @@ class _ClientLog(logging.LoggerAdapter):
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol plus a read deadline, a write deadline and a connection cap."""
 
-    def __init__(self, config, server_state, app_state, _loop=None, *, limits: Limits, stats):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: Limits,
+        stats: HttpStats,
+    ):
         super().__init__(config, server_state, app_state, _loop)
         self.logger = _ClientLog(log, {})  # type: ignore[assignment]
         self.limits, self.stats = limits, stats
@@ -101,7 +118,7 @@ class GuardedH11Protocol(H11Protocol):
         self._error: h11.RemoteProtocolError | None = None
         next_event = self.conn.next_event
 
-        def next_event_noting_errors():  # uvicorn drops the exception; keep its status hint
+        def next_event_noting_errors() -> Any:  # uvicorn drops the exception; keep its status hint
             try:
                 return next_event()
             except h11.RemoteProtocolError as exc:
@@ -114,7 +131,7 @@ class GuardedH11Protocol(H11Protocol):
         self.conn.next_event = next_event_noting_errors  # type: ignore[method-assign]
 
     # -- connection lifetime -------------------------------------------------------------------
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.stats.connections += 1
         self.stats.open.add(self)
@@ -227,11 +244,12 @@ class GuardedH11Protocol(H11Protocol):
 
 
 # -- the ASGI app ---------------------------------------------------------------------------------
-Send = Callable[[dict], Awaitable[None]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 async def respond(send: Send, status: int, body: str | bytes, ctype: bytes = TEXT_TYPE,
-                  headers: tuple = (), close: bool = False) -> None:  # fmt: skip
+                  headers: tuple[tuple[bytes, bytes], ...] = (), close: bool = False) -> None:  # fmt: skip
     data = body.encode() if isinstance(body, str) else body
     hdrs = [
         (b"content-type", ctype),
@@ -245,7 +263,7 @@ async def respond(send: Send, status: int, body: str | bytes, ctype: bytes = TEX
     await send({"type": "http.response.body", "body": data})
 
 
-async def read_body(receive: Callable[[], Awaitable[dict]]) -> bool | None:
+async def read_body(receive: Receive) -> bool | None:
     """Read and drop the body: True when complete, False when over MAX_BODY, None on disconnect."""
     size = 0
     while True:
@@ -262,7 +280,14 @@ async def read_body(receive: Callable[[], Awaitable[dict]]) -> bool | None:
 class HealthApp:
     """GET/HEAD ``/metrics`` and ``/healthz``; POST actions behind ``authorized``."""
 
-    def __init__(self, render, health, actions: dict, authorized, stats: HttpStats):
+    def __init__(
+        self,
+        render: Callable[[], str],
+        health: Callable[[], tuple[bool, str]],
+        actions: dict[str, Any],
+        authorized: Callable[[str | None], bool],
+        stats: HttpStats,
+    ):
         self.render, self.health, self.actions = render, health, actions
         self.authorized, self.stats = authorized, stats
         self.reads = ThreadPoolExecutor(2, thread_name_prefix="health-read")
@@ -272,7 +297,7 @@ class HealthApp:
         self.reads.shutdown(wait=False, cancel_futures=True)
         self.runner.shutdown(wait=False, cancel_futures=True)
 
-    async def __call__(self, scope: dict, receive, send: Send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         self.stats.requests += 1
@@ -317,7 +342,9 @@ class HealthApp:
             status, body, ctype = 503, "busy: the daemon did not answer in time\n", TEXT_TYPE
         await respond(send, status, body, ctype)
 
-    async def _post(self, scope: dict, receive, send: Send, auth: bytes | None) -> None:
+    async def _post(
+        self, scope: dict[str, Any], receive: Receive, send: Send, auth: bytes | None
+    ) -> None:
         complete = await read_body(receive)
         if complete is None:
             return  # the client left; nothing to answer

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def format_value(value: float | int | bool) -> str:
 
 
 class Histogram:
-    def __init__(self, buckets=LATENCY_BUCKETS):
+    def __init__(self, buckets: Iterable[float] = LATENCY_BUCKETS) -> None:
         self.buckets = tuple(buckets)
         self.counts = [0] * len(self.buckets)
         self.count = 0
@@ -96,6 +96,7 @@ class Histogram:
         self.sum += v
 
 
+T = TypeVar("T")
 Sample = tuple[Mapping[str, str], Any]  # labels, value
 
 
@@ -105,7 +106,14 @@ class Exposition:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def metric(self, name: str, kind: str, help_: str, samples: list[Sample], suffix=None) -> None:
+    def metric(
+        self,
+        name: str,
+        kind: str,
+        help_: str,
+        samples: list[Sample],
+        suffix: list[str] | None = None,
+    ) -> None:
         full = f"parcelguard_{name}"
         self.lines.append(f"# HELP {full} {escape_help(help_)}")
         self.lines.append(f"# TYPE {full} {kind}")
@@ -125,13 +133,13 @@ class Exposition:
 class Metrics:
     """Counters and gauges the daemon updates; ``render()`` gives Prometheus text."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         self.reset()
         # name -> (type, help, fn): live values read at scrape time
         self.gauges: dict[str, tuple[str, str, Callable[[], float | None]]] = {}
         # fn() -> {key: value}, read once per scrape; spec maps key -> (name, type, help)
-        self.collectors: list[tuple[Callable[[], Mapping[str, Any]], dict]] = []
+        self.collectors: list[tuple[Callable[[], Mapping[str, Any]], dict[str, Any]]] = []
 
     def reset(self) -> None:
         with getattr(self, "lock", threading.Lock()):
@@ -143,7 +151,7 @@ class Metrics:
             self.fps = 0.0
             self._fps_window: list[float] = []
 
-    def collect(self, fn: Callable[[], Mapping[str, Any]], spec: dict) -> None:
+    def collect(self, fn: Callable[[], Mapping[str, Any]], spec: dict[str, Any]) -> None:
         """Export the values ``fn()`` returns: ``spec`` maps each key to (name, type, help)."""
         self.collectors.append((fn, spec))
 
@@ -211,15 +219,15 @@ class Metrics:
             value = self._read(name, fn)
             if value is not None:
                 ex.metric(name, kind, help_, [({}, value)])
-        for fn, spec in self.collectors:
-            values = self._read("collector", fn) or {}
+        for collect, spec in self.collectors:
+            values = self._read("collector", collect) or {}
             for key, (name, kind, help_) in spec.items():
                 if values.get(key) is not None:
                     ex.metric(name, kind, help_, [({}, values[key])])
         return ex.text()
 
     @staticmethod
-    def _read(name: str, fn: Callable[[], Any]) -> Any:
+    def _read(name: str, fn: Callable[[], T]) -> T | None:
         try:
             return fn()
         except Exception:  # a gauge must never break the scrape

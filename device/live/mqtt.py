@@ -19,12 +19,17 @@ import os
 import ssl
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parcelguard.device import jsonio
 from parcelguard.device.config.device import MqttConfig
 from parcelguard.device.errors import ParcelguardError, missing_extra
 from parcelguard.device.inspection.events import EVENT_SCHEMA_VERSION, EventStore
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +155,14 @@ class MqttPublisher:
         )
 
     # -- paho callbacks (network thread) --------------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             log.error("MQTT: broker refused the connection: %s", reason_code)
             return
@@ -168,7 +180,14 @@ class MqttPublisher:
         self._wake.set()
         log.info("MQTT: connected to %s:%d", self.cfg.host, self.cfg.port)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if self._connected.is_set():
             self.counters["mqtt_disconnects"] += 1
             log.warning(
@@ -178,7 +197,14 @@ class MqttPublisher:
             self._down_since = time.monotonic()
         self._connected.clear()
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(
+        self,
+        client: Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
         # Called with paho's message lock held: only hand the mid over, never block here.
         self._acked.append(mid)
         self._wake.set()

@@ -13,12 +13,14 @@ import logging
 import math
 import threading
 from collections import deque
+from typing import Any
 
 import numpy as np
 from parcelguard.device.backends import Backend
 from parcelguard.device.config.watch import LiveParityConfig
 from parcelguard.device.contract.package import Manifest
 from parcelguard.device.live.background import BackgroundWorker
+from parcelguard.device.live.drift import Alarm
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def package_budget(manifest: Manifest) -> float | None:
 class LiveParity:
     """``offer(x, live_score, threshold, model_id)`` from the loop; the fp32 work runs elsewhere."""
 
-    def __init__(self, fp32: Backend, manifest: Manifest, cfg: LiveParityConfig, alarm):
+    def __init__(self, fp32: Backend, manifest: Manifest, cfg: LiveParityConfig, alarm: Alarm):
         self.fp32, self.cfg, self.alarm = fp32, cfg, alarm
         self.model_id = manifest.model_id
         budget = cfg.min_agreement
@@ -62,7 +64,7 @@ class LiveParity:
             return  # not sampled, or the live model is no longer this package's int8 model
         self.worker.submit((x, score, threshold))
 
-    def _job(self, job: tuple) -> None:
+    def _job(self, job: tuple[np.ndarray, float, float]) -> None:
         x, live, thr = job
         try:
             ref = float(self.fp32.infer(x[None])[0])
@@ -94,7 +96,7 @@ class LiveParity:
         with self._lock:
             return sum(self._window) / len(self._window) if self._window else None
 
-    def gauges(self) -> dict:
+    def gauges(self) -> dict[str, Any]:
         return {
             "live_parity_agreement": (
                 "gauge",

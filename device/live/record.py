@@ -39,7 +39,7 @@ def record(
     opener: Any = None,
     source: Any = None,
     codec: str = "mp4v",
-) -> dict:
+) -> dict[str, Any]:
     """Record until ``seconds`` or ``max_frames`` (or SIGINT/SIGTERM); returns the sidecar dict."""
     out = Path(out)
     if codec not in CODECS:
@@ -56,20 +56,26 @@ def record(
         cfg.capture.fps or cfg.source.fps or getattr(getattr(src, "source", None), "fps", 0) or 30.0
     )
     stop = threading.Event()
+
+    def _on_signal(*_: object) -> None:
+        stop.set()
+        src.stop()
+
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: (stop.set(), src.stop()))
+            signal.signal(sig, _on_signal)
     writer = None
-    frames: list[dict] = []
-    t0 = None
+    frames: list[dict[str, Any]] = []
+    t0: float | None = None
     wall0 = time.time()
     try:
         for frame, ts in src:
             if writer is None:
                 h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+                writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*fourcc), fps, (w, h))
                 if not writer.isOpened():
                     raise ParcelguardError(f"cannot encode {codec!r} video to {out}")
+            if t0 is None:
                 t0 = ts
             writer.write(frame)
             frames.append({"i": len(frames), "t": round(ts, 6), "t_rel": round(ts - t0, 6)})
@@ -86,9 +92,30 @@ def record(
         trig.close()
     if not frames:
         raise ParcelguardError("no frames were recorded (is the camera connected?)")
-    st = src.stats
+    assert t0 is not None  # set with the first frame
     edges = trig.edges() if isinstance(trig, EdgeTrigger) else []
-    sidecar = {
+    sidecar = _sidecar(cfg, out, codec, fps, frames, t0, wall0, edges, src)
+    side = out.with_suffix(".json")
+    side.write_text(jsonio.dumps(sidecar, indent=1) + "\n", encoding="utf-8")
+    save_config(cfg, out.with_suffix(".config.yaml"))
+    log.info("recorded %d frames to %s (+ %s)", len(frames), out, side.name)
+    return sidecar
+
+
+def _sidecar(
+    cfg: DeviceConfig,
+    out: Path,
+    codec: str,
+    fps: float,
+    frames: list[dict[str, Any]],
+    t0: float,
+    wall0: float,
+    edges: list[tuple[float, bool]],
+    src: Any,
+) -> dict[str, Any]:
+    """The record's JSON sidecar: the clock of every frame, trigger edges, capture faults."""
+    st = src.stats
+    return {
         "video": out.name,
         "fps": fps,
         "codec": codec,
@@ -106,8 +133,3 @@ def record(
             "camera_down_s": round(src.down_seconds(), 3),
         },
     }
-    side = out.with_suffix(".json")
-    side.write_text(jsonio.dumps(sidecar, indent=1) + "\n", encoding="utf-8")
-    save_config(cfg, out.with_suffix(".config.yaml"))
-    log.info("recorded %d frames to %s (+ %s)", len(frames), out, side.name)
-    return sidecar

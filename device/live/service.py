@@ -17,7 +17,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from parcelguard.device.errors import ParcelguardError
@@ -175,7 +175,8 @@ def example_config(spec: ServiceConfig) -> str:
         "# (docs/deploy.md, 'Upgrading the model package'). Check edits with:\n"
         f"#   parcelguard validate-config {spec.config}\n"
     )
-    return header + yaml.safe_dump(data, sort_keys=False)
+    body: str = yaml.safe_dump(data, sort_keys=False)
+    return header + body
 
 
 def write_files(spec: ServiceConfig, out: Path, force: bool = False) -> list[Path]:
@@ -211,7 +212,7 @@ class Sizing:
     slack_ms: float
     problems: tuple[str, ...]
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

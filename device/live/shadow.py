@@ -20,6 +20,7 @@ import logging
 import threading
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -79,7 +80,7 @@ class ShadowRunner:
         self.packages = self.agree = self.skipped = self.errors = self.snapshots = 0
         self.verdict_changes = self.score_changes = self.events_written = 0
         self.delta_sum = self.delta_max = 0.0
-        self.differences: list[dict] = []
+        self.differences: list[dict[str, Any]] = []
         self.worker = BackgroundWorker(self._job, cfg.shadow.queue, "shadow")
 
     # -- loop side (never waits) ----------------------------------------------------------------
@@ -94,7 +95,7 @@ class ShadowRunner:
             self.worker.submit(("package", ev, frame), force=True)
 
     # -- worker side ----------------------------------------------------------------------------
-    def _job(self, job: tuple) -> None:
+    def _job(self, job: tuple[Any, ...]) -> None:
         if job[0] == "crop":
             _, seq, x = job
             try:
@@ -165,7 +166,7 @@ class ShadowRunner:
                 cand["score"],
             )
 
-    def _snapshot(self, ev: Event, cand: dict, frame: np.ndarray) -> str | None:
+    def _snapshot(self, ev: Event, cand: dict[str, Any], frame: np.ndarray) -> str | None:
         if self.snap_dir is None or self.snapshots >= self.cfg.shadow.max_snapshots:
             return None
         from parcelguard.device.live.snapshots import draw_overlay
@@ -185,7 +186,7 @@ class ShadowRunner:
         return str(path)
 
     # -- results --------------------------------------------------------------------------------
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         with self._lock:
             n = self.packages
             return {
@@ -202,7 +203,7 @@ class ShadowRunner:
                 "max_abs_delta": self.delta_max,
             }
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         """The A/B result (live = A, candidate = B), written to ``shadow/ab.json`` and ``ab.html``."""
         st = self.stats()
         with self._lock:
@@ -229,7 +230,7 @@ class ShadowRunner:
             log.warning("shadow A/B report not written to %s: %s", self.dir, exc)
         return result
 
-    def close(self) -> dict:
+    def close(self) -> dict[str, Any]:
         self.worker.close()
         result = self.report()
         self._events.close()

@@ -60,7 +60,7 @@ class GuardedStore:
     def __init__(
         self,
         open_primary: Callable[..., EventStore],
-        decode_event: Callable[[dict], Event],
+        decode_event: Callable[[dict[str, Any]], Event],
         fallback_dir: Path,
         device_id: str,
         run_token: str,
@@ -274,7 +274,7 @@ class GuardedStore:
             )
             return [], []
 
-    def _decode(self, rec: dict) -> tuple[str, str, Any, bool]:
+    def _decode(self, rec: dict[str, Any]) -> tuple[str, str, Any, bool]:
         if rec["kind"] == "alarm":
             body = rec["body"]
             return "alarm", json.loads(body)["alarm_id"], (rec["t"], rec["name"], body), True
@@ -303,14 +303,16 @@ class GuardedStore:
         self._fail(err)
         return default
 
-    def outbox_pending(self, limit: int, exclude: Any = frozenset()) -> list:
-        return self._guarded(lambda s: s.outbox_pending(limit, exclude), [])
+    def outbox_pending(self, limit: int, exclude: Any = frozenset()) -> list[Any]:
+        pending: list[Any] = self._guarded(lambda s: s.outbox_pending(limit, exclude), [])
+        return pending
 
     def outbox_ack(self, seqs: list[int]) -> None:
         self._guarded(lambda s: s.outbox_ack(seqs), None)
 
     def outbox_depth(self) -> int:
-        return self._guarded(lambda s: s.outbox_depth(), 0) + len(self.queue)
+        depth: int = self._guarded(lambda s: s.outbox_depth(), 0)
+        return depth + len(self.queue)
 
     def stats(self) -> dict[str, Any]:
         return {

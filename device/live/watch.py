@@ -21,23 +21,25 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from parcelguard.device.backends import Backend, open_backend
 from parcelguard.device.config.device import DeviceConfig, FusionConfig
+from parcelguard.device.config.watch import ShadowConfig
 from parcelguard.device.contract.package import Manifest, load_package
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import Event
 from parcelguard.device.inspection.loop import InspectionLoop, model_id_for
 from parcelguard.device.inspection.segment import Track
-from parcelguard.device.live.drift import CameraMonitor, ScoreDrift
+from parcelguard.device.live.drift import Alarm, CameraMonitor, ScoreDrift
+from parcelguard.device.live.metrics import Metrics
 from parcelguard.device.live.parity import LiveParity
 from parcelguard.device.live.shadow import ShadowRunner, check_compatible
 
 log = logging.getLogger(__name__)
 
 Loader = Callable[[], tuple[Backend, Manifest]]
-Alarm = Callable[[str, str, bool], None]
 
 
 @dataclass
@@ -49,10 +51,10 @@ class Promotion:
     path: Path | None
     packages: int = 0
     errors: int = 0
-    counts: dict = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict[str, Any])
 
 
-def budget_failures(st: dict, cfg) -> list[str]:
+def budget_failures(st: dict[str, Any], cfg: ShadowConfig) -> list[str]:
     """Why the shadow figures ``st`` do not meet the promotion budget (empty: they do)."""
     fails = []
     if st["packages"] < cfg.min_packages:
@@ -180,14 +182,14 @@ class ModelWatch:
         )
 
     # -- actions (HTTP thread) ------------------------------------------------------------------
-    def shadow_status(self) -> dict:
+    def shadow_status(self) -> dict[str, Any]:
         if self.shadow is None:
             raise ParcelguardError("no shadow candidate is running (set shadow.package)")
         self.shadow.worker.drain(10.0)
         r = self.shadow.report()
         return {"live": self.loop.model_id, **r["shadow"], "ab": str(self.shadow.dir / "ab.json")}
 
-    def promote(self, wait_s: float = 30.0) -> dict:
+    def promote(self, wait_s: float = 30.0) -> dict[str, Any]:
         """Switch the live model to the shadow candidate if it met the budget (see module doc)."""
         with self._lock:
             sh = self.shadow
@@ -238,7 +240,7 @@ class ModelWatch:
             }
 
     # -- metrics and shutdown -------------------------------------------------------------------
-    def gauges(self) -> dict:
+    def gauges(self) -> dict[str, Any]:
         g = {**self.monitor.gauges(), **self.drift.gauges()}
         g["model_promotions_total"] = (
             "counter",
@@ -253,7 +255,7 @@ class ModelWatch:
         if self.parity is not None:
             g.update(self.parity.gauges())
 
-        def sh(key: str):
+        def sh(key: str) -> Callable[[], Any]:
             return lambda: None if self.shadow is None else self.shadow.stats()[key]
 
         for key, kind, help_ in (
@@ -291,8 +293,8 @@ class Guard:
     def __init__(self) -> None:
         self.errors = 0
 
-    def __call__(self, fn: Callable) -> Callable:
-        def guarded(*args):
+    def __call__(self, fn: Callable[..., object]) -> Callable[..., None]:
+        def guarded(*args: Any) -> None:
             try:
                 fn(*args)
             except Exception:
@@ -303,7 +305,20 @@ class Guard:
         return guarded
 
 
-def attach_watch(daemon, loaders: dict | None = None) -> ModelWatch:
+class WatchedDaemon(Protocol):
+    """What the watch needs of a Daemon (daemon.py, which imports this module)."""
+
+    @property
+    def cfg(self) -> DeviceConfig: ...
+    @property
+    def loop(self) -> InspectionLoop: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    def watch_alarm(self, name: str, detail: str, active: bool) -> None: ...
+    def switch_model(self, backend: Backend, manifest: Manifest, close_old: bool = ...) -> None: ...
+
+
+def attach_watch(daemon: WatchedDaemon, loaders: dict[str, Any] | None = None) -> ModelWatch:
     """Build the watch for a :class:`~parcelguard.device.live.daemon.Daemon` and hook it into its loop
     and metrics; ``loaders`` may hold ``shadow_loader``/``parity_loader`` test doubles. The
     hooks the loop and the daemon call are wrapped in a :class:`Guard`."""

@@ -5,6 +5,7 @@ differences (``ab.json``, ``ab.html``) in the row format of :mod:`diff`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from parcelguard.device import jsonio
 from parcelguard.device.config.device import DeviceConfig
@@ -25,7 +26,7 @@ def replay_ab(
     backend_a: str | None = None,
     backend_b: str | None = None,
     tolerance: float = 0.02,
-) -> dict:
+) -> dict[str, Any]:
     """Replay ``video`` with A and with B (another package and/or backend); one table of differences."""
     cfg = cfg or DeviceConfig()
     ra = replay(

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.inspection.loop import InspectionLoop
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +49,18 @@ class Annotator:
         self.roi = roi
         self.current_frame = current_frame
         self.dropped = dropped
-        self.loop = None
+        self.loop: InspectionLoop | None = None
         self.writer: cv2.VideoWriter | None = None
         self.frames = 0
         self._verdicts: dict[int, tuple[str, float | None]] = {}
         self._n_events = 0
 
-    def bind(self, loop) -> None:
+    def bind(self, loop: InspectionLoop) -> None:
         self.loop = loop
 
     def _open(self, frame: np.ndarray) -> cv2.VideoWriter:
         h, w = frame.shape[:2]
-        wr = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+        wr = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
         if not wr.isOpened():
             raise ParcelguardError(
                 f"cannot write the annotated video {self.path} (no mp4v encoder in this OpenCV?)"
@@ -77,6 +78,7 @@ class Annotator:
 
     def draw(self, frame: np.ndarray, idx: int, ts: float) -> np.ndarray:
         loop = self.loop
+        assert loop is not None, "bind() the loop first"
         img = frame.copy()
         for ev in list(loop.events)[self._n_events :]:
             self._verdicts[ev.package_seq] = (ev.verdict, ev.score)

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from parcelguard.device.backends import open_backend
@@ -34,7 +35,7 @@ def summarize_ms(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
-def _interpreter(path: Path, threads: int):
+def _interpreter(path: Path, threads: int) -> Any:  # the runtime's Interpreter
     from parcelguard.device.backends.litert import _interpreter_class
 
     interp = _interpreter_class()(model_path=str(path), num_threads=threads)
@@ -52,7 +53,7 @@ def time_tflite(
     runs: int = 200,
     rounds: int = 5,
     warmup: int = 20,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Invoke latency of each ``.tflite`` (batch 1), models and thread counts interleaved.
 
     Every (model, threads) pair gets ``runs`` timed invokes split over ``rounds`` round-robin
@@ -84,7 +85,7 @@ def model_latency(
     threads: Sequence[int] = (1, 2, 4),
     runs: int = 200,
     allow_failed: bool = False,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """``backend.infer`` latency on one preprocessed frame (includes the backend's input feed).
 
     ``allow_failed`` times the files of a package that failed its parity gate (speed does not
@@ -118,7 +119,9 @@ def decode_fps(video: Path) -> tuple[float, int]:
     return fps, frames
 
 
-def replay_once(package: Path, video: Path, cfg: DeviceConfig, backend: str, threads: int) -> dict:
+def replay_once(
+    package: Path, video: Path, cfg: DeviceConfig, backend: str, threads: int
+) -> dict[str, Any]:
     """One pass of the inspection loop over ``video`` (no event store): fps and time per stage."""
     pkg = load_package(package)
     be = open_backend(pkg, backend, threads)
@@ -146,7 +149,7 @@ def loop_fps(
     backend: str = "litert",
     threads: int = 1,
     repeat: int = 3,
-) -> dict:
+) -> dict[str, Any]:
     """Replay fps vs decode-only fps on the same video: ``repeat`` alternating passes, medians."""
     cfg = cfg or DeviceConfig()
     dec, rep = [], []

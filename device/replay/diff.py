@@ -9,6 +9,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.compare import compare_events
@@ -27,7 +28,7 @@ _GOLDEN_FIELDS = {
 }
 
 
-def _golden_event(obj, path: Path, line_no: int) -> dict | None:
+def _golden_event(obj: object, path: Path, line_no: int) -> dict[str, Any] | None:
     """A package event of a golden file (None for other kinds); anything malformed is one sentence."""
     where = f"golden events file {path}, line {line_no}"
     if not isinstance(obj, dict):
@@ -46,7 +47,7 @@ def _golden_event(obj, path: Path, line_no: int) -> dict | None:
     return obj
 
 
-def load_golden(path: Path) -> list[dict]:
+def load_golden(path: Path) -> list[dict[str, Any]]:
     """The package events of a golden ``events.jsonl``; a malformed file is one sentence."""
     path = Path(path)
     if not path.is_file():
@@ -86,11 +87,11 @@ def decode_record_path(events_path: Path) -> Path:
 
 def golden_check(
     golden: Path,
-    golden_events: list[dict],
-    events: list[dict],
-    decode: dict | None,
+    golden_events: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    decode: dict[str, Any] | None,
     tolerance: float,
-) -> dict:
+) -> dict[str, Any]:
     """Compare with a golden; the score tolerance widens only when the decoded frames differ.
 
     The golden's replay recorded a hash of every decoded frame beside it (``decode_record_path``).

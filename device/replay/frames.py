@@ -12,9 +12,11 @@ import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+from parcelguard.device.config.device import Roi
 from parcelguard.device.contract.preprocess import crop_roi
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.sources import FileSource
@@ -23,7 +25,7 @@ from parcelguard.device.replay.sources import RealtimeSource
 
 
 def decode_pass(
-    video: Path, want: Iterable[int] = (), roi=None
+    video: Path, want: Iterable[int] = (), roi: Roi | None = None
 ) -> tuple[float, int, dict[int, np.ndarray]]:
     """Decode every frame once: ``(fps, frames, {index: ROI copy})`` for the indices in ``want``."""
     want = set(want)
@@ -55,13 +57,13 @@ class FrameTap:
         for frame, ts in self.source:
             self.frame = frame
             if self.digest is not None:
-                self.digest.update(memoryview(np.ascontiguousarray(frame)))
+                self.digest.update(np.ascontiguousarray(frame).data)
             self.arrival = self.realtime.arrival[-1] if self.realtime else time.perf_counter()
             self.n += 1
             yield frame, ts
 
 
-def write_snapshots(out_dir: Path, metrics: dict, crops: dict[int, np.ndarray]) -> None:
+def write_snapshots(out_dir: Path, metrics: dict[str, Any], crops: dict[int, np.ndarray]) -> None:
     """ROI JPEGs of missed and false packages under ``snapshots/``; each row gets its path."""
     snap = out_dir / "snapshots"
     snap.mkdir(exist_ok=True)

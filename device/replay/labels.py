@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.compare import event_span, pair_spans
@@ -98,13 +99,13 @@ def _read_labels(path: Path, n_frames: int | None, classes: list[str] | None) ->
 
 
 def pair_by_overlap(
-    events: list[dict], gts: list[GtPackage]
-) -> tuple[list[tuple[dict, GtPackage]], list[dict], list[GtPackage]]:
+    events: list[dict[str, Any]], gts: list[GtPackage]
+) -> tuple[list[tuple[dict[str, Any], GtPackage]], list[dict[str, Any]], list[GtPackage]]:
     """``(pairs, unmatched events, unmatched GT packages)``, greedily in event order."""
     return pair_spans(events, gts, event_span, lambda g: (g.enter_frame, g.exit_frame))
 
 
-def _ev_row(ev: dict | None, g: GtPackage | None, fps: float, why: str) -> dict:
+def _ev_row(ev: dict[str, Any] | None, g: GtPackage | None, fps: float, why: str) -> dict[str, Any]:
     frame = g.centre if g is not None else (ev["frame_enter"] + ev["frame_exit"]) // 2 if ev else -1
     return {
         "why": why,
@@ -121,13 +122,13 @@ def _ev_row(ev: dict | None, g: GtPackage | None, fps: float, why: str) -> dict:
 
 
 def match_events(
-    events: list[dict], gts: list[GtPackage], positive: str, fps: float = 30.0
-) -> dict:
+    events: list[dict[str, Any]], gts: list[GtPackage], positive: str, fps: float = 30.0
+) -> dict[str, Any]:
     """Package-level precision/recall/F1, recall per damage type, confusion, missed and false lists."""
     events = [e for e in events if e["kind"] == "package"]
     pairs, false_events, unseen = pair_by_overlap(events, gts)
 
-    def flagged(ev: dict) -> bool:
+    def flagged(ev: dict[str, Any]) -> bool:
         return ev["verdict"] in (positive, "reject_uninspected")
 
     tp = sum(1 for ev, g in pairs if flagged(ev) and g.label == positive)
@@ -135,7 +136,9 @@ def match_events(
     fp_none = [ev for ev in false_events if flagged(ev)]
     fp = len(fp_pairs) + len(fp_none)
     n_pos = sum(1 for g in gts if g.label == positive)
-    missed = [(ev, g) for ev, g in pairs if not flagged(ev) and g.label == positive]
+    missed: list[tuple[dict[str, Any] | None, GtPackage]] = [
+        (ev, g) for ev, g in pairs if not flagged(ev) and g.label == positive
+    ]
     missed += [(None, g) for g in unseen if g.label == positive]
     per_type: dict[str, list[int]] = {}
     for ev, g in [*pairs, *((None, g) for g in unseen)]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ METRIC_COLUMNS = (
 )
 
 
-def _pct(values: list[float], qs=(0, 1, 5, 50, 95, 99, 100)) -> dict[str, float]:
+def _pct(values: list[float], qs: Sequence[float] = (0, 1, 5, 50, 95, 99, 100)) -> dict[str, float]:
     if not values:
         return {}
     a = np.asarray(values, dtype=np.float64)
@@ -44,7 +45,7 @@ def _pct(values: list[float], qs=(0, 1, 5, 50, 95, 99, 100)) -> dict[str, float]
     }
 
 
-def timing_summary(events: list[dict], decisions: list[dict]) -> dict:
+def timing_summary(events: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> dict[str, Any]:
     """Each verdict's margin to its reject deadline: deadline - (t_decision + processing latency).
 
     ``t_decision`` is the clock time of the frame that closed the package (virtual clock); the
@@ -82,7 +83,7 @@ def timing_summary(events: list[dict], decisions: list[dict]) -> dict:
 def svg_timeline(
     scores: list[tuple[int, float]],
     gts: list[GtPackage],
-    events: list[dict],
+    events: list[dict[str, Any]],
     threshold: float,
     n_frames: int,
     width: int = 1100,
@@ -96,8 +97,8 @@ def svg_timeline(
         max((g.exit_frame for g in gts), default=0) + 1,
         1,
     )
-    sx = lambda f: pad + (width - 2 * pad) * f / n  # noqa: E731
-    sy = lambda v: height - pad - (height - 2 * pad) * v  # noqa: E731
+    sx: Callable[[float], float] = lambda f: pad + (width - 2 * pad) * f / n  # noqa: E731
+    sy: Callable[[float], float] = lambda v: height - pad - (height - 2 * pad) * v  # noqa: E731
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="plot">'
     ]
@@ -163,7 +164,7 @@ def svg_histogram(
 # -- HTML ------------------------------------------------------------------------------------
 
 
-def _table(rows: list[dict], cols: list[str]) -> str:
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     if not rows:
         return "<p>none</p>"
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
@@ -177,7 +178,7 @@ class Raw(str):
     """Trusted HTML for a table cell (an embedded thumbnail)."""
 
 
-def _cell(v) -> str:
+def _cell(v: object) -> str:
     if isinstance(v, Raw):
         return str(v)
     if isinstance(v, float):
@@ -198,7 +199,7 @@ def _confusion(conf: dict[str, dict[str, int]]) -> str:
     return _table(rows, ["ground truth", *cols]).replace("<td></td>", "<td>0</td>")
 
 
-def _summary_rows(r: dict) -> list[dict]:
+def _summary_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
     keys = [
         "complete",
         "error",
@@ -290,10 +291,10 @@ def _mistakes_section(m: dict[str, Any], out_dir: Path) -> list[str]:
 
 def write_html(
     path: Path,
-    report: dict,
+    report: dict[str, Any],
     scores: list[tuple[int, float]],
     gts: list[GtPackage],
-    events: list[dict],
+    events: list[dict[str, Any]],
     out_dir: Path,
     samples_s: dict[str, list[float]],
 ) -> None:

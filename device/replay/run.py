@@ -38,7 +38,9 @@ from parcelguard.device.replay.sources import Prefetch, RealtimeSource, Recorded
 log = logging.getLogger(__name__)
 
 
-def open_replay_source(video: Path, cfg: DeviceConfig, use_sidecar: bool = True):
+def open_replay_source(
+    video: Path, cfg: DeviceConfig, use_sidecar: bool = True
+) -> RecordedSource | FileSource:
     """A :class:`RecordedSource` when ``video`` has a record sidecar, else a :class:`FileSource`."""
     side = find_sidecar(video) if use_sidecar else None
     if side is not None:

@@ -216,11 +216,11 @@ def _score_with_package(crops: list[Crop], opts: SelectConfig) -> str:
     try:
         for start in range(0, len(crops), 32):  # decoded again: images are not kept
             part = [(c, _read(c.path)) for c in crops[start : start + 32]]
-            part = [(c, img) for c, img in part if img is not None and img.size]
-            if not part:
+            good = [(c, img) for c, img in part if img is not None and img.size]
+            if not good:
                 continue
-            batch = np.stack([preprocess(img, pkg.manifest.input) for _, img in part])
-            for (crop, _), s in zip(part, backend.infer(batch), strict=True):
+            batch = np.stack([preprocess(img, pkg.manifest.input) for _, img in good])
+            for (crop, _), s in zip(good, backend.infer(batch), strict=True):
                 crop.score, crop.threshold = float(s), thr
     finally:
         backend.close()

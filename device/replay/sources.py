@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from parcelguard.device.errors import ParcelguardError
@@ -44,7 +45,7 @@ def find_sidecar(video: Path) -> Path | None:
     return side if isinstance(data, dict) and "frames" in data else None
 
 
-def load_sidecar(path: Path) -> dict:
+def load_sidecar(path: Path) -> dict[str, Any]:
     """The sidecar as a dict, checked for the fields replay needs (one sentence on failure)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -60,7 +61,8 @@ def load_sidecar(path: Path) -> dict:
     t = [float(f["t_rel"]) for f in frames]
     if any(b < a for a, b in zip(t, t[1:], strict=False)):
         raise ParcelguardError(f"record sidecar {path} has frame timestamps that go backwards")
-    return data
+    sidecar: dict[str, Any] = data
+    return sidecar
 
 
 class RecordedSource:
@@ -200,11 +202,11 @@ class Prefetch:
     def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
         import queue
 
-        q: queue.Queue = queue.Queue(maxsize=self.depth)
+        q: queue.Queue[Any] = queue.Queue(maxsize=self.depth)
         stop = threading.Event()
         error: list[BaseException] = []
 
-        def put(item) -> bool:
+        def put(item: object) -> bool:
             while not stop.is_set():
                 try:
                     q.put(item, timeout=0.2)

@@ -310,7 +310,7 @@ def _lifted_tape(cv, rng, sev) -> None:
         ]
     q = np.array(quad, np.int32)
     sh = _mask(cv.alpha.shape)
-    cv2.fillPoly(sh, [q + np.int32([4, 5])], 255)
+    cv2.fillPoly(sh, [q + np.array([4, 5], np.int32)], 255)
     _darken(cv, sh, 0.55)
     under = _mask(cv.alpha.shape)
     cv2.fillPoly(under, [q], 255)
@@ -369,9 +369,9 @@ def _dent_edge(cv, rng, side: int, sev: float) -> None:
         (b, edge - sg * 3),
         (a, edge - sg * 3),
     ]
-    pts = np.array([(p, q) if horiz else (q, p) for p, q in pts], np.int32)
+    poly = np.array([(p, q) if horiz else (q, p) for p, q in pts], np.int32)
     m = _mask(cv.alpha.shape)
-    cv2.fillPoly(m, [pts], 255)
+    cv2.fillPoly(m, [poly], 255)
     cv.alpha[m > 0] = 0.0
     rim = cv2.dilate(m, np.ones((5, 5), np.uint8)) & ~m
     _darken(cv, rim, 0.7)

@@ -95,7 +95,7 @@ def sample_spec(
 
 
 def fibre_noise(rng: np.random.Generator, h: int, w: int, along_x: bool) -> np.ndarray:
-    n = rng.standard_normal((h, w), dtype=np.float32)
+    n: np.ndarray = rng.standard_normal((h, w), dtype=np.float32)
     n = cv2.blur(n, (7, 1) if along_x else (1, 7))
     return n * (1.0 / max(float(n.std()), 1e-6))
 
@@ -164,7 +164,7 @@ def _add_tape(cv: Canvas, rng: np.random.Generator, spec: ParcelSpec) -> None:
 
 def _mailer_surface(cv: Canvas, rng: np.random.Generator, spec: ParcelSpec) -> None:
     x0, y0, x1, y1 = cv.rect
-    mask = np.zeros(cv.alpha.shape, np.uint8)
+    mask: np.ndarray = np.zeros(cv.alpha.shape, np.uint8)
     r = int(rng.uniform(6, 14))
     cv2.rectangle(mask, (x0 + r, y0), (x1 - 1 - r, y1 - 1), 255, -1)
     cv2.rectangle(mask, (x0, y0 + r), (x1 - 1, y1 - 1 - r), 255, -1)
@@ -175,7 +175,7 @@ def _mailer_surface(cv: Canvas, rng: np.random.Generator, spec: ParcelSpec) -> N
         (x1 - 1 - r, y1 - 1 - r),
     ):
         cv2.circle(mask, (cx, cy), r, 255, -1)
-    wr = np.zeros(cv.alpha.shape, np.float32)
+    wr: np.ndarray = np.zeros(cv.alpha.shape, np.float32)
     for _ in range(int(rng.integers(5, 13))):
         p = rng.uniform((x0, y0), (x1, y1), (2, 2)).astype(np.int32)
         cv2.line(
@@ -186,10 +186,10 @@ def _mailer_surface(cv: Canvas, rng: np.random.Generator, spec: ParcelSpec) -> N
             int(rng.integers(1, 4)),
         )
     wr = cv2.GaussianBlur(wr, (0, 0), rng.uniform(2.5, 5))
-    wr *= 0.12 / max(float(np.abs(wr).max()), 1e-6)
+    wr = wr * (0.12 / max(float(np.abs(wr).max()), 1e-6))
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
     pillow = 0.88 + 0.12 * np.minimum(1.0, dist / 14.0)
-    shade = (pillow + wr + 0.02 * smooth_noise(rng, *mask.shape, 16)) * (mask > 0)
+    shade = (pillow + wr + 0.02 * smooth_noise(rng, mask.shape[0], mask.shape[1], 16)) * (mask > 0)
     cv.col[:] = cv.base * shade[..., None]
     seal = int(rng.uniform(5, 10))
     cv.col[y0:y1, x1 - seal - 4 : x1 - 4] *= 1.06
@@ -265,7 +265,7 @@ def _finish_sprite(cv: Canvas, angle: float, shadow: tuple[float, float, float])
     a = cv2.warpAffine(cv.alpha, rot, (w, h), flags=cv2.INTER_LINEAR)
     np.clip(a, 0, 1, out=a)
     dx, dy, strength = shadow
-    shift = np.float32([[1, 0, dx], [0, 1, dy]])
+    shift = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
     sh = cv2.GaussianBlur(cv2.warpAffine(a, shift, (w, h)), (0, 0), 4.0)
     k = ((1.0 - strength * sh) * (1.0 - a))[..., None]
     cols = np.nonzero(a.max(axis=0) > 0.5)[0]

@@ -46,13 +46,17 @@ class Look:
         }
 
 
+def _rgb(t: np.ndarray) -> tuple[float, float, float]:
+    return float(t[0]), float(t[1]), float(t[2])
+
+
 def sample_look(rng: np.random.Generator, blur_range: tuple[float, float]) -> Look:
     return Look(
         gain=float(rng.uniform(0.9, 1.08)),
         grad=float(rng.uniform(0.0, 0.04)),
         grad_angle=float(rng.uniform(0, 2 * math.pi)),
         vignette=float(rng.uniform(0.08, 0.25)),
-        tint=tuple(float(t) for t in rng.uniform(0.97, 1.03, 3)),
+        tint=_rgb(rng.uniform(0.97, 1.03, 3)),
         noise_sigma=float(rng.uniform(1.2, 3.0)),
         blur_px=float(rng.uniform(*blur_range)),
         shadow=(float(rng.uniform(2, 9)), float(rng.uniform(3, 10)), float(rng.uniform(0.3, 0.5))),
@@ -66,7 +70,7 @@ def sample_look(rng: np.random.Generator, blur_range: tuple[float, float]) -> Lo
 def make_belt(rng: np.random.Generator, h: int, w: int, seams: list[int]) -> np.ndarray:
     """Belt albedo tile (h, w, 3), periodic in x; ``seams`` are x positions of belt joints."""
     level = rng.uniform(44, 54)
-    fine = rng.standard_normal((h, w + 8), dtype=np.float32)
+    fine: np.ndarray = rng.standard_normal((h, w + 8), dtype=np.float32)
     fine = cv2.GaussianBlur(np.concatenate([fine[:, -8:], fine, fine[:, :8]], 1), (0, 0), 0.8)
     streak = cv2.GaussianBlur(rng.standard_normal((h, 1), dtype=np.float32), (0, 0), 1.5)
     mottle = smooth_noise(rng, h, w + 64, 32)

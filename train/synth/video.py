@@ -139,7 +139,7 @@ def make_video(cfg: SynthVideoConfig, out_dir: Path) -> dict[str, Path]:
 
 def _write_frames(cfg, path: Path, items, shifts, world, look, rng) -> None:
     writer = cv2.VideoWriter(
-        str(path), cv2.VideoWriter_fourcc(*cfg.codec), cfg.fps, (cfg.width, cfg.height)
+        str(path), cv2.VideoWriter.fourcc(*cfg.codec), cfg.fps, (cfg.width, cfg.height)
     )
     if not writer.isOpened():
         raise RuntimeError(f"cv2.VideoWriter cannot encode {cfg.codec!r} to {path}")

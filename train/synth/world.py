@@ -93,7 +93,9 @@ def render_crop(
     quality = int(rng.integers(cfg.jpeg_quality_min, max(cfg.jpeg_quality_min, 95) + 1))
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
     params["jpeg"] = quality
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR), params
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    assert decoded is not None  # the JPEG encoded just above
+    return decoded, params
 
 
 def _crop_jobs(cfg: SynthCropsConfig) -> list[tuple[str, str | None]]:
@@ -193,9 +195,9 @@ def _grid(root: Path, rows: list[dict], tile: int = 128) -> np.ndarray:
     nrows = max(1, math.ceil(len(rows) / cols))
     sheet = np.full((nrows * (tile + 2), cols * (tile + 2), 3), 255, np.uint8)
     for n, r in enumerate(rows):
-        img = cv2.resize(
-            cv2.imread(str(root / r["file"])), (tile, tile), interpolation=cv2.INTER_AREA
-        )
+        crop = cv2.imread(str(root / r["file"]))
+        assert crop is not None, f"unreadable crop {r['file']}"
+        img = cv2.resize(crop, (tile, tile), interpolation=cv2.INTER_AREA)
         text = f"{r['damage_type'][:10] or r['package_kind']} {float(r['severity']):.2f}"
         cv2.putText(img, text, (3, 11), cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 255, 255), 1, cv2.LINE_AA)
         y, x = (n // cols) * (tile + 2), (n % cols) * (tile + 2)
