@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 from parcelguard.device.config.device import DeviceConfig  # noqa: E402
-from parcelguard.device.live.capture import Paced  # noqa: E402
 from parcelguard.device.live.daemon import Daemon  # noqa: E402
+from parcelguard.device.live.paced import Paced  # noqa: E402
 from parcelguard.device.testing import (  # noqa: E402
     FakeBackend,
     belt_frame,

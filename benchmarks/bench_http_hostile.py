@@ -36,8 +36,8 @@ import numpy as np
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.contract.package import SCHEMA_VERSION, Manifest, ModelFile
 from parcelguard.device.contract.preprocess import InputConfig
-from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.daemon import Daemon
+from parcelguard.device.live.paced import Paced
 
 SLOW_HEAD = b"GET /metrics HTTP/1.1\r\nHost: bench\r\nX-Slow: "
 

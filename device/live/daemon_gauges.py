@@ -7,9 +7,10 @@ from typing import Protocol
 
 from parcelguard.device.inspection.loop import InspectionLoop
 from parcelguard.device.live.actuator import Actuator
-from parcelguard.device.live.capture import LiveSource, Paced
+from parcelguard.device.live.capture import LiveSource
 from parcelguard.device.live.metrics import OUTPUT_METRICS, Metrics
 from parcelguard.device.live.outputs import EventOutputs
+from parcelguard.device.live.paced import Paced
 
 
 class DaemonParts(Protocol):

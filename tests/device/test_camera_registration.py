@@ -18,8 +18,8 @@ from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.loop import InspectionLoop, LoopHooks
 from parcelguard.device.inspection.register import Registration, certified_tolerance
 from parcelguard.device.live.actuator import RecordingOutput
-from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.daemon import Daemon
+from parcelguard.device.live.paced import Paced
 from parcelguard.device.replay.run import ReplayConfig, replay
 from parcelguard.device.testing import (
     FakeBackend,

@@ -15,7 +15,8 @@ from parcelguard.device.config.daemon import CaptureConfig
 from parcelguard.device.config.device import SourceConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.sources import FileSource
-from parcelguard.device.live.capture import LiveSource, Paced, live_open_fn, make_source
+from parcelguard.device.live.capture import LiveSource, live_open_fn, make_source
+from parcelguard.device.live.paced import Paced
 from parcelguard.device.testing import (
     MJPEG_SERVER,
     FakeCapture,

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 from parcelguard.device.config.camera import ClipsConfig
 from parcelguard.device.inspection.events import read_events
-from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.clips import ClipRecorder
 from parcelguard.device.live.daemon import Daemon
+from parcelguard.device.live.paced import Paced
 from parcelguard.device.testing import FakeBackend, belt_frame, belt_frames, make_config, manifest
 
 FPS = 30.0

@@ -18,8 +18,9 @@ import pytest
 import yaml
 from parcelguard.device.inspection.events import read_events
 from parcelguard.device.live.actuator import RecordingOutput
-from parcelguard.device.live.capture import LiveSource, Paced
+from parcelguard.device.live.capture import LiveSource
 from parcelguard.device.live.daemon import Daemon
+from parcelguard.device.live.paced import Paced
 from parcelguard.device.testing import (
     FakeBackend,
     FakeCapture,

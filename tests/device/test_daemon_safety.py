@@ -18,8 +18,8 @@ from parcelguard.device.config.daemon import ActuatorConfig, FailsafeConfig
 from parcelguard.device.contract.package import ModelFile
 from parcelguard.device.inspection.events import read_events
 from parcelguard.device.live.actuator import Actuator, RecordingOutput
-from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.daemon import Daemon
+from parcelguard.device.live.paced import Paced
 from parcelguard.device.live.service import ServiceConfig, render_unit, stop_timeout_for
 from parcelguard.device.testing import (
     FakeBackend,

@@ -13,8 +13,8 @@ import pytest
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import read_events
 from parcelguard.device.live.actuator import RecordingOutput
-from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.daemon import Daemon
+from parcelguard.device.live.paced import Paced
 from parcelguard.device.testing import (
     FakeBackend,
     belt_frames,

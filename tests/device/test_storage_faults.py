@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from parcelguard.device.inspection.events import Event, EventStore, read_events
 from parcelguard.device.live.actuator import RecordingOutput
-from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.daemon import Daemon
+from parcelguard.device.live.paced import Paced
 from parcelguard.device.live.store_guard import GuardedStore
 from parcelguard.device.testing import FakeBackend, belt_frames, make_config, make_event, manifest
 

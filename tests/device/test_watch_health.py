@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 from parcelguard.device.contract.package import ModelFile, load_package, write_manifest
-from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.daemon import Daemon
 from parcelguard.device.live.drift import psi
+from parcelguard.device.live.paced import Paced
 from parcelguard.device.testing import (
     FakeBackend,
     belt_frames,
