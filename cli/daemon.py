@@ -29,7 +29,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         for h in logging.getLogger().handlers:
             h.setFormatter(JsonLogFormatter())
     cfg = _load(args)
-    summary = Daemon(cfg).run()
+    if cfg.cameras:  # several cameras: one loop each in one daemon (docs/scale.md)
+        from parcelguard.device.errors import ParcelguardError
+        from parcelguard.device.live.multicam import MultiDaemon
+
+        if args.source:
+            raise ParcelguardError(
+                "--source sets the one camera's source; with cameras: give each camera its "
+                "source in the config file"
+            )
+        summary = MultiDaemon(cfg).run()
+        for cam in summary["cameras"].values():
+            cam.pop("stages", None)
+    else:
+        summary = Daemon(cfg).run()
     summary.pop("stages", None)
     print(jsonio.dumps(summary))
     return 0

@@ -69,9 +69,18 @@ class Event:
     frames_used: list[int]
     model: str
     schema: int = EVENT_SCHEMA_VERSION
+    # Several cameras (docs/scale.md): the camera that saw it, and for a fused station verdict
+    # one entry per view ({camera, score, verdict, ...}) plus the views that never reported.
+    # Left out of the JSON when unset, so a single-camera event is byte-identical to before.
+    camera: str | None = None
+    views: list[dict] | None = None
+    views_missing: list[str] | None = None
 
     def to_json(self) -> str:
         d = asdict(self)
+        for k in ("camera", "views", "views_missing"):
+            if d[k] is None:
+                del d[k]
         if d["score"] is not None and math.isnan(d["score"]):
             d["score"] = None
         if d["score"] is not None:
