@@ -186,5 +186,6 @@ class CameraRun:
             "dropped": st.dropped,
             "reconnects": st.reconnects,
             "camera_down_s": round(self.source.down_seconds(), 3),
+            "wall_s": round(s.wall_s, 3),
             "stages": s.percentiles(),
         }
