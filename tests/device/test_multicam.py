@@ -6,10 +6,12 @@ patch a marker backend scores as damaged)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pytest
+import yaml
 from parcelguard.device.config.views import camera_views
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import read_events
@@ -17,7 +19,15 @@ from parcelguard.device.live.actuator import RecordingOutput
 from parcelguard.device.live.capture import Paced
 from parcelguard.device.live.multicam import MultiDaemon
 from parcelguard.device.replay.views import replay_station
-from parcelguard.device.testing import belt_frame, belt_frames, make_config, manifest, write_avi
+from parcelguard.device.testing import (
+    belt_frame,
+    belt_frames,
+    make_config,
+    manifest,
+    run_cli,
+    tiny_onnx_package,
+    write_avi,
+)
 
 FPS = 100.0
 DELAY = 10  # frames between the top view and the side view of a package
@@ -183,3 +193,34 @@ def test_single_camera_config_is_one_view_and_cameras_are_checked(tmp_path):
         make_config(tmp_path, cameras=[bad], station={"enabled": True})
     with pytest.raises(ParcelguardError, match="one video per camera"):
         replay_station(multi, {"top": tmp_path / "top.avi"}, MarkerBackend(), manifest())
+
+
+def test_cameras_without_a_station_decide_each_view(tmp_path):
+    top, side = views(damaged=1)
+    cfg = config(tmp_path)
+    cfg.station.enabled = False
+    _, summary, reject = run_live(cfg, top, side)
+    evs = packages(tmp_path / "events")
+    assert sorted((e["camera"], e["verdict"]) for e in evs) == sorted(
+        [("top", "ok")] * 3 + [("side", "ok")] * 2 + [("side", "damaged")]
+    )
+    assert len({e["event_id"] for e in evs}) == 6 and all("views" not in e for e in evs)
+    assert len(reject.rising()) == 1 and "station" not in summary
+
+
+def test_parcelguard_run_with_two_cameras(tmp_path):
+    top, side = views(damaged=1)
+    write_avi(tmp_path / "top.avi", top, FPS)
+    write_avi(tmp_path / "side.avi", side, FPS)
+    data = config(tmp_path).model_dump(mode="json")
+    data["model"]["backend"] = "onnx"
+    (tmp_path / "dev.yaml").write_text(yaml.safe_dump(data))
+    pkg = tiny_onnx_package(tmp_path / "pkg")
+    r = run_cli("run", "--config", str(tmp_path / "dev.yaml"), "--model", str(pkg))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(summary["cameras"]) == {"top", "side"} and summary["runtime"] == "shared"
+    assert summary["cameras"]["side"]["frames"] == len(side)
+    assert summary["station"]["packages"] == 3 == len(packages(tmp_path / "events"))
+    r = run_cli("run", "--config", str(tmp_path / "dev.yaml"), "--source", "x.avi")
+    assert r.returncode != 0 and "give each camera its source" in r.stderr
