@@ -16,14 +16,19 @@ in replay (the views' events fed in decision order, then :meth:`flush`), so both
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from parcelguard.device.config.daemon import StationConfig
 from parcelguard.device.inspection.events import Event
 
+log = logging.getLogger(__name__)
+
 UNINSPECTED = "reject_uninspected"
+RECENT = 64  # fused packages remembered, so a view arriving after its package was fused is known
 
 
 @dataclass
@@ -59,7 +64,8 @@ class Station:
         self._lock = threading.Lock()
         self.fused = 0
         self.missing: dict[str, int] = {c: 0 for c in positions}
-        self.unmatched = 0  # views that arrived after their package was fused without them
+        self.late_views = 0  # views that arrived after their package was fused without them
+        self._recent: deque[tuple[float, frozenset[str]]] = deque(maxlen=RECENT)
 
     def t_ref(self, camera: str, ev: Event) -> float:
         return ev.t_center - self.positions[camera] / self.speed
@@ -75,6 +81,8 @@ class Station:
                 if camera not in g.views and d <= self.cfg.tolerance_s:
                     if best is None or d < abs(best.t_ref - t):
                         best = g
+            if best is None and self._late(camera, t, ev):
+                return
             if best is None:
                 best = _Group(t)
                 self._groups.append(best)
@@ -82,6 +90,21 @@ class Station:
             ready = self._take(lambda g: len(g.views) == len(self.positions))
             ready += self._take_expired()
         self._emit_all(ready)
+
+    def _late(self, camera: str, t: float, ev: Event) -> bool:
+        """A view of a package already fused without it: counted and logged, not a new package."""
+        for t_ref, missing in self._recent:
+            if camera in missing and abs(t_ref - t) <= self.cfg.tolerance_s:
+                self.late_views += 1
+                log.warning(
+                    "camera %s decided %s (%s) after its package was fused without it; "
+                    "raise station.wait_s",
+                    camera,
+                    ev.event_id,
+                    ev.verdict,
+                )
+                return True
+        return False
 
     def advance(self, camera: str, t: float) -> None:
         """A camera's clock reached ``t`` (each frame): fuse the packages it can no longer join."""
@@ -155,6 +178,8 @@ class Station:
         self.fused += 1
         for c in missing:
             self.missing[c] += 1
+        if missing:
+            self._recent.append((g.t_ref, frozenset(missing)))
         return Event(
             event_id=f"{self.device_id}-{self.run_token}-{self._seq:06d}",
             device_id=self.device_id,

@@ -171,6 +171,11 @@ class MultiDaemon:
                 "Fused packages with a view missing.",
                 lambda: sum(st.missing.values()),
             )
+            g["station_late_views_total"] = (
+                "counter",
+                "Views decided after their package was fused without them.",
+                lambda: st.late_views,
+            )
         self.metrics.collect(self.outputs.metrics, OUTPUT_METRICS)
 
     # -- decisions and alarms -------------------------------------------------------------------
@@ -278,5 +283,9 @@ class MultiDaemon:
             "events_dir": str(self.cfg.events.dir),
         }
         if st is not None:
-            out["station"] = {"packages": st.fused, "views_missing": dict(st.missing)}
+            out["station"] = {
+                "packages": st.fused,
+                "views_missing": dict(st.missing),
+                "late_views": st.late_views,
+            }
         return out

@@ -125,7 +125,11 @@ def test_damage_seen_only_from_the_side_is_rejected_once(tmp_path, share):
     assert {v["camera"]: v["verdict"] for v in dmg["views"]} == {"top": "ok", "side": "damaged"}
     assert "views_missing" not in dmg and dmg["score"] == pytest.approx(0.9)
     assert len(reject.rising()) == 1 and summary["reject_pulses"] == 1
-    assert summary["station"] == {"packages": 3, "views_missing": {"top": 0, "side": 0}}
+    assert summary["station"] == {
+        "packages": 3,
+        "views_missing": {"top": 0, "side": 0},
+        "late_views": 0,
+    }
     assert summary["late_decisions"] == 0
     assert all(c["packages"] == 3 for c in summary["cameras"].values())
 
