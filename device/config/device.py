@@ -84,10 +84,10 @@ class ModelConfig(StrictModel):
             )
         return self
 
-    share: Literal["auto", "shared", "per_camera"] = Field(
-        "auto",
-        description="several cameras: one runtime for all (ONNX Runtime runs concurrently; "
-        "LiteRT under a lock) or one per camera; auto: shared for onnx, per_camera for litert",
+    share: Literal["shared", "per_camera"] = Field(
+        "shared",
+        description="several cameras: one runtime for all (ONNX Runtime runs them concurrently, "
+        "LiteRT under a lock) or one per camera (benchmarks/bench_multicam.py)",
     )
 
     def signature_args(self) -> dict:

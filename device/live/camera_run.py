@@ -26,6 +26,25 @@ from parcelguard.device.live.metrics import Metrics
 log = logging.getLogger(__name__)
 
 
+class CameraSink:
+    """An event sink (the snapshot writer) shared by the cameras: one call at a time, with this
+    camera's ROI (the writer crops and draws with its ``roi``)."""
+
+    def __init__(self, sink: Any, lock: threading.Lock, roi: Any):
+        self.sink, self.lock, self.roi = sink, lock, roi
+
+    def __call__(self, ev: Event, frame: Any) -> None:
+        with self.lock:
+            if not hasattr(self.sink, "roi"):
+                self.sink(ev, frame)
+                return
+            old, self.sink.roi = self.sink.roi, self.roi
+            try:
+                self.sink(ev, frame)
+            finally:
+                self.sink.roi = old
+
+
 class CameraRun:
     """A camera's loop inside :class:`~parcelguard.device.live.multicam.MultiDaemon` ``d``."""
 
@@ -51,7 +70,7 @@ class CameraRun:
             f"{d.run_token}-{view.id}",
             on_event=self._on_event,
             hooks=hooks,
-            sinks=d.outputs.sinks,
+            sinks=[CameraSink(sink, d.sink_lock, view.cfg.roi) for sink in d.outputs.sinks],
         )
         self.consecutive_errors = 0
         self.model_failed = False

@@ -41,14 +41,6 @@ log = logging.getLogger(__name__)
 SUPERVISE_S = 0.1
 
 
-def resolve_share(cfg: DeviceConfig) -> str:
-    """``model.share`` with ``auto`` decided: shared for ONNX Runtime, one per camera for LiteRT
-    (benchmarks/bench_multicam.py measured both)."""
-    if cfg.model.share != "auto":
-        return cfg.model.share
-    return "per_camera" if needs_lock(cfg.model.backend) else "shared"
-
-
 class MultiDaemon:
     """A live run over every camera in ``cfg.cameras``. Parts are injectable for tests:
     ``sources`` maps camera id -> source, ``model_loader() -> (backend, manifest)`` is called once
@@ -70,9 +62,10 @@ class MultiDaemon:
         self.views = camera_views(cfg)
         self.run_token = run_token or new_run_token()
         self.metrics = CameraMetrics()
-        self.share = resolve_share(cfg)
+        self.share = cfg.model.share
         self.backends: list[Backend] = []  # the runtimes this daemon closes
         self.outputs = open_event_outputs(cfg, self.run_token)
+        self.sink_lock = threading.Lock()  # the snapshot writer, shared by the camera threads
         try:
             self._build(cfg, sources or {}, reject_output, stop_output)
         except BaseException:

@@ -150,8 +150,14 @@ def test_package_seen_by_one_camera_follows_the_missing_policy(tmp_path, missing
 
 def test_two_cameras_expose_per_camera_metrics(tmp_path):
     top, side = views(damaged=1)
-    d, summary, _ = run_live(config(tmp_path), top, side)
+    cfg = config(tmp_path)
+    cfg.events.snapshots.enabled = True
+    cfg.events.snapshots.uncertain_band = 0.0
+    d, summary, _ = run_live(cfg, top, side)
     text = d.metrics.render()
+    (snap,) = (tmp_path / "events" / "snapshots").glob("*.jpg")
+    assert "-side-" in snap.name, "the flagged view's own frame"
+    assert "parcelguard_snapshots_written_total 1" in text
     for cam in ("top", "side"):
         frames = summary["cameras"][cam]["frames"]
         assert f'parcelguard_frames_total{{camera="{cam}"}} {frames}' in text
