@@ -310,6 +310,10 @@ class DeviceConfig(StrictModel):
                     f"cameras: {c.id} is at {c.position_m:g} m, past the gate at "
                     f"belt.camera_to_gate_m {self.belt.camera_to_gate_m:g} m"
                 )
+        if self.cameras and self.trigger.mode != "vision":
+            raise ValueError(
+                "with cameras:, every camera finds its packages by vision (trigger.mode: vision)"
+            )
         if self.station.enabled and len(self.cameras) < 2:
             raise ValueError("station.enabled needs at least two entries under cameras:")
         return self

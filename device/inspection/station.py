@@ -155,7 +155,9 @@ class Station:
     def fuse(self, g: _Group) -> Event:
         """The one event for a package: per-view scores, the fused score and verdict."""
         views = sorted(g.views.items(), key=lambda kv: self.positions[kv[0]])
-        missing = [c for c in sorted(self.positions, key=self.positions.get) if c not in g.views]
+        missing = [
+            c for c in sorted(self.positions, key=lambda c: self.positions[c]) if c not in g.views
+        ]
         first = views[0][1]
         scores = [ev.score for _, ev in views if ev.score is not None]
         verdicts = [ev.verdict for _, ev in views]

@@ -199,6 +199,8 @@ def test_single_camera_config_is_one_view_and_cameras_are_checked(tmp_path):
         make_config(tmp_path, cameras=[bad, bad])
     with pytest.raises(Exception, match="past the gate"):
         make_config(tmp_path, cameras=[{**bad, "position_m": 9.0}])
+    with pytest.raises(Exception, match="by vision"):
+        make_config(tmp_path, cameras=[bad], trigger={"mode": "external"})
     with pytest.raises(Exception, match="at least two"):
         make_config(tmp_path, cameras=[bad], station={"enabled": True})
     with pytest.raises(ParcelguardError, match="one video per camera"):
@@ -234,3 +236,31 @@ def test_parcelguard_run_with_two_cameras(tmp_path):
     assert summary["station"]["packages"] == 3 == len(packages(tmp_path / "events"))
     r = run_cli("run", "--config", str(tmp_path / "dev.yaml"), "--source", "x.avi")
     assert r.returncode != 0 and "give each camera its source" in r.stderr
+
+
+def test_one_health_server_for_all_cameras(tmp_path):
+    import urllib.request
+
+    cfg = config(tmp_path)
+    cfg.health.enabled, cfg.health.port = True, 0
+    top, side = views(damaged=None)
+    d = MultiDaemon(
+        cfg,
+        model_loader=lambda: (MarkerBackend(), manifest()),
+        sources={"top": Paced([(top[0], 0.0)]), "side": Paced([(side[0], 0.0)])},
+        run_token="h1",
+    )
+    d.health.start()
+    try:
+        url = f"http://127.0.0.1:{d.health.port}"
+        text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+        health = urllib.request.urlopen(url + "/healthz", timeout=5).read().decode()
+    finally:
+        d.health.close()
+        d.outputs.close()
+    assert 'parcelguard_camera_up{camera="top"} 1' in text
+    assert 'parcelguard_camera_up{camera="side"} 1' in text
+    assert (
+        "parcelguard_http_requests_total" in text and "parcelguard_station_packages_total 0" in text
+    )
+    assert "ok" in health
