@@ -7,8 +7,10 @@ seconds after the reference does, so a view's arrival time at the reference is
 ``station.tolerance_s`` are one package. The fused event carries every view's score and verdict:
 ``fuse: any`` is damaged when any view says damaged, ``mean``/``max`` compare the views' mean or
 max score with the threshold. A view that has not reported once its camera's clock passed the
-package's expected centre time there plus ``tolerance_s + wait_s`` is missing: the package is fused
-from the views present and flagged ``views_missing`` (``missing: reject`` rejects it instead).
+package's expected centre time there plus ``tolerance_s + wait_s`` is missing (the other cameras'
+clock, while that camera is down or its loop has ended): the package is fused from the views
+present and flagged ``views_missing`` (``missing: reject`` rejects it instead). Each camera's own
+clock decides, so a loop that lags behind the others never loses its views.
 
 The same class runs live (each camera's loop thread calls :meth:`add` and :meth:`advance`) and
 in replay (the views' events fed in decision order, then :meth:`flush`), so both fuse alike.
@@ -59,6 +61,7 @@ class Station:
         self.emit = emit
         self.device_id, self.run_token = device_id, run_token
         self.clock: dict[str, float] = {}
+        self.down: set[str] = set()  # cameras down or stopped: their clock does not move
         self._groups: list[_Group] = []
         self._seq = 0
         self._lock = threading.Lock()
@@ -115,6 +118,17 @@ class Station:
             ready = self._take_expired() if self._groups else []
         self._emit_all(ready)
 
+    def set_down(self, camera: str, down: bool) -> None:
+        """A camera went down or its loop ended (``down``), or came back: a package it has not
+        reported is then missing once the other cameras' clock passed its deadline there."""
+        with self._lock:
+            if down:
+                self.down.add(camera)
+            else:
+                self.down.discard(camera)
+            ready = self._take_expired() if self._groups else []
+        self._emit_all(ready)
+
     def flush(self) -> None:
         """The streams ended: fuse every open package with the views it has."""
         with self._lock:
@@ -134,8 +148,9 @@ class Station:
             if cam in g.views:
                 continue
             late = self._deadline(g, cam)
-            # its own clock passed it, or the station's (a camera that stopped sending frames)
-            if self.clock.get(cam, float("-inf")) <= late and latest <= late + self.cfg.wait_s:
+            # its own clock passed it; a camera that is down or stopped: the others' clock did
+            clock = latest if cam in self.down else self.clock.get(cam, float("-inf"))
+            if clock <= late:
                 return False
         return True
 

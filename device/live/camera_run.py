@@ -144,6 +144,8 @@ class CameraRun:
         down = src.camera_down()
         if down and not self.camera_was_down:
             self.camera_was_down = True
+            if self.d.station is not None:
+                self.d.station.set_down(self.id, True)
             self.d.outputs.alarm(
                 "camera_down", f"{self.id}: no frames from {getattr(src, 'name', 'source')}"
             )
@@ -157,6 +159,8 @@ class CameraRun:
                 act.set_failsafe(reason, True)
         elif self.camera_was_down:
             self.camera_was_down = False
+            if self.d.station is not None:
+                self.d.station.set_down(self.id, False)
             self.d.outputs.alarm(
                 "camera_down", f"{self.id}: camera back, {src.down_seconds():.2f} s down", False
             )
@@ -185,6 +189,9 @@ class CameraRun:
             self.d.outputs.alarm("camera_loop_failed", f"{self.id}: {self.failed}")
             self.d.actuator.set_failsafe(f"loop:{self.id}", True)
             self.stats = self.loop.stats
+        finally:
+            if self.d.station is not None:  # its packages are missing by the others' clock now
+                self.d.station.set_down(self.id, True)
 
     def stop(self) -> None:
         self.source.stop()
