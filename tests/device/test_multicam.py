@@ -236,6 +236,31 @@ def test_parcelguard_run_with_two_cameras(tmp_path):
     assert summary["station"]["packages"] == 3 == len(packages(tmp_path / "events"))
     r = run_cli("run", "--config", str(tmp_path / "dev.yaml"), "--source", "x.avi")
     assert r.returncode != 0 and "give each camera its source" in r.stderr
+    videos = ["--video", f"top={tmp_path / 'top.avi'}", "--video", f"side={tmp_path / 'side.avi'}"]
+    out = tmp_path / "replayed"
+    r = run_cli(
+        "replay-station",
+        "--config",
+        str(tmp_path / "dev.yaml"),
+        "--model",
+        str(pkg),
+        "--out",
+        str(out),
+        *videos,
+    )
+    assert r.returncode == 0, r.stderr
+    live = [fused_view(e) for e in packages(tmp_path / "events")]
+    assert [fused_view(e) for e in read_events(out / "events.jsonl")] == live
+    r = run_cli(
+        "replay-station",
+        "--config",
+        str(tmp_path / "dev.yaml"),
+        "--model",
+        str(pkg),
+        "--video",
+        "top",
+    )
+    assert r.returncode != 0 and "CAMERA=FILE" in r.stderr
 
 
 def test_one_health_server_for_all_cameras(tmp_path):
