@@ -73,7 +73,7 @@ def views(damaged: int | None = 1, side_skips: int | None = None):
 def config(tmp_path, **station):
     return make_config(
         tmp_path,
-        belt={"speed_mps": 2.0, "camera_to_gate_m": 2.0},
+        belt={"speed_mps": 2.0, "camera_to_gate_m": 3.0},  # 1.5 s: room for a loaded machine
         actuator={"output": "log", "drain_s": 0.5},
         cameras=[
             {"id": "top", "source": {"kind": "file", "uri": str(tmp_path / "top.avi")}},
@@ -192,7 +192,7 @@ def test_single_camera_config_is_one_view_and_cameras_are_checked(tmp_path):
     assert view.id == "main" and view.cfg is cfg
     multi = config(tmp_path)
     top, side = camera_views(multi)
-    assert side.cfg.belt.camera_to_gate_m == pytest.approx(1.8)
+    assert side.cfg.belt.camera_to_gate_m == pytest.approx(2.8)
     assert side.cfg.source.uri.endswith("side.avi") and side.cfg.roi == multi.roi
     bad = {"id": "top", "source": {"kind": "file", "uri": "x"}}
     with pytest.raises(Exception, match="used twice"):
