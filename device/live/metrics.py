@@ -251,6 +251,9 @@ class Metrics:
             return None
 
 
+LOOP_METRICS = ("frames_total", "fps", "backend_errors_total", "inference_seconds")
+
+
 class CameraMetrics(Metrics):
     """A multi-camera device's registry: its own metrics (HTTP, actuator, event outputs) plus one
     :class:`Metrics` per camera, whose samples get a ``camera`` label; one HELP/TYPE per name."""
@@ -269,6 +272,8 @@ class CameraMetrics(Metrics):
         labelled = [({}, self)] + [({"camera": c}, m) for c, m in self.cameras.items()]
         for extra, m in labelled:
             fams = Metrics.families(m) if m is self else m.families()
+            if m is self:  # the loops' counters are the cameras' own: no unlabelled zeros
+                fams = [f for f in fams if f[0] not in LOOP_METRICS]
             for name, kind, help_, samples, suffix in fams:
                 new = [({**extra, **labels}, v) for labels, v in samples]
                 if name not in merged:

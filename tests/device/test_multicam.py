@@ -164,6 +164,7 @@ def test_two_cameras_expose_per_camera_metrics(tmp_path):
         assert f'parcelguard_verdicts_total{{camera="{cam}",verdict="ok"}}' in text
     assert frames == len(side)
     assert text.count("# TYPE parcelguard_frames_total counter") == 1, "one family, labelled"
+    assert "parcelguard_frames_total 0" not in text, "no unlabelled loop counters"
     assert 'parcelguard_verdicts_total{verdict="damaged"} 1' in text, "fused verdicts unlabelled"
     assert re.search(r'parcelguard_inference_seconds_count\{camera="side"\} \d+', text)
     assert "parcelguard_reject_pulses_total 1" in text
