@@ -29,9 +29,62 @@ def cmd_run(args: argparse.Namespace) -> int:
         for h in logging.getLogger().handlers:
             h.setFormatter(JsonLogFormatter())
     cfg = _load(args)
-    summary = Daemon(cfg).run()
+    if cfg.cameras:  # several cameras: one loop each in one daemon (docs/scale.md)
+        from parcelguard.device.errors import ParcelguardError
+        from parcelguard.device.live.multicam import MultiDaemon
+
+        if args.source:
+            raise ParcelguardError(
+                "--source sets the one camera's source; with cameras: give each camera its "
+                "source in the config file"
+            )
+        summary = MultiDaemon(cfg).run()
+        for cam in summary["cameras"].values():
+            cam.pop("stages", None)
+    else:
+        summary = Daemon(cfg).run()
     summary.pop("stages", None)
     print(jsonio.dumps(summary))
+    return 0
+
+
+def cmd_replay_station(args: argparse.Namespace) -> int:
+    """A station's videos (one per camera) through the loops and the station, as live."""
+    from parcelguard.device.backends import open_backend
+    from parcelguard.device.contract.package import load_package
+    from parcelguard.device.errors import ParcelguardError
+    from parcelguard.device.replay.views import replay_station
+
+    cfg = _load(args)
+    videos: dict[str, Path] = {}
+    for item in args.video:
+        cam, sep, path = item.partition("=")
+        if not sep or not cam or not path:
+            raise ParcelguardError(
+                f"--video {item!r} must look like CAMERA=FILE, e.g. side=side.avi"
+            )
+        videos[cam] = Path(path)
+    for path in videos.values():
+        if not path.is_file():
+            raise ParcelguardError(f"video {path} does not exist")
+    if cfg.model.package is None:
+        raise ParcelguardError("replay-station needs --model PACKAGE (or model.package)")
+    m = cfg.model
+    pkg = load_package(m.package, **m.signature_args())
+    backend = open_backend(pkg, args.backend or m.backend, m.threads, m.providers)
+    try:
+        events = replay_station(cfg, videos, backend, pkg.manifest)
+    finally:
+        backend.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / "events.jsonl"
+    out.write_text("".join(ev.to_json() + "\n" for ev in events), encoding="utf-8")
+    verdicts: dict[str, int] = {}
+    for ev in events:
+        verdicts[ev.verdict] = verdicts.get(ev.verdict, 0) + 1
+    missing = sum(1 for ev in events if ev.views_missing)
+    print(jsonio.dumps({"packages": len(events), "verdicts": verdicts, "views_missing": missing}))
+    print(f"fused events in {out}")
     return 0
 
 
@@ -53,6 +106,23 @@ def register(sub) -> None:
     s.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     add_config_args(s)
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser(
+        "replay-station",
+        help="replay an inspection station: one video per camera, views fused as live",
+    )
+    s.add_argument(
+        "--video",
+        action="append",
+        required=True,
+        metavar="CAMERA=FILE",
+        help="one camera's video (repeat for each camera under cameras:)",
+    )
+    s.add_argument("--model", type=Path, help="model package folder (overrides model.package)")
+    s.add_argument("--backend", help="runtime (default: model.backend)")
+    s.add_argument("--out", type=Path, default=Path("runs") / "replay-station")
+    s.set_defaults(func=cmd_replay_station, source=None)
+    add_config_args(s)
 
     s = sub.add_parser(
         "record", help="record a clip + sidecar JSON (frame timestamps, trigger edges)"

@@ -173,3 +173,35 @@ class HealthConfig(StrictModel):
                 "must be an IP address such as 127.0.0.1 (no host names: nothing is resolved)"
             ) from None
         return v
+
+
+class StationConfig(StrictModel):
+    """An inspection station: several cameras (``cameras:``) see one package; their views are
+    matched by belt position (each camera's ``position_m``, ``belt.speed_mps``) and fused into one
+    verdict, one event and one reject pulse per package (docs/scale.md, "Several cameras")."""
+
+    enabled: bool = False
+    fuse: Literal["any", "mean", "max"] = Field(
+        "any",
+        description="any: damaged if any view says so; mean/max: the views' scores against the "
+        "threshold",
+    )
+    tolerance_s: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="two views are one package when their arrival times at the reference "
+        "(t_center - position_m / speed) differ by at most this",
+    )
+    wait_s: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="after a package's expected centre time in a view (+ tolerance), how long "
+        "that view may still take to decide it before the package is fused without it",
+    )
+    missing: Literal["use_present", "reject"] = Field(
+        "use_present",
+        description="a view that never reported: fuse the views present (flag views_missing) "
+        "or reject the package (fail safe)",
+    )

@@ -12,6 +12,7 @@ from parcelguard.device.config.daemon import (
     CaptureConfig,
     FailsafeConfig,
     HealthConfig,
+    StationConfig,
     TriggerConfig,
 )
 from parcelguard.device.config.names import BackendName
@@ -102,6 +103,12 @@ class ModelConfig(StrictModel):
             )
         return self
 
+    share: Literal["shared", "per_camera"] = Field(
+        "shared",
+        description="several cameras: one runtime for all (ONNX Runtime runs them concurrently, "
+        "LiteRT under a lock) or one per camera (benchmarks/bench_multicam.py)",
+    )
+
     def signature_args(self) -> dict[str, Any]:
         """``load_package`` keyword arguments for this signature policy."""
         required = self.public_key is not None and not self.allow_unsigned
@@ -143,6 +150,20 @@ class PresenceConfig(StrictModel):
         description="classify frames whose package centre is within this fraction of the ROI width around its centre",
     )
     stride: int = Field(4, ge=1, le=16, description="pixel subsampling of the presence measure")
+
+
+class CameraConfig(StrictModel):
+    """One camera of a multi-camera device (``cameras:``). Sections left out (capture, roi,
+    presence) are the top-level ones; ``position_m`` is where its view's centre is along the belt,
+    in metres downstream of the reference the gate distance is measured from."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    name: str | None = Field(None, max_length=80, description="a label for people (logs, docs)")
+    source: SourceConfig
+    capture: CaptureConfig | None = None
+    roi: tuple[int, int, int, int] | None = None
+    presence: PresenceConfig | None = None
+    position_m: float = Field(0.0, ge=0, le=100)
 
 
 class FusionConfig(StrictModel):
@@ -285,6 +306,10 @@ class DeviceConfig(StrictModel):
     # Camera registration (the ROI follows a moved camera) and event clips (device/config/camera.py)
     registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
     clips: ClipsConfig = Field(default_factory=ClipsConfig)
+    # Several cameras on one device (device/config/views.py, docs/scale.md). Empty: the one camera
+    # above (source, capture, roi, presence).
+    cameras: list[CameraConfig] = Field(default_factory=list, max_length=16)
+    station: StationConfig = Field(default_factory=StationConfig)
 
     @field_validator("roi")
     @classmethod
@@ -294,6 +319,26 @@ class DeviceConfig(StrictModel):
             if x < 0 or y < 0 or w <= 0 or h <= 0:
                 raise ValueError(f"roi [x, y, w, h] needs x, y >= 0 and w, h > 0 (got {list(v)})")
         return v
+
+    @model_validator(mode="after")
+    def _cameras(self) -> DeviceConfig:
+        ids = [c.id for c in self.cameras]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"cameras: the id {dup[0]!r} is used twice; each camera needs its own")
+        for c in self.cameras:
+            if c.position_m > self.belt.camera_to_gate_m:
+                raise ValueError(
+                    f"cameras: {c.id} is at {c.position_m:g} m, past the gate at "
+                    f"belt.camera_to_gate_m {self.belt.camera_to_gate_m:g} m"
+                )
+        if self.cameras and self.trigger.mode != "vision":
+            raise ValueError(
+                "with cameras:, every camera finds its packages by vision (trigger.mode: vision)"
+            )
+        if self.station.enabled and len(self.cameras) < 2:
+            raise ValueError("station.enabled needs at least two entries under cameras:")
+        return self
 
     @model_validator(mode="after")
     def _roi_within_capture(self) -> DeviceConfig:

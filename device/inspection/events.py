@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from parcelguard.device import jsonio
 from parcelguard.device.errors import ParcelguardError
@@ -70,11 +70,18 @@ class Event:
     model: str
     schema: int = EVENT_SCHEMA_VERSION
     clip: str | None = None  # the event clip's path (device/live/clips.py); absent when none
+    # Several cameras (docs/scale.md): the camera that saw it, and for a fused station verdict
+    # one entry per view ({camera, score, verdict, ...}) plus the views that never reported.
+    # Left out of the JSON when unset, so a single-camera event is byte-identical to before.
+    camera: str | None = None
+    views: list[dict[str, Any]] | None = None
+    views_missing: list[str] | None = None
 
     def to_json(self) -> str:
         d = asdict(self)
-        if d["clip"] is None:
-            del d["clip"]  # events without a clip stay byte-identical to before clips existed
+        for k in ("clip", "camera", "views", "views_missing"):
+            if d[k] is None:
+                del d[k]  # unset: byte-identical to events from before these fields existed
         if d["score"] is not None and math.isnan(d["score"]):
             d["score"] = None
         if d["score"] is not None:

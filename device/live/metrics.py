@@ -98,6 +98,7 @@ class Histogram:
 
 T = TypeVar("T")
 Sample = tuple[Mapping[str, str], Any]  # labels, value
+Family = tuple[str, str, str, list[Sample], list[str] | None]  # name, type, help, samples, suffix
 
 
 class Exposition:
@@ -176,31 +177,52 @@ class Metrics:
 
     def render(self) -> str:
         ex = Exposition()
+        for fam in self.families():
+            ex.metric(*fam)
+        return ex.text()
+
+    def families(self) -> list[Family]:
+        """Every metric as (name, type, help, samples, suffixes): what :meth:`render` writes."""
+        out: list[Family] = []
         with self.lock:
-            ex.metric(
-                "frames_total",
-                "counter",
-                "Frames through the inspection loop.",
-                [({}, self.frames)],
+            out.append(
+                (
+                    "frames_total",
+                    "counter",
+                    "Frames through the inspection loop.",
+                    [({}, self.frames)],
+                    None,
+                )
             )
-            ex.metric("fps", "gauge", "Frames per second over the last 2 s.", [({}, self.fps)])
-            ex.metric(
-                "backend_errors_total",
-                "counter",
-                "Frames skipped because inference raised.",
-                [({}, self.backend_errors)],
+            out.append(
+                ("fps", "gauge", "Frames per second over the last 2 s.", [({}, self.fps)], None)
             )
-            ex.metric(
-                "verdicts_total",
-                "counter",
-                "Package verdicts.",
-                [({"verdict": k}, v) for k, v in sorted(self.verdicts.items())],
+            out.append(
+                (
+                    "backend_errors_total",
+                    "counter",
+                    "Frames skipped because inference raised.",
+                    [({}, self.backend_errors)],
+                    None,
+                )
             )
-            ex.metric(
-                "alarms_total",
-                "counter",
-                "Alarm events.",
-                [({"alarm": k}, v) for k, v in sorted(self.alarms.items())],
+            out.append(
+                (
+                    "verdicts_total",
+                    "counter",
+                    "Package verdicts.",
+                    [({"verdict": k}, v) for k, v in sorted(self.verdicts.items())],
+                    None,
+                )
+            )
+            out.append(
+                (
+                    "alarms_total",
+                    "counter",
+                    "Alarm events.",
+                    [({"alarm": k}, v) for k, v in sorted(self.alarms.items())],
+                    None,
+                )
             )
             h = self.inference
             les = [format_value(b) for b in h.buckets] + ["+Inf"]
@@ -208,23 +230,25 @@ class Metrics:
                 ({"le": le}, c) for le, c in zip(les, [*h.counts, h.count], strict=True)
             ]
             samples += [({}, h.sum), ({}, h.count)]
-            ex.metric(
-                "inference_seconds",
-                "histogram",
-                "Backend inference latency per frame.",
-                samples,
-                suffix=["_bucket"] * len(les) + ["_sum", "_count"],
+            out.append(
+                (
+                    "inference_seconds",
+                    "histogram",
+                    "Backend inference latency per frame.",
+                    samples,
+                    ["_bucket"] * len(les) + ["_sum", "_count"],
+                )
             )
         for name, (kind, help_, fn) in sorted(self.gauges.items()):
             value = self._read(name, fn)
             if value is not None:
-                ex.metric(name, kind, help_, [({}, value)])
+                out.append((name, kind, help_, [({}, value)], None))
         for collect, spec in self.collectors:
             values = self._read("collector", collect) or {}
             for key, (name, kind, help_) in spec.items():
                 if values.get(key) is not None:
-                    ex.metric(name, kind, help_, [({}, values[key])])
-        return ex.text()
+                    out.append((name, kind, help_, [({}, values[key])], None))
+        return out
 
     @staticmethod
     def _read(name: str, fn: Callable[[], T]) -> T | None:
@@ -233,3 +257,39 @@ class Metrics:
         except Exception:  # a gauge must never break the scrape
             log.debug("gauge %s failed", name, exc_info=True)
             return None
+
+
+LOOP_METRICS = ("frames_total", "fps", "backend_errors_total", "inference_seconds")
+
+
+class CameraMetrics(Metrics):
+    """A multi-camera device's registry: its own metrics (HTTP, actuator, event outputs) plus one
+    :class:`Metrics` per camera, whose samples get a ``camera`` label; one HELP/TYPE per name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cameras: dict[str, Metrics] = {}
+
+    def reset(self) -> None:
+        super().reset()
+        for m in getattr(self, "cameras", {}).values():
+            m.reset()
+
+    def families(self) -> list[Family]:
+        merged: dict[str, Family] = {}
+        labelled: list[tuple[dict[str, str], Metrics]] = [({}, self)] + [
+            ({"camera": c}, m) for c, m in self.cameras.items()
+        ]
+        for extra, m in labelled:
+            fams = Metrics.families(m) if m is self else m.families()
+            if m is self:  # the loops' counters are the cameras' own: no unlabelled zeros
+                fams = [f for f in fams if f[0] not in LOOP_METRICS]
+            for name, kind, help_, samples, suffix in fams:
+                new = [({**extra, **labels}, v) for labels, v in samples]
+                if name not in merged:
+                    merged[name] = (name, kind, help_, [], [] if suffix else None)
+                entry = merged[name]
+                entry[3].extend(new)
+                if entry[4] is not None:
+                    entry[4].extend(suffix or [""] * len(new))
+        return list(merged.values())

@@ -1,0 +1,52 @@
+"""Several cameras on one device: the per-camera configs a multi-camera daemon and replay run.
+
+Each entry of ``cameras:`` becomes a whole :class:`DeviceConfig` for its inspection loop: its own
+source, and the top-level capture, ROI and presence unless the camera sets its own; its
+``belt.camera_to_gate_m`` is the gate's distance from that camera (the gate is at
+``belt.camera_to_gate_m`` from the reference, a camera at ``position_m`` from it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from parcelguard.device.config.device import CameraConfig, DeviceConfig
+
+
+@dataclass(frozen=True)
+class CameraView:
+    """One camera: its id, where it sits along the belt, and the config its loop runs."""
+
+    id: str
+    position_m: float
+    cfg: DeviceConfig
+
+
+def camera_config(cfg: DeviceConfig, cam: CameraConfig) -> DeviceConfig:
+    """The config one camera's loop runs: the device's, with this camera's sections in it."""
+    given = cam.model_fields_set
+    update: dict[str, Any] = {
+        "source": cam.source,
+        "cameras": [],
+        "station": cfg.station.model_copy(),
+    }
+    if cam.capture is not None:
+        update["capture"] = cam.capture
+    if "roi" in given:  # roi: null is the whole frame; left out is the top-level roi
+        update["roi"] = cam.roi
+    if cam.presence is not None:
+        update["presence"] = cam.presence
+    gate = cfg.belt.camera_to_gate_m - cam.position_m
+    update["belt"] = cfg.belt.model_copy(update={"camera_to_gate_m": gate})
+    data = cfg.model_dump()
+    data.update({k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in update.items()})
+    data["station"]["enabled"] = False
+    return DeviceConfig.model_validate(data)  # validated again: a camera's roi in its capture
+
+
+def camera_views(cfg: DeviceConfig) -> list[CameraView]:
+    """One view per entry of ``cameras:``; without any, the one top-level camera as ``main``."""
+    if not cfg.cameras:
+        return [CameraView("main", 0.0, cfg)]
+    return [CameraView(c.id, c.position_m, camera_config(cfg, c)) for c in cfg.cameras]

@@ -1,0 +1,293 @@
+"""The device daemon with several cameras (``cameras:`` in the config; docs/scale.md).
+
+One process: one inspection loop per camera, each on its own thread (device/live/camera_run.py),
+and one of everything else: the event store and MQTT publisher, the reject actuator, the health
+server with one metrics registry (per-camera samples labelled ``camera``), and the model runtime
+(``model.share``: one runtime for all cameras, or one each). With ``station.enabled`` the cameras
+are views of one inspection station: their views of a package are fused by belt position into one
+event and at most one reject pulse (device/inspection/station.py).
+
+Shutdown drains like the one-camera daemon: the sources stop, the loops decide their open
+packages, the station fuses what it holds, and reject pulses fire until the last decided package
+passed the gate. Model reload, shadow and the model watch are one-camera features for now.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from parcelguard.device import jsonio
+from parcelguard.device.backends import Backend, open_backend
+from parcelguard.device.backends.shared import SharedBackend, needs_lock
+from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.config.views import camera_views
+from parcelguard.device.contract.package import Manifest, load_package
+from parcelguard.device.errors import ParcelguardError
+from parcelguard.device.inspection.events import Event, new_run_token
+from parcelguard.device.inspection.station import Station
+from parcelguard.device.live.actuator import Actuator, Output, make_output
+from parcelguard.device.live.camera_run import CameraRun
+from parcelguard.device.live.health import HealthServer, broker_problem
+from parcelguard.device.live.metrics import OUTPUT_METRICS, CameraMetrics
+from parcelguard.device.live.outputs import open_event_outputs
+from parcelguard.device.live.systemd import sd_notify, watchdog_interval_s
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_S = 0.1
+
+
+class MultiDaemon:
+    """A live run over every camera in ``cfg.cameras``. Parts are injectable for tests:
+    ``sources`` maps camera id -> source, ``model_loader() -> (backend, manifest)`` is called once
+    (shared runtime) or once per camera."""
+
+    def __init__(
+        self,
+        cfg: DeviceConfig,
+        *,
+        model_loader: Any = None,
+        sources: dict[str, Any] | None = None,
+        opener: Any = None,
+        reject_output: Output | None = None,
+        stop_output: Output | None = None,
+        run_token: str | None = None,
+    ):
+        self.cfg, self.opener = cfg, opener
+        self._model_loader = model_loader
+        self.views = camera_views(cfg)
+        self.run_token = run_token or new_run_token()
+        self.metrics = CameraMetrics()
+        self.share = cfg.model.share
+        self.backends: list[Backend] = []  # the runtimes this daemon closes
+        self.outputs = open_event_outputs(cfg, self.run_token)
+        self.sink_lock = threading.Lock()  # the snapshot writer, shared by the camera threads
+        try:
+            self._build(cfg, sources or {}, reject_output, stop_output)
+        except BaseException:
+            self.outputs.close()
+            for b in self.backends:
+                b.close()
+            raise
+
+    def _build(
+        self, cfg: DeviceConfig, sources: dict[str, Any], reject: Output | None, stop: Output | None
+    ) -> None:
+        a = cfg.actuator
+        reject = reject or make_output(a.output, a.pin, a.active_high, "reject")
+        if stop is None and cfg.failsafe.policy == "stop_line":
+            stop = make_output(a.output, cfg.failsafe.stop_pin, a.active_high, "stop_line")
+        self.actuator = Actuator(a, cfg.failsafe, reject, stop, on_alarm=self._actuator_alarm)
+        self.reject_dropped = 0
+        self.station: Station | None = None
+        models = self._models()
+        manifest = models[0][1]
+        if cfg.station.enabled:
+            neg = next(c for c in manifest.classes if c != manifest.positive_class)
+            self.station = Station(
+                cfg.station,
+                {v.id: v.position_m for v in self.views},
+                cfg.belt.speed_mps,
+                cfg.belt.camera_to_gate_m,
+                (manifest.positive_class, neg),
+                self.decided,
+                cfg.device_id,
+                self.run_token,
+            )
+        self.cameras = [
+            CameraRun(self, v, backend, man, sources.get(v.id))
+            for v, (backend, man) in zip(self.views, models, strict=True)
+        ]
+        for cam in self.cameras:
+            self.metrics.cameras[cam.id] = cam.metrics
+        self.storage_failed: str | None = None
+        self.outputs.store.on_state = self._on_storage
+        if self.outputs.store.failed_reason is not None:
+            self._on_storage(True, self.outputs.store.failed_reason)
+        self.health: HealthServer | None = None
+        if cfg.health.enabled:
+
+            def reset(_: dict[str, Any]) -> dict[str, Any]:
+                self.metrics.reset()
+                return {"reset": True}
+
+            actions: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+                "reset-counters": reset
+            }
+            self.health = HealthServer(cfg.health, self.metrics, self.healthy, actions)
+        self._gauges()
+        self._stopping = threading.Event()
+
+    def _models(self) -> list[tuple[Backend, Manifest]]:
+        """(backend, manifest) per camera: one runtime shared, or one each."""
+        if self.share == "shared":
+            backend, manifest = self._load_model()
+            self.backends.append(backend)
+            lock = threading.Lock() if needs_lock(getattr(backend, "name", "")) else None
+            return [(SharedBackend(backend, lock), manifest) for _ in self.views]
+        out = []
+        for _ in self.views:
+            backend, manifest = self._load_model()
+            self.backends.append(backend)
+            out.append((backend, manifest))
+        return out
+
+    def _load_model(self) -> tuple[Backend, Manifest]:
+        if self._model_loader is not None:
+            loaded: tuple[Backend, Manifest] = self._model_loader()
+            return loaded
+        m = self.cfg.model
+        if m.package is None:
+            raise ParcelguardError("model.package is not set; pass --model or set it in the config")
+        pkg = load_package(m.package, **m.signature_args())
+        return open_backend(pkg, m.backend, m.threads, m.providers), pkg.manifest
+
+    def _gauges(self) -> None:
+        act, g = self.actuator, self.metrics.gauges
+        g["failsafe_active"] = (
+            "gauge",
+            "1 while the fail-safe policy holds the line.",
+            lambda: float(act.failsafe_active),
+        )
+        g["reject_pulses_total"] = ("counter", "Reject pulses fired.", lambda: act.pulses)
+        g["late_decisions_total"] = (
+            "counter",
+            "Rejects decided after their deadline (not fired).",
+            lambda: act.late,
+        )
+        g["events_storage_ok"] = (
+            "gauge",
+            "0 while the event store fails.",
+            lambda: 0.0 if self.storage_failed else 1.0,
+        )
+        st = self.station
+        if st is not None:
+            g["station_packages_total"] = ("counter", "Packages fused.", lambda: st.fused)
+            g["station_views_missing_total"] = (
+                "counter",
+                "Fused packages with a view missing.",
+                lambda: sum(st.missing.values()),
+            )
+            g["station_late_views_total"] = (
+                "counter",
+                "Views decided after their package was fused without them.",
+                lambda: st.late_views,
+            )
+        self.metrics.collect(self.outputs.metrics, OUTPUT_METRICS)
+
+    # -- decisions and alarms -------------------------------------------------------------------
+    def decided(self, ev: Event) -> None:
+        """A package's final event (a camera's, or the station's fused one): gate, then store."""
+        if self.station is not None:  # a camera's own verdicts are labelled; this is the device's
+            self.metrics.verdict(ev.verdict)
+        self.actuator.decide(ev.verdict, ev.reject_deadline, ev.package_seq)
+        if self.station is not None:
+            self.outputs.store.add(ev)  # snapshots follow each camera's own view (its frame)
+
+    def _on_storage(self, failed: bool, reason: str) -> None:
+        self.storage_failed = reason if failed else None
+        self.actuator.set_failsafe("storage", failed)
+
+    def _actuator_alarm(self, name: str, t: float, info: dict[str, Any]) -> None:
+        self.metrics.alarm(name)
+        if name == "reject_dropped":
+            self.reject_dropped += 1
+        if name in ("reject_dropped", "late_decision"):
+            self.outputs.alarm(name, jsonio.dumps(info, sort_keys=True))
+        elif name in ("failsafe_on", "failsafe_off"):
+            self.outputs.alarm(
+                "failsafe", jsonio.dumps(info, sort_keys=True), name == "failsafe_on"
+            )
+
+    def healthy(self) -> tuple[bool, str]:
+        problems = [p for p in (c.problem() for c in self.cameras) if p is not None]
+        if self.storage_failed is not None:
+            problems.append(f"event storage failed ({self.storage_failed})")
+        broker = broker_problem(self.outputs.publisher, self.cfg.health.broker_grace_s)
+        if broker is not None:
+            problems.append(broker)
+        return (False, "; ".join(problems)) if problems else (True, "ok")
+
+    # -- run ------------------------------------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        if not self._stopping.is_set():
+            log.info("stopping: draining the open packages of %d cameras", len(self.cameras))
+            self._stopping.set()
+            for cam in self.cameras:
+                cam.stop()
+
+    def _supervise(self) -> None:
+        """Until every camera's loop ended: camera outages, and the systemd watchdog."""
+        wd = watchdog_interval_s()
+        last_ping = 0.0
+        while any(c.thread.is_alive() for c in self.cameras):
+            time.sleep(SUPERVISE_S)
+            for cam in self.cameras:
+                cam.check_camera()
+            now = time.monotonic()
+            if wd is not None and now - last_ping >= wd:
+                if all(
+                    now - c.last_progress < 2 * wd or c.source.camera_down() for c in self.cameras
+                ):
+                    sd_notify("WATCHDOG=1")
+                    last_ping = now
+
+    def run(self) -> dict[str, Any]:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        self.actuator.start()
+        if self.health is not None:
+            self.health.start()
+        for cam in self.cameras:
+            cam.thread.start()
+        sd_notify("READY=1\nSTATUS=inspecting")
+        log.info(
+            "daemon %s running %d cameras (run %s, runtime %s)",
+            self.cfg.device_id,
+            len(self.cameras),
+            self.run_token,
+            self.share,
+        )
+        try:
+            self._supervise()
+        finally:
+            sd_notify("STOPPING=1")
+            self.stop()
+            for cam in self.cameras:
+                cam.join(5.0)
+            if self.station is not None:
+                self.station.flush()
+            travel = max(c.loop.travel_s for c in self.cameras)
+            self.actuator.close(travel + self.cfg.actuator.drain_s)
+            self.outputs.store.on_state = None
+            self.outputs.close()
+            if self.health is not None:
+                self.health.close()
+            for b in self.backends:
+                b.close()
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        st = self.station
+        out: dict[str, Any] = {
+            "cameras": {c.id: c.summary() for c in self.cameras},
+            "runtime": self.share,
+            "reject_pulses": self.actuator.pulses,
+            "late_decisions": self.actuator.late,
+            "reject_dropped": self.reject_dropped,
+            **self.outputs.store.stats(),
+            "events_dir": str(self.cfg.events.dir),
+        }
+        if st is not None:
+            out["station"] = {
+                "packages": st.fused,
+                "views_missing": dict(st.missing),
+                "late_views": st.late_views,
+            }
+        return out
