@@ -34,7 +34,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from parcelguard.train.config import TrainConfig
 
-    cfg = load_config(TrainConfig, args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"init={args.init}"] if args.init else [])
+    cfg = load_config(TrainConfig, args.config, overrides)
     try:
         from parcelguard.train.train import train
     except ImportError:
@@ -51,5 +52,11 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("train", help="train a pooled CNN on a crop dataset (torchrun for DDP)")
+    s.add_argument(
+        "--init",
+        metavar="CHECKPOINT_OR_PACKAGE",
+        help="start from these weights: a checkpoint, a model package whose source checkpoint "
+        "is present, or 'default' (the shipped pretrained model); see configs/finetune.yaml",
+    )
     add_config_args(s)
     s.set_defaults(func=cmd_train)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,6 +62,7 @@ class SynthCropsConfig(BaseModel):
     empty_fraction: float = Field(0.0, ge=0.0, le=1.0)  # extra empty-belt crops, labelled "ok"
     mailer_fraction: float = Field(0.3, ge=0.0, le=1.0)
     jpeg_quality_min: int = Field(60, ge=5, le=100)
+    style: Literal["default", "shifted"] = "default"  # shifted: a customer line's stand-in
 
 
 class SynthVideoConfig(BaseModel):
@@ -85,6 +87,7 @@ class SynthVideoConfig(BaseModel):
     severity_max: float = Field(1.0, ge=0.0, le=1.0)
     codec: str = "mp4v"  # no H.264 encoder in opencv-python-headless; see module docstring
     camera_to_gate_m: float = 1.5
+    style: Literal["default", "shifted"] = "default"  # shifted: a customer line's stand-in
 
 
 def write_csv(path: Path, columns, rows: list[dict]) -> None:
