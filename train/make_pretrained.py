@@ -28,7 +28,7 @@ from parcelguard.train.config import TrainConfig
 from parcelguard.train.synth import world as synth
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-RECIPE = {"crops_per_class": 1000, "epochs": 4, "crops_seed": 0}
+RECIPE = {"crops_per_class": 1500, "epochs": 6, "crops_seed": 0}
 
 
 def make_pretrained(work: Path, seed: int = 0, out_dir: Path = PRETRAINED_DIR) -> dict:
