@@ -38,12 +38,26 @@ from parcelguard.device.replay.labels import load_labels, pair_by_overlap
 from parcelguard.device.replay.run import ReplayOptions, replay
 from parcelguard.export.config import ExportConfig, ParityBudget
 from parcelguard.export.package import export_package
+from parcelguard.train.checkpoint import load_checkpoint
 from parcelguard.train.config import TrainConfig
 from parcelguard.train.synth import world as synth
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL_SEED, VIDEO_SEED, PARITY_SEED = 1601, 1602, 1603
 SCRATCH_LR = 3e-3  # configs/train.yaml's
+ARMS = {  # arm -> training overrides on top of configs/finetune.yaml
+    "default": ["init=default"],
+    "scratch": ["init=null", f"lr={SCRATCH_LR}"],
+    "default_freeze2": ["init=default", "freeze_stages=2"],  # the first two stages fixed
+    "default_long": ["init=default"],  # 4x the sample budget (ARM_BUDGET)
+}
+ARM_BUDGET = {"default_long": 4}  # multiplies --budget and the 30-epoch cap
+ARM_LABELS = {
+    "default": "init default",
+    "scratch": "from scratch",
+    "default_freeze2": "init default, 2 stages frozen",
+    "default_long": "init default, 4x steps",
+}
 TARGET_PRECISION = 0.95
 
 
@@ -115,20 +129,28 @@ def run_one(data: dict, work: Path, arm: str, n: int, seed: int, budget: int, th
     from parcelguard.train.train import train
 
     name = f"{arm}_n{n}_s{seed}"
-    manifest = subset(data["pool"], n, seed)
-    n_train = sum(1 for r in csv.DictReader(open(manifest)) if r["split"] == "train")
-    epochs = min(30, max(5, budget // max(n_train, 1)))
-    sets = [f"data={manifest}", f"out={work / 'runs' / name}", f"seed={seed}"]
-    sets += [f"epochs={epochs}", f"threads={threads}"]
-    sets += ["init=default"] if arm == "default" else ["init=null", f"lr={SCRATCH_LR}"]
-    cfg = load_config(TrainConfig, ROOT / "configs" / "finetune.yaml", sets)
-    t0 = time.perf_counter()
-    summary = train(cfg)
-    train_s = time.perf_counter() - t0
+    if n == 0:  # zero-shot: the pretrained default as it ships (no labels, nothing trained)
+        from parcelguard.train.finetune import resolve_init
+
+        checkpoint, summary, n_train, epochs, train_s = resolve_init("default"), {}, 0, 0, 0.0
+        summary["threshold"] = float(load_checkpoint(checkpoint).get("threshold", 0.5))
+    else:
+        manifest = subset(data["pool"], n, seed)
+        n_train = sum(1 for r in csv.DictReader(open(manifest)) if r["split"] == "train")
+        f = ARM_BUDGET.get(arm, 1)
+        epochs = min(30 * f, max(5, f * budget // max(n_train, 1)))
+        sets = [f"data={manifest}", f"out={work / 'runs' / name}", f"seed={seed}"]
+        sets += [f"epochs={epochs}", f"threads={threads}", *ARMS[arm]]
+        cfg = load_config(TrainConfig, ROOT / "configs" / "finetune.yaml", sets)
+        t0 = time.perf_counter()
+        summary = train(cfg)
+        train_s = time.perf_counter() - t0
+        checkpoint = Path(summary["checkpoint"])
     pkg = work / "runs" / name / "package"
     budget_ = ParityBudget(min_agreement=0.95, max_accuracy_drop=0.05, max_recall_drop_per_type=0.5)
     ecfg = ExportConfig(
-        checkpoint=Path(summary["checkpoint"]),
+        checkpoint=checkpoint,
+        data=data["pool"] if n == 0 else None,  # zero-shot: calibration split (fp32: unused)
         out=pkg,
         formats=["onnx_fp32"],
         calibration_size=8,
@@ -184,7 +206,9 @@ def report(results: list[dict], plot: Path | None) -> str:
         "| best recall @ precision ≥ 0.95 | seeds meeting R ≥ 0.97 @ P ≥ 0.95 | train s (median) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    keys = sorted({(r["arm"], r["n"]) for r in results}, key=lambda k: (k[0] != "default", k[1]))
+    keys = sorted(
+        {(r["arm"], r["n"]) for r in results}, key=lambda k: (list(ARMS).index(k[0]), k[1])
+    )
     for arm, n in keys:
         rs = [r for r in results if r["arm"] == arm and r["n"] == n]
         ok = sum(
@@ -193,7 +217,7 @@ def report(results: list[dict], plot: Path | None) -> str:
             if (r["recall"] >= 0.97 and r["precision"] >= 0.95) or r["recall_at_p95"] >= 0.97
         )
         lines.append(
-            f"| {'init default' if arm == 'default' else 'scratch'} | {n} | {len(rs)} "
+            f"| {ARM_LABELS[arm]} | {n} | {len(rs)} "
             f"| {rs[0]['epochs']} | {_mean_sd([r['recall'] for r in rs])} "
             f"| {_mean_sd([r['precision'] for r in rs])} "
             f"| {_mean_sd([r['recall_at_p95'] for r in rs])} | {ok}/{len(rs)} "
@@ -211,11 +235,19 @@ def _plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
-    for arm, colour in (("default", "tab:blue"), ("scratch", "tab:orange")):
+    colours = {
+        "default": "tab:blue",
+        "scratch": "tab:orange",
+        "default_freeze2": "tab:green",
+        "default_long": "tab:purple",
+    }
+    for arm, colour in colours.items():
         ns = sorted({r["n"] for r in results if r["arm"] == arm})
+        if not ns:
+            continue
         for ax, key in zip(axes, ("recall_at_p95", "recall"), strict=True):
             ys = [[r[key] for r in results if r["arm"] == arm and r["n"] == n] for n in ns]
-            label = "init default" if arm == "default" else "from scratch"
+            label = ARM_LABELS[arm]
             ax.errorbar(
                 ns,
                 [statistics.mean(y) for y in ys],
@@ -246,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("runs/fewshot"))
     ap.add_argument("--ns", type=int, nargs="+", default=[10, 25, 50, 100, 300])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--arms", nargs="+", default=["default", "scratch"])
+    ap.add_argument("--arms", nargs="+", default=["default", "scratch"], choices=list(ARMS))
     ap.add_argument("--budget", type=int, default=1200, help="training samples per run (about)")
     ap.add_argument("--pool-per-class", type=int, default=150)
     ap.add_argument("--video-packages", type=int, default=120)
@@ -267,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for n in args.ns:
             for arm in args.arms:
-                if (arm, n, seed) in done:
-                    continue
+                if (arm, n, seed) in done or (
+                    n == 0 and (arm != "default" or seed != args.seeds[0])
+                ):
+                    continue  # zero-shot: the shipped default alone, the same for every seed
                 row = run_one(data, args.work, arm, n, seed, args.budget, args.threads)
                 with open(results_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
