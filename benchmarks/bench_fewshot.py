@@ -50,13 +50,15 @@ ARMS = {  # arm -> training overrides on top of configs/finetune.yaml
     "scratch": ["init=null", f"lr={SCRATCH_LR}"],
     "default_freeze2": ["init=default", "freeze_stages=2"],  # the first two stages fixed
     "default_long": ["init=default"],  # 4x the sample budget (ARM_BUDGET)
+    "scratch_long": ["init=null", f"lr={SCRATCH_LR}"],
 }
-ARM_BUDGET = {"default_long": 4}  # multiplies --budget and the 30-epoch cap
+ARM_BUDGET = {"default_long": 4, "scratch_long": 4}  # multiplies --budget and the 30-epoch cap
 ARM_LABELS = {
     "default": "init default",
     "scratch": "from scratch",
     "default_freeze2": "init default, 2 stages frozen",
     "default_long": "init default, 4x steps",
+    "scratch_long": "from scratch, 4x steps",
 }
 TARGET_PRECISION = 0.95
 
@@ -240,6 +242,7 @@ def _plot(results: list[dict], path: Path) -> None:
         "scratch": "tab:orange",
         "default_freeze2": "tab:green",
         "default_long": "tab:purple",
+        "scratch_long": "tab:red",
     }
     for arm, colour in colours.items():
         ns = sorted({r["n"] for r in results if r["arm"] == arm})

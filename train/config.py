@@ -71,6 +71,10 @@ class TrainConfig(StrictModel):
     freeze_stages: int = Field(
         0, ge=0, description="keep the first N stages' weights and BN statistics fixed"
     )
+    best_epoch: Literal["val", "last"] = Field(
+        "val",
+        description="the weights best.pt keeps: the best val epoch, or the last epoch (a val split of a few crops is too noisy to pick an epoch)",
+    )
     freeze_epochs: int = Field(
         0, ge=0, description="freeze_stages applies to the first N epochs; 0 = all epochs"
     )

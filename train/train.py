@@ -294,7 +294,7 @@ class _Run:
             "scaler": self.scaler.state_dict() if self.use_amp else {},
         }
         save_checkpoint(self.out / "last.pt", self.model, cfg_dict, {**extra, **resume_state})
-        if improved:
+        if improved or self.cfg.best_epoch == "last":
             save_checkpoint(self.out / "best.pt", self.model, cfg_dict, extra)
         write_history(self.out, self.state.history)
 

@@ -131,3 +131,14 @@ def test_package_without_its_checkpoint_is_refused(source, tmp_path):
         resolve_init(pkg)
     with pytest.raises(ParcelguardError, match="does not exist"):
         resolve_init(tmp_path / "nothing.pt")
+
+
+def test_best_epoch_last_keeps_the_final_weights(crops, source, tmp_path):
+    """A few-crop val split picks epochs at random: ``best_epoch: last`` keeps the fine-tuned
+    weights of the last epoch in best.pt (the threshold is still chosen on val)."""
+    train(_cfg(crops, tmp_path, init=str(source), epochs=3, best_epoch="last", lr=0.01))
+    best, last = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "last.pt")
+    assert best["epoch"] == last["epoch"] == 2
+    assert "threshold" in best
+    for k, v in last["state_dict"].items():
+        assert torch.equal(v, best["state_dict"][k]), k
