@@ -51,16 +51,20 @@ ARMS = {  # arm -> training overrides on top of configs/finetune.yaml
     # v1: the best val epoch (what the first run measured: with a few val crops it kept the init)
     "default": ["init=default", "best_epoch=val"],
     "scratch": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=val"],
-    "default_freeze2": ["init=default", "freeze_stages=2"],  # the first two stages fixed
+    "default_freeze2": ["init=default", "freeze_stages=2", "best_epoch=last"],  # + 4x samples
     # 4x the sample budget (ARM_BUDGET) and the last epoch's weights (finetune.yaml's best_epoch)
     "default_long": ["init=default", "best_epoch=last"],
     "scratch_long": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=last"],
 }
-ARM_BUDGET = {"default_long": 4, "scratch_long": 4}  # multiplies --budget and the 30-epoch cap
+ARM_BUDGET = {
+    "default_long": 4,
+    "scratch_long": 4,
+    "default_freeze2": 4,
+}  # multiplies --budget and the 30-epoch cap
 ARM_LABELS = {
     "default": "init default",
     "scratch": "from scratch",
-    "default_freeze2": "init default, 2 stages frozen",
+    "default_freeze2": "init default, 2 stages frozen, 4x steps",
     "default_long": "init default, 4x steps",
     "scratch_long": "from scratch, 4x steps",
 }
