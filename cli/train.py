@@ -14,8 +14,9 @@ from parcelguard.device.errors import missing_extra
 def cmd_synth(args: argparse.Namespace) -> int:
     from parcelguard.train.synth import world as synth
 
+    overrides = list(args.overrides) + ([f"style={args.style}"] if args.style else [])
     if args.what == "crops":
-        cfg = load_config(synth.SynthCropsConfig, args.config, args.overrides)
+        cfg = load_config(synth.SynthCropsConfig, args.config, overrides)
         manifest = synth.make_crops(cfg, args.out)
         sheets = synth.contact_sheet(manifest, args.out / "contact_sheets")
         from parcelguard.train.ingest.card import write_card
@@ -25,7 +26,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
             f"crops written: {manifest} ({len(sheets)} contact sheets in {args.out / 'contact_sheets'}; card {card})"
         )
     else:
-        video_cfg = load_config(synth.SynthVideoConfig, args.config, args.overrides)
+        video_cfg = load_config(synth.SynthVideoConfig, args.config, overrides)
         paths = synth.make_video(video_cfg, args.out)
         print(f"video written: {paths['video']} (labels: {paths['gt']})")
     return 0
@@ -34,7 +35,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from parcelguard.train.config import TrainConfig
 
-    cfg = load_config(TrainConfig, args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"init={args.init}"] if args.init else [])
+    cfg = load_config(TrainConfig, args.config, overrides)
     try:
         from parcelguard.train.train import train
     except ImportError:
@@ -47,9 +49,21 @@ def register(sub) -> None:
     s = sub.add_parser("synth", help="render synthetic crops or a conveyor video")
     s.add_argument("what", choices=["crops", "video"])
     s.add_argument("--out", type=Path, required=True)
+    s.add_argument(
+        "--style",
+        choices=["default", "shifted"],
+        help="shifted: another belt, light, box colours and damage renditions - a stand-in for "
+        "a customer's line, never used to train the shipped default",
+    )
     add_config_args(s)
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("train", help="train a pooled CNN on a crop dataset (torchrun for DDP)")
+    s.add_argument(
+        "--init",
+        metavar="CHECKPOINT_OR_PACKAGE",
+        help="start from these weights: a checkpoint, a model package whose source checkpoint "
+        "is present, or 'default' (the shipped pretrained model); see configs/finetune.yaml",
+    )
     add_config_args(s)
     s.set_defaults(func=cmd_train)

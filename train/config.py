@@ -109,6 +109,20 @@ class TrainConfig(StrictModel):
         description="NHWC activations: oneDNN/cuDNN run these convs and pools ~1.9x faster than NCHW on CPU",
     )
     resume: Path | None = None
+    init: str | None = Field(
+        None,
+        description="start from these weights: 'default' (the shipped pretrained model), a checkpoint, or a model package whose source checkpoint is present (train/finetune.py)",
+    )
+    freeze_stages: int = Field(
+        0, ge=0, description="keep the first N stages' weights and BN statistics fixed"
+    )
+    best_epoch: Literal["val", "last"] = Field(
+        "val",
+        description="the weights best.pt keeps: the best val epoch, or the last epoch (a val split of a few crops is too noisy to pick an epoch)",
+    )
+    freeze_epochs: int = Field(
+        0, ge=0, description="freeze_stages applies to the first N epochs; 0 = all epochs"
+    )
     threshold_rule: Literal["accuracy", "recall"] = Field(
         "accuracy", description="how the stored threshold is chosen on val"
     )

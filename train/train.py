@@ -35,6 +35,7 @@ from parcelguard.train.augment import augment, to_float
 from parcelguard.train.checkpoint import load_checkpoint, save_checkpoint
 from parcelguard.train.config import TrainConfig
 from parcelguard.train.data import load_splits
+from parcelguard.train.finetune import apply_freeze, init_model
 from parcelguard.train.metrics import binary_metrics, threshold_for_accuracy, threshold_for_recall
 from parcelguard.train.model import PooledCNN, count_macs, count_params
 from parcelguard.train.predict import predict_logits, predict_scores
@@ -130,6 +131,7 @@ class _Run:
         self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         # Module.to takes memory_format as a keyword; torch's overloads do not declare it
         self.model = build_model(cfg).to(device, memory_format=self.fmt)  # type: ignore[call-overload]
+        self.init = init_model(self.model, cfg) if cfg.init and ckpt is None else None
         self.info = {
             "params": count_params(self.model),
             "macs": count_macs(self.model, cfg.input.height),
@@ -138,8 +140,9 @@ class _Run:
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.steps = max(1, len(tr.images) // (cfg.batch_size * world))
+        # OneCycleLR divides by zero below ~6 steps (a few labelled crops): plan at least 10.
         self.sched = torch.optim.lr_scheduler.OneCycleLR(
-            self.opt, max_lr=cfg.lr, total_steps=cfg.epochs * self.steps, pct_start=0.2
+            self.opt, max_lr=cfg.lr, total_steps=max(10, cfg.epochs * self.steps), pct_start=0.2
         )
         self.use_amp = device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -226,6 +229,7 @@ class _Run:
         )
         perm = perm[self.rank :: self.world][: self.steps * cfg.batch_size]
         self.ddp_model.train()
+        apply_freeze(self.model, cfg, epoch)
         total = 0.0
         for step in range(self.steps):
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
@@ -270,6 +274,7 @@ class _Run:
             "input": json.loads(cfg.input.model_dump_json()),
             "arch": cfg.model.model_dump(),
             "model_info": self.info,
+            **({"init": self.init} if self.init else {}),
         }
 
     def _save(self, epoch: int, improved: bool, val_acc: float) -> None:
@@ -281,7 +286,7 @@ class _Run:
             "scaler": self.scaler.state_dict() if self.use_amp else {},
         }
         save_checkpoint(self.out / "last.pt", self.model, cfg_dict, {**extra, **resume_state})
-        if improved:
+        if improved or self.cfg.best_epoch == "last":
             save_checkpoint(self.out / "best.pt", self.model, cfg_dict, extra)
         write_history(self.out, self.state.history)
 
@@ -295,6 +300,7 @@ class _Run:
             "train_s": time.perf_counter() - self.t_start,
             "checkpoint": str(best_path),
             **self.info,
+            **({"init": self.init} if self.init else {}),
         }
         if not best_path.is_file():
             return summary

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Literal
 
 from parcelguard.device.config.base import StrictModel
 from parcelguard.device.config.device import (
@@ -71,6 +72,7 @@ class SynthCropsConfig(StrictModel):
     empty_fraction: float = Field(0.0, ge=0.0, le=1.0)  # extra empty-belt crops, labelled "ok"
     mailer_fraction: float = Field(0.3, ge=0.0, le=1.0)
     jpeg_quality_min: int = Field(60, ge=5, le=100)
+    style: Literal["default", "shifted"] = "default"  # shifted: a customer line's stand-in
 
 
 class SynthVideoConfig(StrictModel):
@@ -99,6 +101,7 @@ class SynthVideoConfig(StrictModel):
     severity_max: float = Field(1.0, ge=0.0, le=1.0)
     codec: str = "mp4v"  # no H.264 encoder in opencv-python-headless; see module docstring
     camera_to_gate_m: float = DEFAULT_CAMERA_TO_GATE_M
+    style: Literal["default", "shifted"] = "default"  # shifted: a customer line's stand-in
 
 
 def write_csv(path: Path, columns, rows: list[dict]) -> None:

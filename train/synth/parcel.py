@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from parcelguard.train.synth import damage as synth_damage
+from parcelguard.train.synth import style as synth_style
 from parcelguard.train.synth.shapes import smooth_noise
 
 BOX_COLOURS = ((125, 175, 210), (110, 160, 200), (102, 152, 192), (170, 195, 215), (218, 224, 228))
@@ -41,6 +41,7 @@ class ParcelSpec:
     damage_type: str | None = None
     severity: float = 0.0
     extra: dict = field(default_factory=dict)  # filled while building: tape, label, variant...
+    style: str = "default"  # synth.style.STYLES: palettes and damage renditions
 
     def params(self) -> dict:
         out = {
@@ -52,6 +53,8 @@ class ParcelSpec:
             "damage": self.damage_type or "",
             "severity": round(self.severity, 4),
         }
+        if self.style != "default":
+            out["style"] = self.style
         out.update(self.extra)
         return out
 
@@ -239,8 +242,8 @@ def build_sprite(spec: ParcelSpec, shadow: tuple[float, float, float]) -> Sprite
     spec.extra.clear()
     m = int(0.3 * max(spec.x_len, spec.y_len)) + 16
     h, w = spec.y_len + 2 * m, spec.x_len + 2 * m
-    palette = BOX_COLOURS if spec.kind == "box" else MAILER_COLOURS
-    base = np.array(palette[spec.colour], np.float32) * rng.uniform(0.97, 1.03)
+    palette = synth_style.palette(spec.style, spec.kind, BOX_COLOURS, MAILER_COLOURS)
+    base = np.array(palette[spec.colour % len(palette)], np.float32) * rng.uniform(0.97, 1.03)
     cv = Canvas(
         np.zeros((h, w, 3), np.float32),
         np.zeros((h, w), np.float32),
@@ -254,7 +257,9 @@ def build_sprite(spec: ParcelSpec, shadow: tuple[float, float, float]) -> Sprite
     if spec.kind == "box" and rng.random() < 0.5:
         _add_markings(cv, rng)
     if spec.damage_type:
-        spec.extra["variant"] = synth_damage.apply(spec.damage_type, cv, rng, spec.severity)
+        spec.extra["variant"] = synth_style.paint_damage(
+            spec.style, spec.damage_type, cv, rng, spec.severity
+        )
     return _finish_sprite(cv, spec.angle, shadow)
 
 

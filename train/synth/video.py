@@ -12,6 +12,7 @@ import numpy as np
 from parcelguard.device import jsonio
 from parcelguard.train.synth import parcel as P
 from parcelguard.train.synth import render as R
+from parcelguard.train.synth import shifted as S
 from parcelguard.train.synth.config import DAMAGE_TYPES, GT_COLUMNS, SynthVideoConfig, write_csv
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def _video_specs(cfg: SynthVideoConfig) -> list[P.ParcelSpec]:
             dtype, k = order[k % len(order)], k + 1
         prng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(2, i)))
         specs.append(P.sample_spec(prng, dtype, (cfg.severity_min, cfg.severity_max), 0.3))
+        specs[-1].style = cfg.style
     return specs
 
 
@@ -96,7 +98,7 @@ def make_video(cfg: SynthVideoConfig, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(0,)))
     v = cfg.belt_speed_mps * cfg.px_per_m / cfg.fps
-    look = R.sample_look(rng, (0.0, 0.0))
+    look = S.sample_look(cfg.style, rng, (0.0, 0.0))
     look.gain = float(rng.uniform(0.93, 1.05))  # leaves room for the slow drift below
     look.blur_px = cfg.belt_speed_mps * cfg.px_per_m * cfg.exposure_ms / 1000.0
     items = _layout(cfg, _video_specs(cfg), look.shadow, rng)
@@ -104,14 +106,16 @@ def make_video(cfg: SynthVideoConfig, out_dir: Path) -> dict[str, Path]:
     n_frames = int(math.ceil((cfg.width - (last["u0"] + last["e0"])) / v)) + 2
     shifts = np.round(np.arange(n_frames) * v).astype(np.int64)
     period = int(rng.integers(700, 1100))
+    world_seams = [int(rng.integers(period))]
     world = R.make_world(
         rng,
         look,
         (cfg.width, cfg.height),
         (0, 0, cfg.width, cfg.height),
         period,
-        [int(rng.integers(period))],
+        world_seams,
     )
+    S.restyle_world(cfg.style, world, rng, world_seams)
     paths = {
         "video": out_dir / "video.mp4",
         "gt": out_dir / "gt.csv",

@@ -27,6 +27,7 @@ from parcelguard.device import jsonio
 from parcelguard.device.config.device import DEFAULT_FRAME_WH
 from parcelguard.train.synth import parcel as P
 from parcelguard.train.synth import render as R
+from parcelguard.train.synth import shifted as S
 from parcelguard.train.synth.config import (
     DAMAGE_TYPES as DAMAGE_TYPES,
 )
@@ -70,9 +71,10 @@ def render_crop(
     rng = np.random.default_rng(s_scene)
     roi = cfg.roi_size
     frame_wh, view = _crop_geometry(roi)
-    look = R.sample_look(rng, blur_range=(0.0, 3.0))
+    look = S.sample_look(cfg.style, rng, blur_range=(0.0, 3.0))
     seams = [int(rng.integers(roi))] if rng.random() < roi / 900 else []
     world = R.make_world(rng, look, frame_wh, view, period=roi, seams=seams, n_noise=1)
+    S.restyle_world(cfg.style, world, rng, seams)
     flicker = float(rng.uniform(0.97, 1.03))
     jx, jy = (int(v) for v in rng.integers(-cfg.jitter_px, cfg.jitter_px + 1, 2))
     params: dict = {"look": look.params(), "flicker": round(flicker, 4), "jitter": [jx, jy]}
@@ -85,6 +87,7 @@ def render_crop(
             cfg.mailer_fraction,
             roi / 224,
         )
+        spec.style = cfg.style
         sp = P.build_sprite(spec, look.shadow)
         cx, cy = view[0] + roi / 2 + jx, view[1] + roi / 2 + jy
         placed.append((sp, round(cx - sp.cx), round(cy - sp.cy)))

@@ -1,0 +1,344 @@
+"""Learning curve on a line that is not the training world (issue 16).
+
+The style-shifted synthetic world (``style: shifted``: another belt, light, box colours and other
+renditions of every damage type) stands in for a customer's line. For N labelled packages of it
+(one crop per package, half damaged), train from scratch and from the pretrained default
+(``init: default``), export an fp32 ONNX package and replay a shifted video (its own seed, never
+seen in training) through the device loop; report package recall/precision at the model's own
+threshold, the best recall at precision >= 0.95 over all thresholds (the package scores of the
+same replay), and the training time.
+
+Subsets are nested (the N=10 packages are among the N=25 ...) and differ per seed; each subset's
+``split`` column holds 20 % (at least one of each class) out for validation (threshold, best
+epoch). Every arm trains with ``configs/finetune.yaml`` (batch 16, no early stop) plus its
+overrides (``ARMS``): the scratch arms with the from-scratch learning rate (3e-3), the init arms
+with the recipe's 1e-3; ``default``/``scratch`` keep the best val epoch (the first run's recipe),
+the ``*_long`` arms the last epoch and 4x the samples. Epochs:
+``min(30 f, max(5, f budget // n_train))`` (f = the arm's budget factor), so every run sees about
+``f x --budget`` samples. ``--ns 0 --arms default``: the shipped default as it is (zero-shot).
+
+Run: ``nice -n 10 .venv/bin/python benchmarks/bench_fewshot.py --work runs/fewshot
+[--ns 10 25 50 100 300] [--seeds 0 1 2] [--arms scratch default]``; each finished run is appended to
+``WORK/results.jsonl`` (a rerun skips those already there); ``--report`` prints the markdown table
+and writes the plot (``--plot PATH``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from parcelguard.device.config.base import load_config
+from parcelguard.device.config.device import DeviceConfig
+from parcelguard.device.inspection.eventfiles import read_events
+from parcelguard.device.replay.labels import load_labels, pair_by_overlap
+from parcelguard.device.replay.run import ReplayConfig, replay
+from parcelguard.export.config import ExportConfig, ParityGateConfig
+from parcelguard.export.package import export_package
+from parcelguard.train.checkpoint import load_checkpoint
+from parcelguard.train.config import TrainConfig
+from parcelguard.train.synth import world as synth
+
+ROOT = Path(__file__).resolve().parents[1]
+POOL_SEED, VIDEO_SEED, PARITY_SEED = 1601, 1602, 1603
+SCRATCH_LR = 3e-3  # configs/train.yaml's
+ARMS = {  # arm -> training overrides on top of configs/finetune.yaml
+    # v1: the best val epoch (what the first run measured: with a few val crops it kept the init)
+    "default": ["init=default", "best_epoch=val"],
+    "scratch": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=val"],
+    "default_freeze2": ["init=default", "freeze_stages=2", "best_epoch=last"],  # + 4x samples
+    # 4x the sample budget (ARM_BUDGET) and the last epoch's weights (finetune.yaml's best_epoch)
+    "default_long": ["init=default", "best_epoch=last"],
+    "scratch_long": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=last"],
+}
+ARM_BUDGET = {
+    "default_long": 4,
+    "scratch_long": 4,
+    "default_freeze2": 4,
+}  # multiplies --budget and the 30-epoch cap
+ARM_LABELS = {
+    "default": "init default",
+    "scratch": "from scratch",
+    "default_freeze2": "init default, 2 stages frozen, 4x steps",
+    "default_long": "init default, 4x steps",
+    "scratch_long": "from scratch, 4x steps",
+}
+TARGET_PRECISION = 0.95
+
+
+def prepare(work: Path, per_class: int, video_packages: int) -> dict:
+    """The shifted pool of labelled crops, a shifted parity set and the shifted replay video."""
+    out = {}
+    pool = work / "pool" / "manifest.csv"
+    if not pool.is_file():
+        cfg = synth.SynthCropsConfig(
+            n_ok=per_class, n_damaged=per_class, seed=POOL_SEED, style="shifted"
+        )
+        synth.make_crops(cfg, work / "pool")
+    out["pool"] = pool
+    parity = work / "parity" / "manifest.csv"
+    if not parity.is_file():
+        cfg = synth.SynthCropsConfig(n_ok=36, n_damaged=36, seed=PARITY_SEED, style="shifted")
+        synth.make_crops(cfg, work / "parity")
+    out["parity"] = parity
+    vdir = work / "video"
+    if not (vdir / "gt.csv").is_file():
+        vcfg = synth.SynthVideoConfig(n_packages=video_packages, seed=VIDEO_SEED, style="shifted")
+        synth.make_video(vcfg, vdir)
+    out["video"], out["gt"] = vdir / "video.mp4", vdir / "gt.csv"
+    return out
+
+
+def subset(pool: Path, n: int, seed: int) -> Path:
+    """``n`` distinct packages of the pool (ceil(n/2) damaged), nested in n for one seed, with a
+    ``split`` column: 20 % (>= 1 per class) val, the rest train."""
+    with open(pool, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    rng = np.random.default_rng(seed)
+    by = {lab: [r for r in rows if r["label"] == lab] for lab in ("damaged", "ok")}
+    perm = {lab: [by[lab][i] for i in rng.permutation(len(by[lab]))] for lab in by}
+    n_dam = (n + 1) // 2
+    picked = {"damaged": perm["damaged"][:n_dam], "ok": perm["ok"][: n - n_dam]}
+    out_rows = []
+    for group in picked.values():
+        n_val = max(1, round(0.2 * len(group)))
+        for i, r in enumerate(group):
+            out_rows.append({**r, "split": "val" if i < n_val else "train"})
+    path = pool.parent / f"subset_n{n}_s{seed}.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(out_rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(out_rows)
+    return path
+
+
+def recall_at_precision(events_path: Path, gt: Path, target: float) -> float:
+    """The best package recall over all thresholds with precision >= ``target`` (the replay's
+    package scores; unsegmented damaged packages count as missed)."""
+    events = [e for e in read_events(events_path) if e["kind"] == "package"]
+    gts = load_labels(gt)
+    pairs, false_events, _ = pair_by_overlap(events, gts)
+    n_pos = sum(g.label == "damaged" for g in gts)
+    scored = [(float(e.get("score") or 0.0), g.label == "damaged") for e, g in pairs]
+    scored += [(float(e.get("score") or 0.0), False) for e in false_events]
+    best = 0.0
+    for thr in sorted({s for s, _ in scored}):
+        tp = sum(1 for s, pos in scored if s >= thr and pos)
+        fp = sum(1 for s, pos in scored if s >= thr and not pos)
+        if tp and tp / (tp + fp) >= target:
+            best = max(best, tp / n_pos)
+    return best
+
+
+def run_one(data: dict, work: Path, arm: str, n: int, seed: int, budget: int, threads: int):
+    from parcelguard.train.train import train
+
+    name = f"{arm}_n{n}_s{seed}"
+    if n == 0:  # zero-shot: the pretrained default as it ships (no labels, nothing trained)
+        from parcelguard.train.finetune import resolve_init
+
+        checkpoint, summary, n_train, epochs, train_s = resolve_init("default"), {}, 0, 0, 0.0
+        summary["threshold"] = float(load_checkpoint(checkpoint).get("threshold", 0.5))
+    else:
+        manifest = subset(data["pool"], n, seed)
+        n_train = sum(1 for r in csv.DictReader(open(manifest)) if r["split"] == "train")
+        f = ARM_BUDGET.get(arm, 1)
+        epochs = min(30 * f, max(5, f * budget // max(n_train, 1)))
+        sets = [f"data={manifest}", f"out={work / 'runs' / name}", f"seed={seed}"]
+        sets += [f"epochs={epochs}", f"threads={threads}", *ARMS[arm]]
+        cfg = load_config(TrainConfig, ROOT / "configs" / "finetune.yaml", sets)
+        t0 = time.perf_counter()
+        summary = train(cfg)
+        train_s = time.perf_counter() - t0
+        checkpoint = Path(summary["checkpoint"])
+    pkg = work / "runs" / name / "package"
+    budget_ = ParityGateConfig(
+        min_agreement=0.95, max_accuracy_drop=0.05, max_recall_drop_per_type=0.5
+    )
+    ecfg = ExportConfig(
+        checkpoint=checkpoint,
+        data=data["pool"] if n == 0 else None,  # zero-shot: calibration split (fp32: unused)
+        out=pkg,
+        formats=["onnx_fp32"],
+        calibration_size=8,
+        parity_data=data["parity"],
+        budget=budget_,
+    )
+    gate = export_package(ecfg)
+    rdir = work / "runs" / name / "replay"
+    rep = replay(
+        data["video"],
+        pkg,
+        rdir,
+        DeviceConfig(),
+        ReplayConfig(labels=data["gt"], backend="onnx", html=False),
+    )
+    m = rep["metrics"]
+    return {
+        "arm": arm,
+        "n": n,
+        "seed": seed,
+        "n_train": n_train,
+        "epochs": epochs,
+        "train_s": round(train_s, 1),
+        "threshold": summary.get("threshold"),
+        "gate_passed": gate["passed"],
+        "precision": m["precision"],
+        "recall": m["recall"],
+        "tp": m["tp"],
+        "fp": m["fp"],
+        "fn": m["fn"],
+        "recall_per_damage_type": m["recall_per_damage_type"],
+        "recall_at_p95": recall_at_precision(rdir / "events.jsonl", data["gt"], TARGET_PRECISION),
+        "packages_gt": m["packages_gt"],
+    }
+
+
+def load_results(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def report(results: list[dict], plot: Path | None) -> str:
+    lines = [
+        "| arm | N | seeds | epochs | recall @ own threshold | precision @ own threshold "
+        "| best recall @ precision ≥ 0.95 | seeds meeting R ≥ 0.97 @ P ≥ 0.95 | train s (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted(
+        {(r["arm"], r["n"]) for r in results}, key=lambda k: (list(ARMS).index(k[0]), k[1])
+    )
+    for arm, n in keys:
+        rs = [r for r in results if r["arm"] == arm and r["n"] == n]
+        ok = sum(
+            1
+            for r in rs
+            if (r["recall"] >= 0.97 and r["precision"] >= 0.95) or r["recall_at_p95"] >= 0.97
+        )
+        lines.append(
+            f"| {'the shipped default, zero-shot' if n == 0 else ARM_LABELS[arm]} | {n} | {len(rs)} "
+            f"| {rs[0]['epochs']} | {_mean_sd([r['recall'] for r in rs])} "
+            f"| {_mean_sd([r['precision'] for r in rs])} "
+            f"| {_mean_sd([r['recall_at_p95'] for r in rs])} | {ok}/{len(rs)} "
+            f"| {statistics.median(r['train_s'] for r in rs):.0f} |"
+        )
+    if plot is not None:
+        _plot(results, plot)
+    return "\n".join(lines)
+
+
+def _plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    colours = {
+        "default": "tab:blue",
+        "scratch": "tab:orange",
+        "default_freeze2": "tab:green",
+        "default_long": "tab:purple",
+        "scratch_long": "tab:red",
+    }
+    for arm, colour in colours.items():
+        ns = sorted({r["n"] for r in results if r["arm"] == arm})
+        if not ns:
+            continue
+        for ax, key in zip(axes, ("recall_at_p95", "recall"), strict=True):
+            ys = [[r[key] for r in results if r["arm"] == arm and r["n"] == n] for n in ns]
+            label = ARM_LABELS[arm]
+            ax.errorbar(
+                ns,
+                [statistics.mean(y) for y in ys],
+                yerr=[statistics.stdev(y) if len(y) > 1 else 0 for y in ys],
+                marker="o",
+                capsize=3,
+                color=colour,
+                label=label,
+            )
+            for n, y in zip(ns, ys, strict=True):
+                ax.scatter([n] * len(y), y, color=colour, alpha=0.35, s=12)
+    axes[0].set_title("best package recall at precision ≥ 0.95")
+    axes[1].set_title("package recall at the model's own threshold")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled packages of the shifted line (N)")
+        ax.axhline(0.97, color="grey", linestyle=":", linewidth=1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("runs/fewshot"))
+    ap.add_argument("--ns", type=int, nargs="+", default=[10, 25, 50, 100, 300])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--arms", nargs="+", default=["default", "scratch"], choices=list(ARMS))
+    ap.add_argument("--budget", type=int, default=1200, help="training samples per run (about)")
+    ap.add_argument("--pool-per-class", type=int, default=150)
+    ap.add_argument("--video-packages", type=int, default=120)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "fewshot_curve.png")
+    args = ap.parse_args(argv)
+    results_path = args.work / "results.jsonl"
+    if args.report:
+        print(report(load_results(results_path), args.plot))
+        return 0
+    if max(args.ns) > 2 * args.pool_per_class:
+        ap.error("--ns larger than the pool (2 x --pool-per-class)")
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = prepare(args.work, args.pool_per_class, args.video_packages)
+    done = {(r["arm"], r["n"], r["seed"]) for r in load_results(results_path)}
+    # Seeds outermost: a run cut short by the deadline still has whole curves.
+    for seed in args.seeds:
+        for n in args.ns:
+            for arm in args.arms:
+                if (arm, n, seed) in done or (
+                    n == 0 and (arm != "default" or seed != args.seeds[0])
+                ):
+                    continue  # zero-shot: the shipped default alone, the same for every seed
+                row = run_one(data, args.work, arm, n, seed, args.budget, args.threads)
+                with open(results_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(
+                    json.dumps(
+                        {
+                            k: row[k]
+                            for k in (
+                                "arm",
+                                "n",
+                                "seed",
+                                "recall",
+                                "precision",
+                                "recall_at_p95",
+                                "train_s",
+                            )
+                        }
+                    ),
+                    flush=True,
+                )
+    print(report(load_results(results_path), args.plot))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
