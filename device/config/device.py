@@ -89,9 +89,38 @@ class ModelConfig(StrictModel):
         return {"public_key": self.public_key, "require_signature": required}
 
 
-class PresenceConfig(StrictModel):
-    """Vision presence: bright-on-dark-belt columns of the ROI, tracked as blobs along +x."""
+BeltDirection = Literal["left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top"]
 
+
+class BackgroundConfig(StrictModel):
+    """Background presence (device/inspection/presence.py): a learned empty belt, per ROI pixel."""
+
+    model: Path | None = Field(
+        None,
+        description="belt model from `parcelguard commission` (.npz); None: learn it from the first warmup_frames",
+    )
+    warmup_frames: int = Field(
+        45, ge=3, le=900, description="frames whose per-pixel median is the belt when no model"
+    )
+    k: float = Field(
+        4.0, gt=0, le=50, description="a pixel is package when it differs by k x its belt spread"
+    )
+    min_diff: float = Field(
+        18.0, ge=0, le=255, description="and by at least this many grey levels (any channel)"
+    )
+    learn_rate: float = Field(
+        0.02, ge=0, lt=1, description="per-frame update of belt pixels (slow lighting drift)"
+    )
+
+
+class PresenceConfig(StrictModel):
+    """Vision presence: package columns of the ROI (seen in belt order), tracked as blobs along +x."""
+
+    method: Literal["brightness", "background"] = Field(
+        "brightness",
+        description="brightness: green above threshold on a dark belt; background: differs from the learned belt",
+    )
+    background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     threshold: int = Field(
         100, ge=0, le=255, description="green level above which a pixel is package"
     )
@@ -137,6 +166,9 @@ MAX_TRAVEL_S = 600.0  # camera to gate; beyond this a reject deadline is a confi
 
 class BeltConfig(StrictModel):
     speed_mps: float = Field(0.5, gt=0, le=20)
+    direction: BeltDirection = Field(
+        "left_to_right", description="how packages cross the camera image"
+    )
     camera_to_gate_m: float = Field(1.5, ge=0, le=100)
 
     @model_validator(mode="after")
