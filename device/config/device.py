@@ -103,13 +103,17 @@ class BackgroundConfig(StrictModel):
         45, ge=3, le=900, description="frames whose per-pixel median is the belt when no model"
     )
     k: float = Field(
-        4.0, gt=0, le=50, description="a pixel is package when it differs by k x its belt spread"
+        3.0, gt=0, le=50, description="a pixel is package when it differs by k x its belt spread"
     )
     min_diff: float = Field(
         18.0, ge=0, le=255, description="and by at least this many grey levels (any channel)"
     )
     learn_rate: float = Field(
         0.02, ge=0, lt=1, description="per-frame update of belt pixels (slow lighting drift)"
+    )
+    gain: bool = Field(
+        True,
+        description="follow the frame's overall brightness (flicker, exposure) on belt columns",
     )
 
 
@@ -146,6 +150,9 @@ class PresenceConfig(StrictModel):
         0.05, ge=0, lt=1, description="backward jitter of a blob centre still matched to its track"
     )
     exit_frames: int = Field(2, ge=1, description="frames without its blob that close a track")
+    min_frames: int = Field(
+        1, ge=1, le=100, description="a track seen in fewer frames is noise, not a package"
+    )
     center_band: float = Field(
         0.30,
         gt=0,

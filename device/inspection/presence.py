@@ -26,6 +26,7 @@ from parcelguard.device.inspection.segment import Blob, column_blobs, measure_bl
 
 MAD_TO_SIGMA = 1.4826
 SPREAD_FLOOR = 1.0  # grey levels: a perfectly still pixel still has sensor noise
+EMPTY_K = 3.0  # an empty belt's 99.5th percentile deviation stays below the default k x spread
 
 
 def belt_view(img: np.ndarray, direction: str) -> np.ndarray:
@@ -68,18 +69,36 @@ class BeltModel:
     direction: str
     roi: tuple[int, int, int, int] | None = None
     frames: int = 0
+    noise: float = 0.0  # the median pixel's robust spread (1.4826 x MAD), grey levels
 
     @classmethod
-    def learn(cls, small: np.ndarray, stride: int, direction: str, roi=None) -> BeltModel:
-        """From a stack of strided belt views (n x h x w x 3), n >= 3."""
+    def learn(
+        cls, small: np.ndarray, stride: int, direction: str, roi=None, empty: bool = False
+    ) -> BeltModel:
+        """From a stack of strided belt views (n x h x w x 3), n >= 3.
+
+        ``empty``: the frames show an empty belt, so a rare belt feature passing a pixel (a
+        printed logo, a seam) is belt too: the spread is at least a third of the pixel's 99.5th
+        percentile deviation. Otherwise (packages may pass) the spread is the robust MAD alone.
+        """
         if small.ndim != 4 or small.shape[0] < 3:
             raise ParcelguardError(
                 f"learning the belt needs at least 3 frames (got {small.shape[0]})"
             )
         med = np.median(small, axis=0).astype(np.float32)
+        # Each frame's overall gain (flicker, exposure drift) is not belt texture: take it out.
+        gains = np.median(small / np.maximum(med, 1.0), axis=(1, 2, 3))
+        small = small / np.maximum(gains, 1e-3)[:, None, None, None]
+        med = np.median(small, axis=0).astype(np.float32)
         mad = np.median(np.abs(small - med), axis=0).max(axis=2)
-        spread = np.maximum(MAD_TO_SIGMA * mad, SPREAD_FLOOR).astype(np.float32)
-        return cls(med, spread, stride, direction, tuple(roi) if roi else None, small.shape[0])
+        spread = np.maximum(MAD_TO_SIGMA * mad, SPREAD_FLOOR)
+        noise = float(np.median(spread))
+        if empty:
+            top = np.percentile(np.abs(small - med).max(axis=3), 99.5, axis=0)
+            spread = np.maximum(spread, top / EMPTY_K)
+        spread = spread.astype(np.float32)
+        roi = tuple(roi) if roi else None
+        return cls(med, spread, stride, direction, roi, small.shape[0], noise)
 
     def meta(self) -> dict:
         return {
@@ -87,6 +106,7 @@ class BeltModel:
             "direction": self.direction,
             "roi": list(self.roi) if self.roi else None,
             "frames": self.frames,
+            "noise": self.noise,
             "shape": list(self.median.shape),
         }
 
@@ -114,6 +134,7 @@ class BeltModel:
             roi = tuple(meta["roi"]) if meta.get("roi") else None
             model = cls(median, spread, int(meta["stride"]), str(meta["direction"]), roi)
             model.frames = int(meta.get("frames", 0))
+            model.noise = float(meta.get("noise", 0.0))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ParcelguardError(
                 f"belt model {path} is not a parcelguard belt model ({exc})"
@@ -144,6 +165,7 @@ class BackgroundPresence:
         self.direction = direction or (model.direction if model else "left_to_right")
         self._warm: list[np.ndarray] = []
         self._thr: np.ndarray | None = None
+        self.occupied = np.zeros(0, bool)
         if model is not None:
             self._set(model)
 
@@ -151,6 +173,8 @@ class BackgroundPresence:
         self.model = model
         self._mean = model.median.copy()
         self._thr = np.maximum(self.bg.k * model.spread, self.bg.min_diff).astype(np.float32)
+        self._near = np.zeros(model.median.shape[1], bool)
+        self.gain = 1.0
 
     def mask(self, small: np.ndarray) -> np.ndarray:
         """Package pixels of a strided belt view (float32 h x w x 3); updates the belt."""
@@ -160,11 +184,23 @@ class BackgroundPresence:
                 f"the ROI gives a {small.shape[1]}x{small.shape[0]} belt view but the belt model is "
                 f"{self._mean.shape[1]}x{self._mean.shape[0]} (run `parcelguard commission` again)"
             )
-        diff = small - self._mean
+        free = ~self._near  # belt columns in the last frame: they tell this frame's gain
+        if self.bg.gain and np.count_nonzero(free) >= 4:
+            ratio = small[::2, free] / np.maximum(self._mean[::2, free], 1.0)
+            self.gain = float(np.median(ratio))
+        diff = small - self.gain * self._mean
         fg = np.abs(diff).max(axis=2) > self._thr
+        occupied = np.count_nonzero(fg, axis=0) >= self.cfg.column_fill * fg.shape[0]
+        # Only belt learns: not the package pixels, and not any pixel of a column a package
+        # occupies (or its neighbours), or a package's faint parts would fade into the belt.
+        near = occupied.copy()
+        near[1:] |= occupied[:-1]
+        near[:-1] |= occupied[1:]
         if self.bg.learn_rate > 0:
-            rate = np.where(fg, np.float32(0), np.float32(self.bg.learn_rate))
+            keep = fg | near[None, :]
+            rate = np.where(keep, np.float32(0), np.float32(self.bg.learn_rate / self.gain))
             self._mean += diff * rate[..., None]
+        self.occupied, self._near = occupied, near
         return fg
 
     def __call__(self, view: np.ndarray, ts: float = 0.0) -> list[Blob]:
@@ -176,9 +212,12 @@ class BackgroundPresence:
                 self._warm = []
                 self._set(BeltModel.learn(stack, self.cfg.stride, self.direction))
             return []
-        fg = self.mask(small)
-        occupied = np.count_nonzero(fg, axis=0) / fg.shape[0] >= self.cfg.column_fill
-        return column_blobs(occupied, self.cfg)
+        return self.blobs_of(small)
+
+    def blobs_of(self, small: np.ndarray) -> list[Blob]:
+        """Blobs of an already strided belt view (float32 h x w x 3)."""
+        self.mask(small)
+        return column_blobs(self.occupied, self.cfg)
 
 
 def make_presence(cfg: PresenceConfig, direction: str, roi=None):

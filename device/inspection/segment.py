@@ -118,7 +118,7 @@ class Segmenter:
                 track.best_center_dist, track.center_frame, track.t_center = dist, frame_idx, ts
             if dist <= half and classify is None:
                 classify = track
-            elif blob.center > 0.5 + half:
+            elif blob.center > 0.5 + half and track.n_frames >= self.cfg.min_frames:
                 track.decided = True
                 ready.append(track)
         for track in list(self.tracks):
@@ -127,14 +127,14 @@ class Segmenter:
             track.misses += 1
             if track.misses >= self.cfg.exit_frames:
                 self.tracks.remove(track)
-                if not track.decided:
+                if not track.decided and track.n_frames >= self.cfg.min_frames:
                     track.decided = True
                     ready.append(track)
         return classify, ready
 
     def flush(self) -> list[Track]:
         """Undecided tracks at the end of the stream (or on shutdown)."""
-        out = [t for t in self.tracks if not t.decided]
+        out = [t for t in self.tracks if not t.decided and t.n_frames >= self.cfg.min_frames]
         for t in out:
             t.decided = True
         self.tracks = []

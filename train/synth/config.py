@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,6 +86,32 @@ class SynthVideoConfig(BaseModel):
     severity_max: float = Field(1.0, ge=0.0, le=1.0)
     codec: str = "mp4v"  # no H.264 encoder in opencv-python-headless; see module docstring
     camera_to_gate_m: float = 1.5
+    # Scene variations (synth/scene.py); the defaults render the original scene unchanged.
+    belt_colour: Literal["dark", "grey", "green", "white"] = "dark"
+    belt_texture: Literal["plain", "seams", "woven", "printed"] = "plain"
+    package_tone: Literal["normal", "dark", "white", "mixed"] = "normal"
+    mailer_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    direction: Literal["left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top"] = (
+        "left_to_right"
+    )
+    bump_px: tuple[int, int] = (0, 0)  # (dx, dy): the camera knocked from bump_frame on
+    bump_frame: int = Field(-1, ge=-1)  # -1: never
+    lead_in_s: float = Field(
+        0.0, ge=0, le=600
+    )  # empty belt before the first package (commissioning)
+
+    def scene(self) -> dict:
+        """The scene parameters (written to geometry.json; replay reports carry them)."""
+        return {
+            "belt_colour": self.belt_colour,
+            "belt_texture": self.belt_texture,
+            "package_tone": self.package_tone,
+            "mailer_fraction": self.mailer_fraction,
+            "direction": self.direction,
+            "bump_px": list(self.bump_px),
+            "bump_frame": self.bump_frame,
+            "lead_in_s": self.lead_in_s,
+        }
 
 
 def write_csv(path: Path, columns, rows: list[dict]) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 from parcelguard.train.synth import damage as synth_damage
+from parcelguard.train.synth import scene
 from parcelguard.train.synth.shapes import smooth_noise
 
 BOX_COLOURS = ((125, 175, 210), (110, 160, 200), (102, 152, 192), (170, 195, 215), (218, 224, 228))
@@ -41,6 +42,7 @@ class ParcelSpec:
     damage_type: str | None = None
     severity: float = 0.0
     extra: dict = field(default_factory=dict)  # filled while building: tape, label, variant...
+    tone: str = "normal"  # synth/scene.py PACKAGE_TONES: the palette of the base colour
 
     def params(self) -> dict:
         out = {
@@ -52,6 +54,8 @@ class ParcelSpec:
             "damage": self.damage_type or "",
             "severity": round(self.severity, 4),
         }
+        if self.tone != "normal":
+            out["tone"] = self.tone
         out.update(self.extra)
         return out
 
@@ -239,8 +243,10 @@ def build_sprite(spec: ParcelSpec, shadow: tuple[float, float, float]) -> Sprite
     spec.extra.clear()
     m = int(0.3 * max(spec.x_len, spec.y_len)) + 16
     h, w = spec.y_len + 2 * m, spec.x_len + 2 * m
-    palette = BOX_COLOURS if spec.kind == "box" else MAILER_COLOURS
-    base = np.array(palette[spec.colour], np.float32) * rng.uniform(0.97, 1.03)
+    colours = scene.palette(
+        spec.kind, spec.tone, BOX_COLOURS if spec.kind == "box" else MAILER_COLOURS
+    )
+    base = np.array(colours[spec.colour % len(colours)], np.float32) * rng.uniform(0.97, 1.03)
     cv = Canvas(
         np.zeros((h, w, 3), np.float32),
         np.zeros((h, w), np.float32),
