@@ -25,7 +25,7 @@ from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.presence import BackgroundPresence, BeltModel, belt_view, shrink
 
 DIRECTION_FRAMES = 30  # consecutive frames whose shifts decide the direction
-BLUR_SIGMA = 6.0  # px, before phase correlation
+BLUR_SIGMA = 4.0  # px, before phase correlation
 MIN_MOTION_PX = 0.5  # median shift per frame below this: the belt did not move
 
 
@@ -75,6 +75,8 @@ def detect_direction(rois: list[np.ndarray]) -> tuple[str | None, tuple[float, f
     ]
     if len(grays) < 2:
         return None, (0.0, 0.0)
+    still = np.mean(grays, axis=0)  # what does not move (lighting, vignette) drops out
+    grays = [g - still for g in grays]
     win = cv2.createHanningWindow(grays[0].shape[::-1], cv2.CV_32F)
     shifts = [cv2.phaseCorrelate(a, b, win)[0] for a, b in zip(grays, grays[1:], strict=False)]
     dx, dy = (float(v) for v in np.median(np.asarray(shifts), axis=0))
