@@ -26,7 +26,9 @@ from parcelguard.device.inspection.presence import BackgroundPresence, BeltModel
 
 DIRECTION_FRAMES = 30  # consecutive frames whose shifts decide the direction
 BLUR_SIGMA = 4.0  # px, before phase correlation
-MIN_MOTION_PX = 0.5  # median shift per frame below this: the belt did not move
+MIN_MOTION_PX = 0.5
+MIN_RESPONSE = 0.08  # median phase-correlation peak; noise alone gives ~0.0-0.05
+MIN_AGREE = 0.6  # fraction of frame pairs whose shift must agree with the median  # median shift per frame below this: the belt did not move
 
 
 @dataclass
@@ -78,10 +80,14 @@ def detect_direction(rois: list[np.ndarray]) -> tuple[str | None, tuple[float, f
     still = np.mean(grays, axis=0)  # what does not move (lighting, vignette) drops out
     grays = [g - still for g in grays]
     win = cv2.createHanningWindow(grays[0].shape[::-1], cv2.CV_32F)
-    shifts = [cv2.phaseCorrelate(a, b, win)[0] for a, b in zip(grays, grays[1:], strict=False)]
-    dx, dy = (float(v) for v in np.median(np.asarray(shifts), axis=0))
-    if max(abs(dx), abs(dy)) < MIN_MOTION_PX:
-        return None, (dx, dy)
+    pairs = [cv2.phaseCorrelate(a, b, win) for a, b in zip(grays, grays[1:], strict=False)]
+    arr = np.asarray([p[0] for p in pairs])
+    response = float(np.median([p[1] for p in pairs]))
+    dx, dy = (float(v) for v in np.median(arr, axis=0))
+    tol = max(1.5, 0.25 * float(np.hypot(dx, dy)))
+    agree = float(np.mean(np.hypot(arr[:, 0] - dx, arr[:, 1] - dy) <= tol))
+    if max(abs(dx), abs(dy)) < MIN_MOTION_PX or agree < MIN_AGREE or response < MIN_RESPONSE:
+        return None, (dx, dy)  # still, or the shifts disagree (noise, no texture)
     if abs(dx) >= abs(dy):
         return ("left_to_right" if dx > 0 else "right_to_left"), (dx, dy)
     return ("top_to_bottom" if dy > 0 else "bottom_to_top"), (dx, dy)
