@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from parcelguard.device import jsonio
 from parcelguard.device.config.device import PresenceConfig
@@ -186,10 +187,11 @@ class BackgroundPresence:
             )
         free = ~self._near  # belt columns in the last frame: they tell this frame's gain
         if self.bg.gain and np.count_nonzero(free) >= 4:
-            ratio = small[::2, free] / np.maximum(self._mean[::2, free], 1.0)
-            self.gain = float(np.median(ratio))
-        diff = small - self.gain * self._mean
-        fg = np.abs(diff).max(axis=2) > self._thr
+            ratio = _column_sums(small)[free] / np.maximum(_column_sums(self._mean)[free], 1.0)
+            self.gain = float(np.median(ratio))  # a package entering is one outlier column
+        expected = self._mean * np.float32(self.gain)
+        d = cv2.absdiff(small, expected)  # cv2 and 2-D maxima: 10x faster than .max(axis=2)
+        fg = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2]) > self._thr
         occupied = np.count_nonzero(fg, axis=0) >= self.cfg.column_fill * fg.shape[0]
         # Only belt learns: not the package pixels, and not any pixel of a column a package
         # occupies (or its neighbours), or a package's faint parts would fade into the belt.
@@ -199,7 +201,7 @@ class BackgroundPresence:
         if self.bg.learn_rate > 0:
             keep = fg | near[None, :]
             rate = np.where(keep, np.float32(0), np.float32(self.bg.learn_rate / self.gain))
-            self._mean += diff * rate[..., None]
+            self._mean += (small - expected) * rate[..., None]
         self.occupied, self._near = occupied, near
         return fg
 
@@ -218,6 +220,12 @@ class BackgroundPresence:
         """Blobs of an already strided belt view (float32 h x w x 3)."""
         self.mask(small)
         return column_blobs(self.occupied, self.cfg)
+
+
+def _column_sums(img: np.ndarray) -> np.ndarray:
+    """Per-column sums of an h x w x 3 float32 image (all channels)."""
+    h, w = img.shape[:2]
+    return cv2.reduce(img.reshape(h, w * 3), 0, cv2.REDUCE_SUM).reshape(w, 3).sum(axis=1)
 
 
 def make_presence(cfg: PresenceConfig, direction: str, roi=None):
