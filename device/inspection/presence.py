@@ -27,6 +27,9 @@ from parcelguard.device.inspection.segment import Blob, column_blobs, measure_bl
 
 MAD_TO_SIGMA = 1.4826
 SPREAD_FLOOR = 1.0  # grey levels: a perfectly still pixel still has sensor noise
+GAIN_BAND = 0.12  # pixels within +-12 % of the belt (times the current gain) tell the gain
+MIN_GAIN_PIXELS = 64
+MAX_GAIN_STEP = 0.015  # per frame: flicker and exposure drift are slower than this
 EMPTY_K = 3.0  # an empty belt's 99.5th percentile deviation stays below the default k x spread
 
 
@@ -174,7 +177,6 @@ class BackgroundPresence:
         self.model = model
         self._mean = model.median.copy()
         self._thr = np.maximum(self.bg.k * model.spread, self.bg.min_diff).astype(np.float32)
-        self._near = np.zeros(model.median.shape[1], bool)
         self.gain = 1.0
 
     def mask(self, small: np.ndarray) -> np.ndarray:
@@ -185,10 +187,8 @@ class BackgroundPresence:
                 f"the ROI gives a {small.shape[1]}x{small.shape[0]} belt view but the belt model is "
                 f"{self._mean.shape[1]}x{self._mean.shape[0]} (run `parcelguard commission` again)"
             )
-        free = ~self._near  # belt columns in the last frame: they tell this frame's gain
-        if self.bg.gain and np.count_nonzero(free) >= 4:
-            ratio = _column_sums(small)[free] / np.maximum(_column_sums(self._mean)[free], 1.0)
-            self.gain = float(np.median(ratio))  # a package entering is one outlier column
+        if self.bg.gain:
+            self._follow_gain(small)
         expected = self._mean * np.float32(self.gain)
         d = cv2.absdiff(small, expected)  # cv2 and 2-D maxima: 10x faster than .max(axis=2)
         fg = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2]) > self._thr
@@ -202,8 +202,21 @@ class BackgroundPresence:
             keep = fg | near[None, :]
             rate = np.where(keep, np.float32(0), np.float32(self.bg.learn_rate / self.gain))
             self._mean += (small - expected) * rate[..., None]
-        self.occupied, self._near = occupied, near
+        self.occupied = occupied
         return fg
+
+    def _follow_gain(self, small: np.ndarray) -> None:
+        """The frame's overall brightness against the belt's: the median ratio of the pixels
+        within GAIN_BAND of the belt (package and shadow pixels mostly fall outside it), every
+        other row. It never looks at the package mask, so a wrong estimate cannot lock itself
+        in; the step limit keeps one bad frame from flagging the whole belt."""
+        now = small[::2].sum(axis=2)
+        ref = np.maximum(self._mean[::2].sum(axis=2), 1.0)
+        ratio = (now / ref).ravel() / np.float32(self.gain)
+        close = ratio[(ratio > 1 - GAIN_BAND) & (ratio < 1 + GAIN_BAND)]
+        if close.size >= MIN_GAIN_PIXELS:
+            step = self.gain * (float(np.median(close)) - 1.0)
+            self.gain += float(np.clip(step, -MAX_GAIN_STEP, MAX_GAIN_STEP))
 
     def __call__(self, view: np.ndarray, ts: float = 0.0) -> list[Blob]:
         small = shrink(view, self.cfg.stride)
@@ -220,12 +233,6 @@ class BackgroundPresence:
         """Blobs of an already strided belt view (float32 h x w x 3)."""
         self.mask(small)
         return column_blobs(self.occupied, self.cfg)
-
-
-def _column_sums(img: np.ndarray) -> np.ndarray:
-    """Per-column sums of an h x w x 3 float32 image (all channels)."""
-    h, w = img.shape[:2]
-    return cv2.reduce(img.reshape(h, w * 3), 0, cv2.REDUCE_SUM).reshape(w, 3).sum(axis=1)
 
 
 def make_presence(cfg: PresenceConfig, direction: str, roi=None):
