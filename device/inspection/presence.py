@@ -207,12 +207,11 @@ class BackgroundPresence:
 
     def _follow_gain(self, small: np.ndarray) -> None:
         """The frame's overall brightness against the belt's: the median ratio of the pixels
-        within GAIN_BAND of the belt (package and shadow pixels mostly fall outside it), every
-        other row. It never looks at the package mask, so a wrong estimate cannot lock itself
+        within GAIN_BAND of the belt (package and shadow pixels mostly fall outside it), green
+        channel, every fourth row. It never looks at the package mask, so a wrong estimate cannot lock itself
         in; the step limit keeps one bad frame from flagging the whole belt."""
-        now = small[::2].sum(axis=2)
-        ref = np.maximum(self._mean[::2].sum(axis=2), 1.0)
-        ratio = (now / ref).ravel() / np.float32(self.gain)
+        ref = np.maximum(self._mean[::4, :, 1], 1.0)  # green: the brightest-lit channel
+        ratio = (small[::4, :, 1] / ref).ravel() / np.float32(self.gain)
         close = ratio[(ratio > 1 - GAIN_BAND) & (ratio < 1 + GAIN_BAND)]
         if close.size >= MIN_GAIN_PIXELS:
             step = self.gain * (float(np.median(close)) - 1.0)
