@@ -127,7 +127,14 @@ def commission(
     return _propose(cfg, model, stack, head, detected, shift)
 
 
-def _propose(cfg, model: BeltModel, stack, head, detected, shift) -> Commissioning:
+def _propose(
+    cfg: DeviceConfig,
+    model: BeltModel,
+    stack: np.ndarray,
+    head: list[np.ndarray],
+    detected: str | None,
+    shift: tuple[float, float],
+) -> Commissioning:
     noise = model.noise
     min_diff = float(np.clip(round(2.0 * noise), 10, 40))
     green = np.concatenate([r[..., 1].ravel() for r in head])

@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -71,13 +73,18 @@ class BeltModel:
     spread: np.ndarray  # (h, w) float32, >= SPREAD_FLOOR
     stride: int
     direction: str
-    roi: tuple[int, int, int, int] | None = None
+    roi: tuple[int, ...] | None = None
     frames: int = 0
     noise: float = 0.0  # the median pixel's robust spread (1.4826 x MAD), grey levels
 
     @classmethod
     def learn(
-        cls, small: np.ndarray, stride: int, direction: str, roi=None, empty: bool = False
+        cls,
+        small: np.ndarray,
+        stride: int,
+        direction: str,
+        roi: Sequence[int] | None = None,
+        empty: bool = False,
     ) -> BeltModel:
         """From a stack of strided belt views (n x h x w x 3), n >= 3.
 
@@ -104,7 +111,7 @@ class BeltModel:
         roi = tuple(roi) if roi else None
         return cls(med, spread, stride, direction, roi, small.shape[0], noise)
 
-    def meta(self) -> dict:
+    def meta(self) -> dict[str, Any]:
         return {
             "stride": self.stride,
             "direction": self.direction,
@@ -147,7 +154,7 @@ class BeltModel:
             raise ParcelguardError(f"belt model {path} has inconsistent arrays")
         return model
 
-    def check(self, cfg_stride: int, direction: str, roi) -> None:
+    def check(self, cfg_stride: int, direction: str, roi: Sequence[int] | None) -> None:
         """One sentence when the model was learned for another view than this config's."""
         roi = tuple(roi) if roi else None
         same_roi = self.roi is None or self.roi == roi
@@ -234,10 +241,13 @@ class BackgroundPresence:
         return column_blobs(self.occupied, self.cfg)
 
 
-def make_presence(cfg: PresenceConfig, direction: str, roi=None):
+Measure = Callable[[np.ndarray, float], list[Blob]]
+
+
+def make_presence(cfg: PresenceConfig, direction: str, roi: Sequence[int] | None = None) -> Measure:
     """The loop's presence measure ``(belt_view, ts) -> blobs`` for ``presence.method``."""
     if cfg.method == "brightness":
-        return lambda view, ts: measure_blobs(view, cfg)
+        return lambda view, ts: measure_blobs(view, cfg)  # the brightness rule
     model = None
     if cfg.background.model is not None:
         model = BeltModel.load(cfg.background.model)
