@@ -85,7 +85,7 @@ def cmd_commission(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     print("\n# proposed config (merge into your device config):")
-    print(result.snippet(str(out)))
+    print(result.snippet(str(Path(out).resolve())))  # config paths are relative to the cwd
     return 0
 
 
