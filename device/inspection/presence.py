@@ -215,8 +215,8 @@ class BackgroundPresence:
     def _follow_gain(self, small: np.ndarray) -> None:
         """The frame's overall brightness against the belt's: the median ratio of the pixels
         within GAIN_BAND of the belt (package and shadow pixels mostly fall outside it), green
-        channel, every fourth row. It never looks at the package mask, so a wrong estimate cannot lock itself
-        in; the step limit keeps one bad frame from flagging the whole belt."""
+        channel, every fourth row. It never looks at the package mask, so a wrong estimate
+        cannot lock itself in; the step limit keeps one bad frame from flagging the belt."""
         ref = np.maximum(self._mean[::4, :, 1], 1.0)  # green: the brightest-lit channel
         ratio = (small[::4, :, 1] / ref).ravel() / np.float32(self.gain)
         close = ratio[(ratio > 1 - GAIN_BAND) & (ratio < 1 + GAIN_BAND)]
