@@ -55,6 +55,7 @@ def run_condition(name: str, scene: dict, package: Path, work: Path, n: int, bac
             "presence": {
                 "method": "background",
                 "min_frames": 3,
+                "merge_gap": learned.merge_gap,
                 "background": {"model": str(model), "min_diff": learned.min_diff},
             },
         }

@@ -72,6 +72,7 @@ def _methods(cfg: DeviceConfig, video: Path) -> dict:
     bg_cfg = cfg.presence.model_copy(
         update={
             "method": "background",
+            "merge_gap": learned.merge_gap,
             "background": cfg.presence.background.model_copy(update={"min_diff": learned.min_diff}),
         }
     )

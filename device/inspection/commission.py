@@ -28,7 +28,8 @@ DIRECTION_FRAMES = 30  # consecutive frames whose shifts decide the direction
 BLUR_SIGMA = 4.0  # px, before phase correlation
 MIN_MOTION_PX = 0.5
 MIN_RESPONSE = 0.08  # median phase-correlation peak; noise alone gives ~0.0-0.05
-MIN_AGREE = 0.6  # fraction of frame pairs whose shift must agree with the median  # median shift per frame below this: the belt did not move
+MIN_AGREE = 0.6
+BACKGROUND_MERGE_GAP = 0.05  # ROI widths; the synthetic gaps between packages are >= 0.1  # fraction of frame pairs whose shift must agree with the median  # median shift per frame below this: the belt did not move
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Commissioning:
     shift_px: tuple[float, float]  # median (dx, dy) per frame in the camera's ROI
     frames: int
     min_diff: float
+    merge_gap: float  # a background mask has holes where the package matches the belt
     brightness_threshold: int
     frames_with_package: float  # fraction of learning frames the proposal sees a package in
     notes: list[str] = field(default_factory=list)
@@ -58,6 +60,7 @@ class Commissioning:
                 f"    model: {model_path}",
                 f"    min_diff: {self.min_diff:g}",
                 "  min_frames: 3  # a blob seen in fewer frames is not a package",
+                f"  merge_gap: {self.merge_gap:g}  # bridges holes where a package matches the belt",
                 "",
             ]
         )
@@ -163,6 +166,7 @@ def _propose(
         shift_px=shift,
         frames=len(stack),
         min_diff=min_diff,
+        merge_gap=max(cfg.presence.merge_gap, BACKGROUND_MERGE_GAP),
         brightness_threshold=threshold,
         frames_with_package=seen / len(stack),
         notes=notes,

@@ -70,7 +70,10 @@ def test_every_package_is_segmented_once(tmp_path, package, name):
     assert learned.frames_with_package < 0.05  # an empty belt (a print edge may flicker once)
     model = learned.model.save(tmp_path / "belt_model.npz")
     cfg = _device_config(
-        tmp_path, geo, background={"model": str(model), "min_diff": learned.min_diff}
+        tmp_path,
+        geo,
+        merge_gap=learned.merge_gap,
+        background={"model": str(model), "min_diff": learned.min_diff},
     )
     cfg = cfg.model_copy(
         update={"belt": cfg.belt.model_copy(update={"direction": learned.direction})}
