@@ -119,3 +119,25 @@ def test_scene_fields_render_and_are_recorded(tmp_path):
     assert int(gt[5]) >= 10  # half a second of empty belt before the package enters
     with pytest.raises(ValueError):
         SynthVideoConfig(belt_colour="purple")
+
+
+def test_training_crops_draw_scene_variations():
+    from parcelguard.train.synth.config import SynthCropsConfig
+    from parcelguard.train.synth.world import render_crop
+
+    plain, p0 = render_crop(7, "ok", None, SynthCropsConfig())
+    assert "scene" not in p0  # the default crops are the original ones
+    cfg = SynthCropsConfig(belt_colours=["white"], package_tones=["dark"])
+    img, params = render_crop(7, "ok", None, cfg)
+    assert params["scene"] == {
+        "belt_colour": "white",
+        "belt_texture": "plain",
+        "package_tone": "dark",
+    }
+    assert params["pkg"]["tone"] == "dark"
+    assert img[:12].mean() > plain[:12].mean() + 80  # the belt at the crop's top edge is white
+    mixed = SynthCropsConfig(belt_colours=["dark", "grey", "green", "white"])
+    drawn = {render_crop(s, "empty", None, mixed)[1]["scene"]["belt_colour"] for s in range(24)}
+    assert len(drawn) >= 3
+    again = render_crop(7, "ok", None, cfg)[0]
+    assert np.array_equal(again, img)

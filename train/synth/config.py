@@ -62,6 +62,17 @@ class SynthCropsConfig(BaseModel):
     empty_fraction: float = Field(0.0, ge=0.0, le=1.0)  # extra empty-belt crops, labelled "ok"
     mailer_fraction: float = Field(0.3, ge=0.0, le=1.0)
     jpeg_quality_min: int = Field(60, ge=5, le=100)
+    # Scene variations (synth/scene.py), one drawn per crop from its own stream; the defaults
+    # render the original crops unchanged.
+    belt_colours: list[Literal["dark", "grey", "green", "white"]] = Field(
+        default_factory=lambda: ["dark"], min_length=1
+    )
+    belt_textures: list[Literal["plain", "seams", "woven", "printed"]] = Field(
+        default_factory=lambda: ["plain"], min_length=1
+    )
+    package_tones: list[Literal["normal", "dark", "white"]] = Field(
+        default_factory=lambda: ["normal"], min_length=1
+    )
 
 
 class SynthVideoConfig(BaseModel):

@@ -157,3 +157,12 @@ def bump(frame: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return cv2.warpAffine(
         frame, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE
     )
+
+
+def crop_scene(seed: int, colours: list, textures: list, tones: list) -> tuple[str, str, str]:
+    """A training crop's (belt colour, texture, package tone), drawn from its own stream."""
+    if (list(colours), list(textures), list(tones)) == (["dark"], ["plain"], ["normal"]):
+        return "dark", "plain", "normal"
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(17,)))
+    c, t, p = (int(rng.integers(len(x))) for x in (colours, textures, tones))
+    return str(colours[c]), str(textures[t]), str(tones[p])
