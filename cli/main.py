@@ -12,6 +12,7 @@ import logging
 import sys
 
 from parcelguard.cli import bench as cli_bench
+from parcelguard.cli import commission as cli_commission
 from parcelguard.cli import daemon as cli_daemon
 from parcelguard.cli import data as cli_data
 from parcelguard.cli import deploy as cli_deploy
@@ -34,6 +35,7 @@ COMMAND_MODULES = (
     cli_device,
     cli_deploy,
     cli_daemon,
+    cli_commission,
     cli_watch,
     cli_data,
     cli_threshold,

@@ -115,9 +115,42 @@ class ModelConfig(StrictModel):
         return {"public_key": self.public_key, "require_signature": required}
 
 
-class PresenceConfig(StrictModel):
-    """Vision presence: bright-on-dark-belt columns of the ROI, tracked as blobs along +x."""
+BeltDirection = Literal["left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top"]
 
+
+class BackgroundConfig(StrictModel):
+    """Background presence (device/inspection/presence.py): a learned empty belt, per ROI pixel."""
+
+    model: Path | None = Field(
+        None,
+        description="belt model from `parcelguard commission` (.npz); None: learn it from the first warmup_frames",
+    )
+    warmup_frames: int = Field(
+        45, ge=3, le=900, description="frames whose per-pixel median is the belt when no model"
+    )
+    k: float = Field(
+        3.0, gt=0, le=50, description="a pixel is package when it differs by k x its belt spread"
+    )
+    min_diff: float = Field(
+        18.0, ge=0, le=255, description="and by at least this many grey levels (any channel)"
+    )
+    learn_rate: float = Field(
+        0.02, ge=0, lt=1, description="per-frame update of belt pixels (slow lighting drift)"
+    )
+    gain: bool = Field(
+        True,
+        description="follow the frame's overall brightness (flicker, exposure) on belt columns",
+    )
+
+
+class PresenceConfig(StrictModel):
+    """Vision presence: package columns of the ROI (seen in belt order), tracked as blobs along +x."""
+
+    method: Literal["brightness", "background"] = Field(
+        "brightness",
+        description="brightness: green above threshold on a dark belt; background: differs from the learned belt",
+    )
+    background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     threshold: int = Field(
         100, ge=0, le=255, description="green level above which a pixel is package"
     )
@@ -143,6 +176,9 @@ class PresenceConfig(StrictModel):
         0.05, ge=0, lt=1, description="backward jitter of a blob centre still matched to its track"
     )
     exit_frames: int = Field(2, ge=1, description="frames without its blob that close a track")
+    min_frames: int = Field(
+        1, ge=1, le=100, description="a track seen in fewer frames is noise, not a package"
+    )
     center_band: float = Field(
         0.30,
         gt=0,
@@ -177,6 +213,9 @@ MAX_TRAVEL_S = 600.0  # camera to gate; beyond this a reject deadline is a confi
 
 class BeltConfig(StrictModel):
     speed_mps: float = Field(DEFAULT_BELT_SPEED_MPS, gt=0, le=20)
+    direction: BeltDirection = Field(
+        "left_to_right", description="how packages cross the camera image"
+    )
     camera_to_gate_m: float = Field(DEFAULT_CAMERA_TO_GATE_M, ge=0, le=100)
 
     @model_validator(mode="after")

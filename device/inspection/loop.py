@@ -19,8 +19,9 @@ from parcelguard.device.config.device import DeviceConfig, FusionConfig
 from parcelguard.device.contract.package import Manifest
 from parcelguard.device.contract.preprocess import crop_roi, preprocess
 from parcelguard.device.inspection.events import Event, EventSink
+from parcelguard.device.inspection.presence import belt_view, make_presence
 from parcelguard.device.inspection.register import Registration
-from parcelguard.device.inspection.segment import Blob, Segmenter, Track, fuse, measure_blobs
+from parcelguard.device.inspection.segment import Blob, Segmenter, Track, fuse
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,9 @@ class InspectionLoop:
             if cfg.registration.every_frames
             else None
         )
-        self.measure = self.hooks.presence or (lambda roi, ts: measure_blobs(roi, cfg.presence))
+        # Presence sees the ROI in belt order (packages along +x, device/inspection/presence.py).
+        self.direction = cfg.belt.direction
+        self.measure = self.hooks.presence or make_presence(cfg.presence, self.direction, cfg.roi)
         if self.hooks.history:
             n = self.hooks.history
             self.stats.stage_s = {s: deque(maxlen=n) for s in STAGES}  # type: ignore[misc]
@@ -266,11 +269,16 @@ class InspectionLoop:
             roi = crop_roi(frame, roi_rect)
             if self.hooks.on_image is not None:
                 self.hooks.on_image(idx, frame, roi)
-            track, ready = self.segmenter.update(self.measure(roi, ts), idx, ts)
+            view = belt_view(roi, self.direction)
+            track, ready = self.segmenter.update(self.measure(view, ts), idx, ts)
             t2 = time.perf_counter()
             st["presence"].append(t2 - t1)
             if track is not None:
-                x = preprocess(frame, spec, roi_rect)
+                x = (
+                    preprocess(frame, spec, roi_rect)
+                    if view is roi  # left_to_right: the model's crop exactly as before
+                    else preprocess(np.ascontiguousarray(view), spec)
+                )
                 t3 = time.perf_counter()
                 score = self._infer(x)
                 t4 = time.perf_counter()

@@ -1,6 +1,8 @@
 """Per-package segmentation (vision presence, tracked along the belt) and score fusion.
 
-Packages move along +x through the ROI. Each frame, the ROI's bright-on-dark-belt mask is reduced
+Packages move along +x through the ROI (seen in belt order: device/inspection/presence.py turns
+the camera's ROI so they do). Each frame, the ROI's package mask (bright-on-dark-belt here, or
+different from a learned belt in presence.py) is reduced
 to a column profile; runs of occupied columns are package blobs. Blobs are tracked frame to frame
 (a package only moves forward, by at most ``max_step`` of the ROI width per frame), so packages
 that follow each other closely are still separate packages. A package's frames are classified
@@ -31,6 +33,11 @@ def measure_blobs(roi_bgr: np.ndarray, cfg: PresenceConfig) -> list[Blob]:
     sub = roi_bgr[:: cfg.stride, :: cfg.stride, 1]
     # count / rows is bit-identical to bool.mean(axis=0) but skips the float reduction (hot path).
     occupied = np.count_nonzero(sub > cfg.threshold, axis=0) / sub.shape[0] >= cfg.column_fill
+    return column_blobs(occupied, cfg)
+
+
+def column_blobs(occupied: np.ndarray, cfg: PresenceConfig) -> list[Blob]:
+    """Runs of occupied columns, merged across small gaps, narrow ones dropped: the blobs."""
     n = occupied.shape[0]
     if not occupied.any():
         return []
@@ -111,7 +118,7 @@ class Segmenter:
                 track.best_center_dist, track.center_frame, track.t_center = dist, frame_idx, ts
             if dist <= half and classify is None:
                 classify = track
-            elif blob.center > 0.5 + half:
+            elif blob.center > 0.5 + half and track.n_frames >= self.cfg.min_frames:
                 track.decided = True
                 ready.append(track)
         for track in list(self.tracks):
@@ -120,14 +127,14 @@ class Segmenter:
             track.misses += 1
             if track.misses >= self.cfg.exit_frames:
                 self.tracks.remove(track)
-                if not track.decided:
+                if not track.decided and track.n_frames >= self.cfg.min_frames:
                     track.decided = True
                     ready.append(track)
         return classify, ready
 
     def flush(self) -> list[Track]:
         """Undecided tracks at the end of the stream (or on shutdown)."""
-        out = [t for t in self.tracks if not t.decided]
+        out = [t for t in self.tracks if not t.decided and t.n_frames >= self.cfg.min_frames]
         for t in out:
             t.decided = True
         self.tracks = []

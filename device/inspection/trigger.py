@@ -3,7 +3,8 @@
 Three modes behind one method, ``measure(roi, ts) -> list[Blob]`` (what the :class:`Segmenter`
 consumes, so tracking, exit frames and fusion stay the same for all of them):
 
-- ``vision``: package blobs in the ROI's bright-on-dark-belt mask (:func:`measure_blobs`).
+- ``vision``: package blobs in the ROI (seen in belt order) by ``presence.method``: the
+  bright-on-dark-belt mask or the learned belt (device/inspection/presence.py).
 - ``photo_eye``: a GPIO input (gpiozero on a Pi, Jetson.GPIO on a Jetson, imported lazily).
 - ``external``: edges pushed by something else — a Python callable (``trigger.set(True)``),
   lines on stdin (``1``/``0``/``on``/``off``), or ``POST /trigger`` on the health server.
@@ -27,9 +28,10 @@ from typing import Any, TextIO
 
 import numpy as np
 from parcelguard.device.config.daemon import TriggerConfig
-from parcelguard.device.config.device import DeviceConfig, PresenceConfig
+from parcelguard.device.config.device import DeviceConfig, PresenceConfig, Roi
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.inspection.segment import Blob, measure_blobs
+from parcelguard.device.inspection.presence import make_presence
+from parcelguard.device.inspection.segment import Blob
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,15 @@ PRESENT = [Blob(0.45, 0.55)]  # centred: every triggered frame is in the centre 
 class VisionPresence:
     mode = "vision"
 
-    def __init__(self, cfg: PresenceConfig):
+    def __init__(
+        self, cfg: PresenceConfig, direction: str = "left_to_right", roi: Roi | None = None
+    ):
         self.cfg = cfg
+        self._measure = make_presence(cfg, direction, roi)
 
-    def measure(self, roi: np.ndarray, ts: float) -> list[Blob]:
-        return measure_blobs(roi, self.cfg)
+    def measure(self, view: np.ndarray, ts: float) -> list[Blob]:
+        """Blobs of the ROI's belt view (the loop turns the ROI by ``belt.direction``)."""
+        return self._measure(view, ts)
 
     def close(self) -> None:
         pass
@@ -181,7 +187,7 @@ def make_trigger(cfg: DeviceConfig) -> VisionPresence | EdgeTrigger:
     """The configured presence provider (vision, photo-eye or an external edge trigger)."""
     t = cfg.trigger
     if t.mode == "vision":
-        return VisionPresence(cfg.presence)
+        return VisionPresence(cfg.presence, cfg.belt.direction, cfg.roi)
     if t.mode == "photo_eye":
         return PhotoEye(t)
     if t.external == "stdin":

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.loop import InspectionLoop
+from parcelguard.device.inspection.presence import roi_rect
+from parcelguard.device.inspection.segment import Blob
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +88,19 @@ class Annotator:
         x, y, w, h = self.roi or (0, 0, img.shape[1], img.shape[0])
         cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), _GREY, 1)
         band = loop.cfg.presence.center_band / 2
-        for edge in (0.5 - band, 0.5 + band):
-            cx = x + int(edge * w)
-            cv2.line(img, (cx, y), (cx, y + h - 1), _GREY, 1, cv2.LINE_AA)
+        for edge in (0.5 - band, 0.5 + band):  # the centre band, in belt order
+            ex0, ey0, ex1, ey1 = roi_rect(Blob(edge, edge), (w, h), loop.direction)
+            ex, ey = min(ex0, w - 1), min(ey0, h - 1)
+            end = (x + ex, y + h - 1) if ex1 - ex0 == 0 else (x + w - 1, y + ey)
+            cv2.line(img, (x + ex, y + ey), end, _GREY, 1, cv2.LINE_AA)
         for tr in loop.segmenter.tracks:
             if tr.misses:
                 continue
             verdict = self._verdicts.get(tr.seq)
             color = _YELLOW if verdict is None else (_GREEN if verdict[0] == "ok" else _RED)
-            x0, x1 = x + int(tr.blob.x0 * w), x + int(tr.blob.x1 * w) - 1
-            cv2.rectangle(img, (x0, y + 2), (x1, y + h - 3), color, 2)
+            bx0, by0, bx1, by1 = roi_rect(tr.blob, (w, h), loop.direction)
+            x0, x1 = x + bx0, x + bx1 - 1
+            cv2.rectangle(img, (x0, y + max(by0, 2)), (x1, y + min(by1, h - 2) - 1), color, 2)
             label = f"#{tr.seq}" if verdict is None else f"#{tr.seq} {verdict[0]}"
             _text(img, label, (x0 + 2, y + h + 16), color)
         fs = loop.stats.frame_scores

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +34,44 @@ METRIC_COLUMNS = (
     "packages_seen",
     "spurious_events",
 )
+
+
+SCENE_KEYS = ("belt_colour", "belt_texture", "package_tone", "direction", "bump_px")
+COUNT_KEYS = ("packages_gt", "packages_seen", "spurious_events", "tp", "fp", "fn")
+
+
+def scene_of(video: Path) -> dict[str, Any] | None:
+    """The scene a synthetic video was rendered with (``geometry.json`` beside it), or None."""
+    geo = Path(video).with_name("geometry.json")
+    try:
+        data = json.loads(geo.read_text(encoding="utf-8")) if geo.is_file() else None
+    except (OSError, ValueError):
+        return None
+    scene = data.get("scene") if isinstance(data, dict) else None
+    return scene if isinstance(scene, dict) else None
+
+
+def by_condition(
+    reports: list[dict[str, Any]], keys: tuple[str, ...] = SCENE_KEYS
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Replay metrics per scene condition: ``{key: {value: counts, precision, recall}}``, summed
+    over the reports (each with ``scene`` and ``metrics``) rendered with that value."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for rep in reports:
+        scene, metrics = rep.get("scene"), rep.get("metrics")
+        if not scene or not metrics:
+            continue
+        for key in keys:
+            row = out.setdefault(key, {}).setdefault(
+                str(scene.get(key)), dict.fromkeys(COUNT_KEYS, 0)
+            )
+            for c in COUNT_KEYS:
+                row[c] += int(metrics.get(c, 0))
+    for rows in out.values():
+        for row in rows.values():
+            row["precision"] = row["tp"] / (row["tp"] + row["fp"]) if row["tp"] + row["fp"] else 1.0
+            row["recall"] = row["tp"] / (row["tp"] + row["fn"]) if row["tp"] + row["fn"] else 1.0
+    return out
 
 
 def _pct(values: list[float], qs: Sequence[float] = (0, 1, 5, 50, 95, 99, 100)) -> dict[str, float]:

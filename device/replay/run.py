@@ -102,6 +102,7 @@ class ReplayReport(TypedDict, total=False):
     decode: dict[str, Any]  # virtual clock: decoded-frame hash
     golden: dict[str, Any]  # golden given
     annotated_video: str  # annotate=True
+    scene: dict[str, Any]  # a synthetic video's scene (geometry.json beside it)
 
 
 OUTPUT_FILES = (
@@ -238,7 +239,7 @@ class _Replay:
 
     def finish(self) -> ReplayReport:
         """Metrics, timing, snapshots, golden diff; writes report.json (and report.html)."""
-        from parcelguard.device.replay.report import timing_summary, write_html
+        from parcelguard.device.replay.report import scene_of, timing_summary, write_html
 
         out_dir, stats = self.out_dir, self.loop.stats
         events = (
@@ -264,6 +265,8 @@ class _Replay:
         report["timing"] = timing_summary(events, self.decisions)
         if metrics is not None:
             report["metrics"] = metrics
+        if (scene := scene_of(self.video)) is not None:
+            report["scene"] = scene
         self._decode_and_golden(report, events)
         rt = self.rt
         scores = [(rt.source_index(i) if rt else i, s) for i, s in stats.frame_scores]

@@ -2,7 +2,7 @@
 
 The crops are cut by the device's own code, driven by the device config: every frame is cropped to
 ``DeviceConfig.roi`` (:func:`parcelguard.device.contract.preprocess.crop_roi`), reduced to package blobs
-(:func:`parcelguard.device.inspection.segment.measure_blobs`) and tracked by a
+(:func:`parcelguard.device.inspection.presence.make_presence`: ``presence.method``, in belt order) and tracked by a
 :class:`parcelguard.device.inspection.segment.Segmenter`, exactly as in the inspection loop. The frames a
 track is returned as "the track to classify" are the frames the device would run the model on;
 those ROI crops are saved as PNG. So training sees what the device sees, with the same trigger.
@@ -29,7 +29,8 @@ import numpy as np
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.contract.preprocess import crop_roi
 from parcelguard.device.errors import ParcelguardError
-from parcelguard.device.inspection.segment import Segmenter, measure_blobs
+from parcelguard.device.inspection.presence import belt_view, make_presence
+from parcelguard.device.inspection.segment import Segmenter
 from parcelguard.device.inspection.sources import FileSource
 from parcelguard.device.replay.labels import REQUIRED
 from parcelguard.train.ingest.dataset import DatasetWriter, IngestConfig, IngestReport, prepare_out
@@ -145,10 +146,11 @@ def segment_video(
             )
     staging.mkdir(parents=True, exist_ok=True)
     seg = Segmenter(cfg.presence)
+    measure = make_presence(cfg.presence, cfg.belt.direction, cfg.roi)
     tracks: dict[int, TrackCrops] = {}
     for idx, (frame, ts) in enumerate(source):
-        roi = crop_roi(frame, cfg.roi)
-        classify, _ready = seg.update(measure_blobs(roi, cfg.presence), idx, ts)
+        roi = belt_view(crop_roi(frame, cfg.roi), cfg.belt.direction)  # what the model sees
+        classify, _ready = seg.update(measure(roi, ts), idx, ts)
         for t in seg.tracks:
             tc = tracks.setdefault(t.seq, TrackCrops(t.seq, t.frame_enter))
             tc.frame_exit = t.frame_exit

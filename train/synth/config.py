@@ -52,6 +52,11 @@ GT_COLUMNS = (
 )
 
 
+BeltColour = Literal["dark", "grey", "green", "white"]
+BeltTexture = Literal["plain", "seams", "woven", "printed"]
+CropTone = Literal["normal", "dark", "white"]
+
+
 class SynthCropsConfig(StrictModel):
     """Training crops: what the device ROI sees with one package centred (± jitter) in it.
 
@@ -73,6 +78,11 @@ class SynthCropsConfig(StrictModel):
     mailer_fraction: float = Field(0.3, ge=0.0, le=1.0)
     jpeg_quality_min: int = Field(60, ge=5, le=100)
     style: Literal["default", "shifted"] = "default"  # shifted: a customer line's stand-in
+    # Scene variations (synth/scene.py), one drawn per crop from its own stream; the defaults
+    # render the original crops unchanged.
+    belt_colours: list[BeltColour] = Field(["dark"], min_length=1)
+    belt_textures: list[BeltTexture] = Field(["plain"], min_length=1)
+    package_tones: list[CropTone] = Field(["normal"], min_length=1)
 
 
 class SynthVideoConfig(StrictModel):
@@ -102,6 +112,32 @@ class SynthVideoConfig(StrictModel):
     codec: str = "mp4v"  # no H.264 encoder in opencv-python-headless; see module docstring
     camera_to_gate_m: float = DEFAULT_CAMERA_TO_GATE_M
     style: Literal["default", "shifted"] = "default"  # shifted: a customer line's stand-in
+    # Scene variations (synth/scene.py); the defaults render the original scene unchanged.
+    belt_colour: Literal["dark", "grey", "green", "white"] = "dark"
+    belt_texture: Literal["plain", "seams", "woven", "printed"] = "plain"
+    package_tone: Literal["normal", "dark", "white", "mixed"] = "normal"
+    mailer_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    direction: Literal["left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top"] = (
+        "left_to_right"
+    )
+    bump_px: tuple[int, int] = (0, 0)  # (dx, dy): the camera knocked from bump_frame on
+    bump_frame: int = Field(-1, ge=-1)  # -1: never
+    lead_in_s: float = Field(
+        0.0, ge=0, le=600
+    )  # empty belt before the first package (commissioning)
+
+    def scene(self) -> dict:
+        """The scene parameters (written to geometry.json; replay reports carry them)."""
+        return {
+            "belt_colour": self.belt_colour,
+            "belt_texture": self.belt_texture,
+            "package_tone": self.package_tone,
+            "mailer_fraction": self.mailer_fraction,
+            "direction": self.direction,
+            "bump_px": list(self.bump_px),
+            "bump_frame": self.bump_frame,
+            "lead_in_s": self.lead_in_s,
+        }
 
 
 def write_csv(path: Path, columns, rows: list[dict]) -> None:

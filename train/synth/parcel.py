@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from parcelguard.train.synth import scene
 from parcelguard.train.synth import style as synth_style
 from parcelguard.train.synth.shapes import smooth_noise
 
@@ -42,6 +43,7 @@ class ParcelSpec:
     severity: float = 0.0
     extra: dict = field(default_factory=dict)  # filled while building: tape, label, variant...
     style: str = "default"  # synth.style.STYLES: palettes and damage renditions
+    tone: str = "normal"  # synth/scene.py PACKAGE_TONES: the palette of the base colour
 
     def params(self) -> dict:
         out = {
@@ -55,6 +57,8 @@ class ParcelSpec:
         }
         if self.style != "default":
             out["style"] = self.style
+        if self.tone != "normal":
+            out["tone"] = self.tone
         out.update(self.extra)
         return out
 
@@ -242,7 +246,11 @@ def build_sprite(spec: ParcelSpec, shadow: tuple[float, float, float]) -> Sprite
     spec.extra.clear()
     m = int(0.3 * max(spec.x_len, spec.y_len)) + 16
     h, w = spec.y_len + 2 * m, spec.x_len + 2 * m
-    palette = synth_style.palette(spec.style, spec.kind, BOX_COLOURS, MAILER_COLOURS)
+    palette = scene.palette(
+        spec.kind,
+        spec.tone,
+        synth_style.palette(spec.style, spec.kind, BOX_COLOURS, MAILER_COLOURS),
+    )
     base = np.array(palette[spec.colour % len(palette)], np.float32) * rng.uniform(0.97, 1.03)
     cv = Canvas(
         np.zeros((h, w, 3), np.float32),

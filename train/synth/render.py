@@ -117,10 +117,12 @@ def make_world(
     period: int,
     seams: list[int],
     n_noise: int = 2,
+    belt_fn=None,
 ) -> World:
+    """``belt_fn(rng, h, w, seams)``: another belt tile maker (synth/scene.py); None: make_belt."""
     fw, fh = frame_wh
     vx, vy, vw, vh = view
-    tile = make_belt(rng, vh, period, seams)
+    tile = (belt_fn or make_belt)(rng, vh, period, seams)
     reps = -(-(period + vw) // period)
     belt = np.concatenate([tile] * reps, axis=1)[:, : period + vw]
     rail_h = round(0.085 * fh)

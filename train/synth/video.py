@@ -12,10 +12,18 @@ import numpy as np
 from parcelguard.device import jsonio
 from parcelguard.train.synth import parcel as P
 from parcelguard.train.synth import render as R
+from parcelguard.train.synth import scene
 from parcelguard.train.synth import shifted as S
 from parcelguard.train.synth.config import DAMAGE_TYPES, GT_COLUMNS, SynthVideoConfig, write_csv
 
 log = logging.getLogger(__name__)
+
+MOTION = {
+    "left_to_right": "+x",
+    "right_to_left": "-x",
+    "top_to_bottom": "+y",
+    "bottom_to_top": "-y",
+}
 
 
 def _video_specs(cfg: SynthVideoConfig) -> list[P.ParcelSpec]:
@@ -29,15 +37,18 @@ def _video_specs(cfg: SynthVideoConfig) -> list[P.ParcelSpec]:
         if i in damaged:
             dtype, k = order[k % len(order)], k + 1
         prng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(2, i)))
-        specs.append(P.sample_spec(prng, dtype, (cfg.severity_min, cfg.severity_max), 0.3))
-        specs[-1].style = cfg.style
+        spec = P.sample_spec(prng, dtype, (cfg.severity_min, cfg.severity_max), cfg.mailer_fraction)
+        spec.style = cfg.style
+        specs.append(spec)
+    for spec, tone in zip(specs, scene.tones(cfg.package_tone, len(specs), cfg.seed), strict=True):
+        spec.tone = tone
     return specs
 
 
 def _layout(cfg: SynthVideoConfig, specs, shadow, rng) -> list[dict]:
     """Frame-0 sprite origins: packages queued left of the frame, right edge first."""
     m2px = cfg.px_per_m
-    cursor = -int(rng.uniform(0.1, 0.4) * m2px)
+    cursor = -int(rng.uniform(0.1, 0.4) * m2px) - int(cfg.lead_in_s * cfg.belt_speed_mps * m2px)
     items = []
     for spec in specs:
         sp = P.build_sprite(spec, shadow)
@@ -114,6 +125,7 @@ def make_video(cfg: SynthVideoConfig, out_dir: Path) -> dict[str, Path]:
         (0, 0, cfg.width, cfg.height),
         period,
         world_seams,
+        belt_fn=scene.belt_maker(cfg.belt_colour, cfg.belt_texture),
     )
     S.restyle_world(cfg.style, world, rng, world_seams)
     paths = {
@@ -123,15 +135,17 @@ def make_video(cfg: SynthVideoConfig, out_dir: Path) -> dict[str, Path]:
     }
     _write_frames(cfg, paths["video"], items, shifts, world, look, rng)
     write_csv(paths["gt"], GT_COLUMNS, _gt_rows(cfg, items, shifts))
+    cam_w, cam_h = scene.camera_size((cfg.width, cfg.height), cfg.direction)
     geometry = {
-        "width": cfg.width,
-        "height": cfg.height,
+        "width": cam_w,
+        "height": cam_h,
         "fps": cfg.fps,
         "belt_speed_mps": cfg.belt_speed_mps,
         "px_per_m": cfg.px_per_m,
         "belt_px_per_frame": v,
-        "direction": "+x",
-        "roi": list(cfg.roi),
+        "direction": MOTION[cfg.direction],  # packages' motion in the camera frame
+        "roi": list(scene.roi_to_camera(cfg.roi, (cfg.width, cfg.height), cfg.direction)),
+        "scene": cfg.scene(),
         "camera_to_gate_m": cfg.camera_to_gate_m,
         "n_frames": n_frames,
         "seed": cfg.seed,
@@ -142,9 +156,8 @@ def make_video(cfg: SynthVideoConfig, out_dir: Path) -> dict[str, Path]:
 
 
 def _write_frames(cfg, path: Path, items, shifts, world, look, rng) -> None:
-    writer = cv2.VideoWriter(
-        str(path), cv2.VideoWriter.fourcc(*cfg.codec), cfg.fps, (cfg.width, cfg.height)
-    )
+    size = scene.camera_size((cfg.width, cfg.height), cfg.direction)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*cfg.codec), cfg.fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"cv2.VideoWriter cannot encode {cfg.codec!r} to {path}")
     ph = rng.uniform(0, 2 * math.pi, 3)
@@ -166,6 +179,11 @@ def _write_frames(cfg, path: Path, items, shifts, world, look, rng) -> None:
                 1 + f_amp * math.sin(2 * math.pi * f_beat * t + ph[1])
             )
             grad = look.grad * (1 + 0.5 * math.sin(2 * math.pi * t / 11 + ph[2]))
-            writer.write(R.render_view(world, placed, int(shift), gain, grad, rng))
+            frame = scene.to_camera(
+                R.render_view(world, placed, int(shift), gain, grad, rng), cfg.direction
+            )
+            if 0 <= cfg.bump_frame <= f:
+                frame = scene.bump(frame, *cfg.bump_px)
+            writer.write(frame)
     finally:
         writer.release()

@@ -27,6 +27,7 @@ from parcelguard.device import jsonio
 from parcelguard.device.config.device import DEFAULT_FRAME_WH
 from parcelguard.train.synth import parcel as P
 from parcelguard.train.synth import render as R
+from parcelguard.train.synth import scene
 from parcelguard.train.synth import shifted as S
 from parcelguard.train.synth.config import (
     DAMAGE_TYPES as DAMAGE_TYPES,
@@ -73,7 +74,11 @@ def render_crop(
     frame_wh, view = _crop_geometry(roi)
     look = S.sample_look(cfg.style, rng, blur_range=(0.0, 3.0))
     seams = [int(rng.integers(roi))] if rng.random() < roi / 900 else []
-    world = R.make_world(rng, look, frame_wh, view, period=roi, seams=seams, n_noise=1)
+    colour, texture, tone = scene.crop_scene(
+        seed, cfg.belt_colours, cfg.belt_textures, cfg.package_tones
+    )
+    belt_fn = scene.belt_maker(colour, texture)
+    world = R.make_world(rng, look, frame_wh, view, roi, seams, n_noise=1, belt_fn=belt_fn)
     S.restyle_world(cfg.style, world, rng, seams)
     flicker = float(rng.uniform(0.97, 1.03))
     jx, jy = (int(v) for v in rng.integers(-cfg.jitter_px, cfg.jitter_px + 1, 2))
@@ -88,10 +93,17 @@ def render_crop(
             roi / 224,
         )
         spec.style = cfg.style
+        spec.tone = tone
         sp = P.build_sprite(spec, look.shadow)
         cx, cy = view[0] + roi / 2 + jx, view[1] + roi / 2 + jy
         placed.append((sp, round(cx - sp.cx), round(cy - sp.cy)))
         params["pkg"] = spec.params()
+    if (cfg.belt_colours, cfg.belt_textures, cfg.package_tones) != (
+        ["dark"],
+        ["plain"],
+        ["normal"],
+    ):
+        params["scene"] = {"belt_colour": colour, "belt_texture": texture, "package_tone": tone}
     img = R.render_view(world, placed, int(rng.integers(roi)), flicker, look.grad, rng)
     quality = int(rng.integers(cfg.jpeg_quality_min, max(cfg.jpeg_quality_min, 95) + 1))
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
