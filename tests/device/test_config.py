@@ -66,7 +66,7 @@ def test_shipped_configs_validate():
     from parcelguard.export.config import ExportConfig
     from parcelguard.train.config import TrainConfig
 
-    kinds = {"train": TrainConfig, "export": ExportConfig}
+    kinds = {"train": TrainConfig, "finetune": TrainConfig, "export": ExportConfig}
     for f in files:
         model = next((m for k, m in kinds.items() if f.name.startswith(k)), DeviceConfig)
         lc(model, f)
