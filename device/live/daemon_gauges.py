@@ -3,6 +3,7 @@ read live from the daemon's parts, so a scrape never waits on the inspection loo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from parcelguard.device.inspection.loop import InspectionLoop
@@ -67,6 +68,18 @@ def register_daemon_gauges(d: DaemonParts) -> None:
         "0 while inference keeps failing.",
         lambda: 0.0 if d.model_failed else 1.0,
     )
+    register_actuator_gauges(g, act, lambda: d.storage_failed)
+    g["packages_total"] = ("counter", "Packages decided.", lambda: d.loop.stats.packages)
+    # events, outbox, MQTT and snapshot counters (docs/events.md), read once per scrape
+    d.metrics.collect(d.outputs.metrics, OUTPUT_METRICS)
+
+
+def register_actuator_gauges(
+    g: dict[str, tuple[str, str, Callable[[], float | None]]],
+    act: Actuator,
+    storage_failed: Callable[[], object],  # truthy (the reason) while the store fails
+) -> None:
+    """The fail-safe, reject and event-store gauges every daemon (one camera or several) has."""
     g["failsafe_active"] = (
         "gauge",
         "1 while the fail-safe policy holds the line.",
@@ -81,8 +94,5 @@ def register_daemon_gauges(d: DaemonParts) -> None:
     g["events_storage_ok"] = (
         "gauge",
         "0 while the event store fails (events wait in memory and the fallback folder).",
-        lambda: 0.0 if d.storage_failed else 1.0,
+        lambda: 0.0 if storage_failed() else 1.0,
     )
-    g["packages_total"] = ("counter", "Packages decided.", lambda: d.loop.stats.packages)
-    # events, outbox, MQTT and snapshot counters (docs/events.md), read once per scrape
-    d.metrics.collect(d.outputs.metrics, OUTPUT_METRICS)

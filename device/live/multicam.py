@@ -32,6 +32,7 @@ from parcelguard.device.inspection.events import Event, new_run_token
 from parcelguard.device.inspection.station import Station
 from parcelguard.device.live.actuator import Actuator, Output, make_output
 from parcelguard.device.live.camera_run import CameraRun
+from parcelguard.device.live.daemon_gauges import register_actuator_gauges
 from parcelguard.device.live.health import HealthServer, broker_problem
 from parcelguard.device.live.metrics import OUTPUT_METRICS, CameraMetrics
 from parcelguard.device.live.outputs import open_event_outputs
@@ -148,23 +149,8 @@ class MultiDaemon:
         return open_backend(pkg, m.backend, m.threads, m.providers), pkg.manifest
 
     def _gauges(self) -> None:
-        act, g = self.actuator, self.metrics.gauges
-        g["failsafe_active"] = (
-            "gauge",
-            "1 while the fail-safe policy holds the line.",
-            lambda: float(act.failsafe_active),
-        )
-        g["reject_pulses_total"] = ("counter", "Reject pulses fired.", lambda: act.pulses)
-        g["late_decisions_total"] = (
-            "counter",
-            "Rejects decided after their deadline (not fired).",
-            lambda: act.late,
-        )
-        g["events_storage_ok"] = (
-            "gauge",
-            "0 while the event store fails.",
-            lambda: 0.0 if self.storage_failed else 1.0,
-        )
+        g = self.metrics.gauges
+        register_actuator_gauges(g, self.actuator, lambda: self.storage_failed)
         st = self.station
         if st is not None:
             g["station_packages_total"] = ("counter", "Packages fused.", lambda: st.fused)
