@@ -126,15 +126,10 @@ def _shift_metrics(
     cfg: ExportConfig, model, spec: InputConfig, heldout, pos: int, threshold: float
 ) -> dict:
     """``{"shift": ...}``: the float model's certified shift tolerance on held-out crops."""
-    import torch
-    from parcelguard.train.predict import predict_scores
-
-    def score(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return predict_scores(model, batch, pos)
+    from parcelguard.train.predict import score_fn
 
     files = [s.file for s in heldout.samples]
-    cert = certify_shift(score, files, spec, threshold, cfg.shift)
+    cert = certify_shift(score_fn(model, pos), files, spec, threshold, cfg.shift)
     return {"shift": cert} if cert else {}
 
 

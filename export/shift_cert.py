@@ -47,7 +47,8 @@ def certify_shift(
     offs = shift_mod.offsets_grid(cfg.radius_px, cfg.step_px)
     scores = shift_mod.grid_scores(score_fn, sources, spec, offs)
     verdicts = scores >= threshold
-    flips = shift_mod.flip_rate_per_offset(verdicts, shift_mod.center_index(offs))
+    centre = shift_mod.center_index(offs)
+    flips = shift_mod.flip_rate_per_offset(verdicts, centre)
     radius = certified_radius(offs, flips, cfg.max_flip_rate)
     log.info(
         "shift tolerance: certified %d px of %d probed (%d crops)", radius, cfg.radius_px, len(pick)
@@ -59,7 +60,5 @@ def certify_shift(
         "n_images": int(len(pick)),
         "max_flip_rate": cfg.max_flip_rate,
         "worst_offset_flip_rate": float(flips.max()),
-        "worst_case_flip_rate": shift_mod.worst_case_flip_rate(
-            verdicts, shift_mod.center_index(offs)
-        ),
+        "worst_case_flip_rate": shift_mod.worst_case_flip_rate(verdicts, centre),
     }

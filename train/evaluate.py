@@ -30,19 +30,17 @@ log = logging.getLogger(__name__)
 def _scorer(ckpt: dict, package: Path | None, backend: str, threads: int):
     """(score_fn over uint8 NHWC batches, threshold, description, closer)."""
     from parcelguard.train.checkpoint import model_from_checkpoint
-    from parcelguard.train.predict import predict_scores
+    from parcelguard.train.predict import score_fn
 
     if package is None:
-        import torch
-
         model = model_from_checkpoint(ckpt)
         pos = ckpt["classes"].index(ckpt["positive_class"])
-
-        def score(batch: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return predict_scores(model, batch, pos)
-
-        return score, float(ckpt.get("threshold", 0.5)), "torch fp32 checkpoint", lambda: None
+        return (
+            score_fn(model, pos),
+            float(ckpt.get("threshold", 0.5)),
+            "torch fp32 checkpoint",
+            lambda: None,
+        )
     from parcelguard.device.backends import open_backend
     from parcelguard.device.contract.package import load_package
 

@@ -3,6 +3,8 @@ in the memory format the model was trained in."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from parcelguard.train.augment import to_float
@@ -49,3 +51,13 @@ def predict_scores(
     if not len(logits):
         return np.empty(0, np.float32)
     return torch.softmax(logits, 1)[:, positive].numpy()
+
+
+def score_fn(model: torch.nn.Module, positive: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``uint8 NHWC batch -> positive-class scores`` of a float model, without autograd."""
+
+    def score(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return predict_scores(model, batch, positive)
+
+    return score
