@@ -7,12 +7,13 @@ subprocess. Torch-free and onnx-free, like the rest of ``parcelguard.device``.
 from __future__ import annotations
 
 import base64
+import csv
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,29 @@ def belt_frames(
             frames.append(belt_frame(i, None, seed=seed))
             i += 1
     return frames
+
+
+# belt_frames' defaults: 20 frames of travel (x 100..536 in steps of 24) + 8 empty per package
+BELT_BLOCK_FRAMES = len(range(100, 560, 24)) + 8
+
+
+def write_belt_gt(path: Path, labels: list[str], extra: Sequence[tuple[int, int]] = ()) -> Path:
+    """Replay labels (CSV) for ``belt_frames`` / ``bumped_belt_frames`` at their defaults: package
+    ``k`` (``labels[k]``) is inside the ROI (x 208..432) at frames 1..13 of its block; ``extra``
+    adds damaged packages at (enter, exit) frames of your own."""
+    block = BELT_BLOCK_FRAMES
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["package_id", "label", "damage_type", "severity", "enter_frame", "exit_frame"]
+            + ["center_frame"]
+        )
+        for k, lab in enumerate(labels):
+            dmg = "crush" if lab == "damaged" else ""
+            w.writerow([f"p{k}", lab, dmg, 0.5, block * k + 1, block * k + 13, block * k + 7])
+        for i, (a, b) in enumerate(extra):
+            w.writerow([f"x{i}", "damaged", "tear", 0.5, a, b, (a + b) // 2])
+    return path
 
 
 def manifest(threshold: float = 0.5) -> Manifest:

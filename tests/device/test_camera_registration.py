@@ -4,11 +4,9 @@ live and replay share); a shift beyond the certified tolerance engages the daemo
 
 from __future__ import annotations
 
-import csv
 import json
 import sqlite3
 from contextlib import closing
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +26,7 @@ from parcelguard.device.testing import (
     manifest,
     tiny_onnx_package,
     write_avi,
+    write_belt_gt,
 )
 
 FPS = 30.0
@@ -35,27 +34,6 @@ N_PKG, BLOCK = 5, 28  # 20 frames of travel + 8 empty frames per package
 BUMP_AT = 2 * BLOCK + 22  # in the gap after the second package
 BUMP = (16, -12)  # 20 px
 REG = {"every_frames": 5, "confirm": 2, "max_follow_px": 32, "certified_px": 8}
-
-
-def _write_gt(path: Path, n: int) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
-            [
-                "package_id",
-                "label",
-                "damage_type",
-                "severity",
-                "enter_frame",
-                "exit_frame",
-                "center_frame",
-            ]
-        )
-        for k in range(n):  # package k is inside the ROI (x 208..432) at block frames 1..13
-            w.writerow(
-                [f"p{k}", "damaged", "crush", 0.5, BLOCK * k + 1, BLOCK * k + 13, BLOCK * k + 7]
-            )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +46,7 @@ def bumped(tmp_path_factory) -> dict:
         "video": write_avi(root / "bumped.avi", frames, FPS),
         "still": write_avi(root / "still.avi", still, FPS),
         "pkg": tiny_onnx_package(root / "pkg"),
-        "gt": _write_gt(root / "gt.csv", n),
+        "gt": write_belt_gt(root / "gt.csv", ["damaged"] * n),
     }
 
 

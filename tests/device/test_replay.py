@@ -15,14 +15,16 @@ from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.replay.run import ReplayConfig, replay
 from parcelguard.device.testing import (
+    BELT_BLOCK_FRAMES,
     belt_frames,
     edit_manifest,
     run_cli,
     tiny_onnx_package,
     write_avi,
+    write_belt_gt,
 )
 
-N_PKG, BLOCK = 4, 28  # belt_frames(4): 20 frames of travel + 8 empty frames per package
+N_PKG, BLOCK = 4, BELT_BLOCK_FRAMES  # belt_frames(4): 20 frames of travel + 8 empty per package
 
 
 @pytest.fixture(scope="module")
@@ -31,41 +33,8 @@ def clip(tmp_path_factory) -> dict:
     video = write_avi(root / "belt.avi", belt_frames(N_PKG, seed=1))
     pkg = tiny_onnx_package(root / "pkg")
     gt = root / "gt.csv"
-    _write_gt(gt, ["damaged"] * N_PKG)
+    write_belt_gt(gt, ["damaged"] * N_PKG)
     return {"root": root, "video": video, "pkg": pkg, "gt": gt}
-
-
-def _write_gt(path: Path, labels: list[str], extra: list[tuple[int, int]] = ()) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
-            [
-                "package_id",
-                "label",
-                "damage_type",
-                "severity",
-                "enter_frame",
-                "exit_frame",
-                "center_frame",
-            ]
-        )
-        for k, lab in enumerate(
-            labels
-        ):  # package k is inside the ROI (x 208..432) at block frames 1..13
-            w.writerow(
-                [
-                    f"p{k}",
-                    lab,
-                    "crush" if lab == "damaged" else "",
-                    0.5,
-                    BLOCK * k + 1,
-                    BLOCK * k + 13,
-                    BLOCK * k + 7,
-                ]
-            )
-        for i, (a, b) in enumerate(extra):
-            w.writerow([f"x{i}", "damaged", "tear", 0.5, a, b, (a + b) // 2])
-    return path
 
 
 def _run(clip, out: Path, **kw) -> dict:
@@ -147,7 +116,7 @@ def test_annotated_video_has_every_processed_frame(clip, tmp_path):
 
 
 def test_missed_and_false_packages_get_snapshots(clip, tmp_path):
-    gt = _write_gt(
+    gt = write_belt_gt(
         tmp_path / "gt.csv", ["damaged", "ok", "damaged", "damaged"], extra=[(20, 26)]
     )  # x0: an empty stretch
     r = _run(clip, tmp_path / "o", labels=gt)
@@ -293,7 +262,7 @@ def test_bad_inputs_give_one_sentence_and_keep_partial_results(clip, tmp_path):
         run_cli("replay", str(garbage), "--model", str(clip["pkg"]), "--out", str(tmp_path / "g")),
         "garbage.mp4",
     )
-    other = _write_gt(tmp_path / "other.csv", ["damaged"] * 9)  # labels of a longer video
+    other = write_belt_gt(tmp_path / "other.csv", ["damaged"] * 9)  # labels of a longer video
     with pytest.raises(ParcelguardError, match=r"other\.csv.*p4.*labels of another video"):
         _run(clip, tmp_path / "x", labels=other)
     with pytest.raises(ParcelguardError, match="does not exist"):
