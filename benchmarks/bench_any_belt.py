@@ -24,7 +24,9 @@ from parcelguard.device.replay.run import ReplayConfig, replay
 from parcelguard.train.synth.config import SynthVideoConfig
 from parcelguard.train.synth.video import make_video
 
-CONDITIONS = {
+BUMP, BUMP_FRAME = (16, -12), 180
+REG = {"every_frames": 5, "confirm": 2, "max_follow_px": 32}
+CONDITIONS: dict[str, dict] = {
     "original": {},
     "light belt": {"belt_colour": "white"},
     "seamed grey belt": {"belt_colour": "grey", "belt_texture": "seams"},
@@ -34,10 +36,14 @@ CONDITIONS = {
     "right_to_left": {"direction": "right_to_left"},
     "top_to_bottom": {"direction": "top_to_bottom"},
     "bottom_to_top": {"direction": "bottom_to_top"},
+    # 20 px knock 6 s into the video (after the 2 s lead-in); registration every 5 frames
+    "bumped 20 px": {"bump_px": BUMP, "bump_frame": BUMP_FRAME, "registration": REG},
 }
 
 
 def run_condition(name: str, scene: dict, package: Path, work: Path, n: int, backend: str) -> dict:
+    scene = dict(scene)
+    reg = scene.pop("registration", None)
     lead = scene.get("lead_in_s", 2.0)
     cfg_v = SynthVideoConfig(**{"n_packages": n, "seed": 500, "lead_in_s": lead, **scene})
     paths = make_video(cfg_v, work / name.replace(" ", "_"))
@@ -52,6 +58,7 @@ def run_condition(name: str, scene: dict, package: Path, work: Path, n: int, bac
         {
             **base,
             "belt": {"direction": learned.direction},
+            **({"registration": reg} if reg else {}),
             "presence": {
                 "method": "background",
                 "min_frames": 3,
@@ -84,6 +91,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:20s} {m['packages_seen']:>3d}/{m['packages_gt']:<4d} {m['spurious_events']:8d} "
             f"{m['recall']:7.3f} {m['precision']:9.3f}"
         )
+    for name, rep in reports.items():
+        if rep.get("registration"):
+            r, t_bump = rep["registration"], BUMP_FRAME / 30.0
+            alarms = [(a["name"], round(a["t"] - t_bump, 2)) for a in r["alarms"] if a["active"]]
+            follows = [round(f[0] - t_bump, 2) for f in r["followed"]]
+            print(
+                f"{name}: alarms (name, s after the bump) {alarms}; ROI followed at +{follows} s "
+                f"to offset {r['roi_offset_px']} (bump {list(BUMP)})"
+            )
     if args.json:
         out = {"reports": reports, "by_condition": by_condition(list(reports.values()))}
         args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")

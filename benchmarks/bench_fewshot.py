@@ -16,6 +16,11 @@ with the recipe's 1e-3; ``default``/``scratch`` keep the best val epoch (the fir
 the ``*_long`` arms the last epoch and 4x the samples. Epochs:
 ``min(30 f, max(5, f budget // n_train))`` (f = the arm's budget factor), so every run sees about
 ``f x --budget`` samples. ``--ns 0 --arms default``: the shipped default as it is (zero-shot).
+Two arms change the labels instead of the recipe (benchmarks/fewshot_labels.py):
+``default_select`` labels the N crops ``parcelguard data select --strategy mixed`` ranks first
+(scored by the zero-shot package, so run ``--ns 0 --arms default`` first), and ``default_mix``
+trains on the random N plus 3 N crops of the default's own synthetic set (``--source-crops``,
+the pretraining crops' manifest): rehearsal against forgetting.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/bench_fewshot.py --work runs/fewshot
 [--ns 10 25 50 100 300] [--seeds 0 1 2] [--arms scratch default]``; each finished run is appended to
@@ -26,13 +31,12 @@ and writes the plot (``--plot PATH``).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import time
 from pathlib import Path
 
-import numpy as np
+from fewshot_labels import mixed_subset, rows_of, selected_subset, subset  # benchmarks/
 from parcelguard.device.config.base import load_config
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.inspection.eventfiles import read_events
@@ -55,6 +59,11 @@ ARMS = {  # arm -> training overrides on top of configs/finetune.yaml
     # 4x the sample budget (ARM_BUDGET) and the last epoch's weights (finetune.yaml's best_epoch)
     "default_long": ["init=default", "best_epoch=last"],
     "scratch_long": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=last"],
+    # the default_long recipe on other label sets: N chosen by `data select --strategy mixed`
+    # (the default's uncertainty + diversity) instead of at random; N random plus rehearsal of
+    # the default's own synthetic crops (--source-crops), REHEARSAL x the N per run
+    "default_select": ["init=default", "best_epoch=last"],
+    "default_mix": ["init=default", "best_epoch=last"],
 }
 ARM_BUDGET = {
     "default_long": 4,
@@ -67,6 +76,8 @@ ARM_LABELS = {
     "default_freeze2": "init default, 2 stages frozen, 4x steps",
     "default_long": "init default, 4x steps",
     "scratch_long": "from scratch, 4x steps",
+    "default_select": "init default, 4x steps, N by data select",
+    "default_mix": "init default, 4x steps, + synthetic rehearsal",
 }
 TARGET_PRECISION = 0.95
 
@@ -92,29 +103,6 @@ def prepare(work: Path, per_class: int, video_packages: int) -> dict:
         synth.make_video(vcfg, vdir)
     out["video"], out["gt"] = vdir / "video.mp4", vdir / "gt.csv"
     return out
-
-
-def subset(pool: Path, n: int, seed: int) -> Path:
-    """``n`` distinct packages of the pool (ceil(n/2) damaged), nested in n for one seed, with a
-    ``split`` column: 20 % (>= 1 per class) val, the rest train."""
-    with open(pool, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    rng = np.random.default_rng(seed)
-    by = {lab: [r for r in rows if r["label"] == lab] for lab in ("damaged", "ok")}
-    perm = {lab: [by[lab][i] for i in rng.permutation(len(by[lab]))] for lab in by}
-    n_dam = (n + 1) // 2
-    picked = {"damaged": perm["damaged"][:n_dam], "ok": perm["ok"][: n - n_dam]}
-    out_rows = []
-    for group in picked.values():
-        n_val = max(1, round(0.2 * len(group)))
-        for i, r in enumerate(group):
-            out_rows.append({**r, "split": "val" if i < n_val else "train"})
-    path = pool.parent / f"subset_n{n}_s{seed}.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(out_rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(out_rows)
-    return path
 
 
 def recall_at_precision(events_path: Path, gt: Path, target: float) -> float:
@@ -145,10 +133,17 @@ def run_one(data: dict, work: Path, arm: str, n: int, seed: int, budget: int, th
         checkpoint, summary, n_train, epochs, train_s = resolve_init("default"), {}, 0, 0, 0.0
         summary["threshold"] = float(load_checkpoint(checkpoint).get("threshold", 0.5))
     else:
-        manifest = subset(data["pool"], n, seed)
-        n_train = sum(1 for r in csv.DictReader(open(manifest)) if r["split"] == "train")
+        if arm == "default_select":
+            manifest = selected_subset(data, work, n)
+        elif arm == "default_mix":
+            manifest = mixed_subset(data, n, seed)
+        else:
+            manifest = subset(data["pool"], n, seed)
+        rows = rows_of(manifest)
+        n_train = sum(1 for r in rows if r["split"] == "train" and r["package_id"][:4] != "src-")
+        n_all = sum(1 for r in rows if r["split"] == "train")  # rehearsal crops count too
         f = ARM_BUDGET.get(arm, 1)
-        epochs = min(30 * f, max(5, f * budget // max(n_train, 1)))
+        epochs = min(30 * f, max(5, f * budget // max(n_all, 1)))
         sets = [f"data={manifest}", f"out={work / 'runs' / name}", f"seed={seed}"]
         sets += [f"epochs={epochs}", f"threads={threads}", *ARMS[arm]]
         cfg = load_config(TrainConfig, ROOT / "configs" / "finetune.yaml", sets)
@@ -296,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool-per-class", type=int, default=150)
     ap.add_argument("--video-packages", type=int, default=120)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--source-crops", type=Path, help="default_mix: the pretraining crops")
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "fewshot_curve.png")
     args = ap.parse_args(argv)
@@ -307,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--ns larger than the pool (2 x --pool-per-class)")
     args.work.mkdir(parents=True, exist_ok=True)
     data = prepare(args.work, args.pool_per_class, args.video_packages)
+    data["source"] = args.source_crops
     done = {(r["arm"], r["n"], r["seed"]) for r in load_results(results_path)}
     # Seeds outermost: a run cut short by the deadline still has whole curves.
     for seed in args.seeds:

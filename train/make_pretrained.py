@@ -28,7 +28,19 @@ from parcelguard.train.config import TrainConfig
 from parcelguard.train.synth import world as synth
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-RECIPE = {"crops_per_class": 1500, "epochs": 6, "crops_seed": 0}
+# The demo's data budget (4,000 crops per class), 20 epochs (twice the demo's), with every belt colour, belt texture and
+# package tone of synth/scene.py drawn per crop: a default that starts from "any belt" rather
+# than the original dark one (issue 17), and the broader start fine-tuning wants (issue 16).
+RECIPE = {
+    "crops_per_class": 4000,
+    "epochs": 20,
+    "crops_seed": 0,
+    "scenes": {
+        "belt_colours": ["dark", "grey", "green", "white"],
+        "belt_textures": ["plain", "seams", "woven", "printed"],
+        "package_tones": ["normal", "dark", "white"],
+    },
+}
 
 
 def make_pretrained(work: Path, seed: int = 0, out_dir: Path = PRETRAINED_DIR) -> dict:
@@ -36,12 +48,14 @@ def make_pretrained(work: Path, seed: int = 0, out_dir: Path = PRETRAINED_DIR) -
     import torch
     from parcelguard.train.train import train
 
-    n = RECIPE["crops_per_class"]
+    n = int(RECIPE["crops_per_class"])
     t0 = time.perf_counter()
-    ccfg = synth.SynthCropsConfig(n_ok=n, n_damaged=n, seed=RECIPE["crops_seed"])
+    ccfg = synth.SynthCropsConfig(
+        n_ok=n, n_damaged=n, seed=RECIPE["crops_seed"], **RECIPE["scenes"]
+    )
     manifest = synth.make_crops(ccfg, work / "crops")
     t_synth = time.perf_counter() - t0
-    tcfg = TrainConfig(data=manifest, out=work / "train", epochs=RECIPE["epochs"], seed=seed)
+    tcfg = TrainConfig(data=manifest, out=work / "train", epochs=int(RECIPE["epochs"]), seed=seed)
     summary = train(tcfg)
     ck = torch.load(work / "train" / "best.pt", map_location="cpu", weights_only=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -49,7 +63,7 @@ def make_pretrained(work: Path, seed: int = 0, out_dir: Path = PRETRAINED_DIR) -
     shutil.copyfile(work / "train" / "best.pt", pt)
     prov = {
         "what": "pretrained default of parcelguard train --init default: the default pooled CNN "
-        "trained on the synthetic world (default style only)",
+        "trained on the synthetic world (default style only, every belt colour, texture and package tone)",
         "command": "python -m parcelguard.train.make_pretrained " + " ".join(sys.argv[1:]),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "recipe": RECIPE,
