@@ -5,7 +5,8 @@
 - registration (the loop's :class:`~parcelguard.device.inspection.register.Registration`): its
   ``camera_shifted`` / ``camera_misaligned`` alarms go to the alarm log and metrics; with
   ``registration.failsafe_on_drift`` a misaligned camera engages the fail-safe (reason
-  ``camera_drift``) until the camera is back within tolerance. Gauges ``camera_offset_x_px`` and
+  ``camera_drift``; ``camera_drift:<id>`` for a camera of a multi-camera daemon, which attaches
+  each camera's loop with :func:`attach_registration`) until the camera is back within tolerance. Gauges ``camera_offset_x_px`` and
   ``camera_offset_y_px`` (measured), ``roi_offset_x_px`` and ``roi_offset_y_px`` (followed);
   ``POST /registration`` (:func:`registration_status`) answers the status with the recent (time, dx, dy) history.
 - clips (:class:`~parcelguard.device.live.clips.ClipRecorder`): every frame is offered from the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -60,13 +62,26 @@ def clips_dir(cfg: DeviceConfig) -> Path:
 
 def attach_camera(daemon: CameraDaemon) -> ClipRecorder | None:
     """Wire registration alarms, fail-safe, gauges and clips into ``daemon``; returns the clips."""
-    _attach_registration(daemon)
+    snaps = daemon.outputs.snapshots
+    if snaps is not None:  # evidence boxes and uncertain crops follow the ROI too
+
+        def follow(roi: Roi | None) -> None:
+            snaps.roi = roi
+
+        attach_registration(daemon, "camera_drift", follow)
+    else:
+        attach_registration(daemon, "camera_drift")
     if not daemon.cfg.clips.enabled:
         return None
     return _attach_clips(daemon)
 
 
-def _attach_registration(daemon: CameraDaemon) -> None:
+def attach_registration(
+    daemon: CameraDaemon, reason: str, follow: Callable[[Roi | None], None] | None = None
+) -> None:
+    """Registration alarms (through ``daemon.watch_alarm``), the fail-safe under ``reason`` with
+    ``failsafe_on_drift``, ``follow(roi)`` when the ROI moves, and the offset gauges in
+    ``daemon.metrics``. Nothing when the loop does not register."""
     reg = daemon.loop.registration
     if reg is None:
         return
@@ -75,16 +90,10 @@ def _attach_registration(daemon: CameraDaemon) -> None:
     def alarm(name: str, detail: str, active: bool) -> None:
         daemon.watch_alarm(name, detail, active)
         if name == "camera_misaligned" and cfg.failsafe_on_drift:
-            daemon.actuator.set_failsafe("camera_drift", active)
+            daemon.actuator.set_failsafe(reason, active)
 
     reg.alarm = alarm
-    snaps = daemon.outputs.snapshots
-    if snaps is not None:  # evidence boxes and uncertain crops follow the ROI too
-
-        def follow(roi: Roi | None) -> None:
-            snaps.roi = roi
-
-        reg.on_follow = follow
+    reg.on_follow = follow
     g = daemon.metrics.gauges
     g["camera_offset_x_px"] = ("gauge", "Measured camera offset, x (frame pixels).", lambda: reg.dx)
     g["camera_offset_y_px"] = ("gauge", "Measured camera offset, y (frame pixels).", lambda: reg.dy)

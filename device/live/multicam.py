@@ -9,7 +9,10 @@ event and at most one reject pulse (device/inspection/station.py).
 
 Shutdown drains like the one-camera daemon: the sources stop, the loops decide their open
 packages, the station fuses what it holds, and reject pulses fire until the last decided package
-passed the gate. Model reload, shadow and the model watch are one-camera features for now.
+passed the gate. Each camera registers against its own reference (docs/camera.md): its alarms and
+fail-safe reason name it, its offset gauges carry its ``camera`` label, and ``POST
+/registration`` answers every camera's status. Model reload, shadow and the model watch are
+one-camera features for now.
 """
 
 from __future__ import annotations
@@ -112,17 +115,31 @@ class MultiDaemon:
             self._on_storage(True, self.outputs.store.failed_reason)
         self.health: HealthServer | None = None
         if cfg.health.enabled:
-
-            def reset(_: dict[str, Any]) -> dict[str, Any]:
-                self.metrics.reset()
-                return {"reset": True}
-
-            actions: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-                "reset-counters": reset
-            }
-            self.health = HealthServer(cfg.health, self.metrics, self.healthy, actions)
+            self.health = HealthServer(cfg.health, self.metrics, self.healthy, self.actions())
         self._gauges()
         self._stopping = threading.Event()
+
+    def actions(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        """The ``POST`` actions of the health server."""
+
+        def reset(_: dict[str, Any]) -> dict[str, Any]:
+            self.metrics.reset()
+            return {"reset": True}
+
+        return {"reset-counters": reset, "registration": lambda _: self.registration_status()}
+
+    def registration_status(self) -> dict[str, Any]:
+        """``POST /registration``: each registering camera's status, by camera id."""
+        out = {
+            c.id: c.loop.registration.status()
+            for c in self.cameras
+            if c.loop.registration is not None
+        }
+        if not out:
+            raise ParcelguardError(
+                "camera registration is off for every camera (set registration.every_frames)"
+            )
+        return {"cameras": out}
 
     def _models(self) -> list[tuple[Backend, Manifest]]:
         """(backend, manifest) per camera: one runtime shared, or one each."""
