@@ -11,7 +11,9 @@
   ``POST /registration`` (:func:`registration_status`) answers the status with the recent (time, dx, dy) history.
 - clips (:class:`~parcelguard.device.live.clips.ClipRecorder`): every frame is offered from the
   loop's hooks; a flagged package's event records its clip's path (``clip``) before it is stored;
-  a raised alarm names its clip in the alarm's detail.
+  a raised alarm names its clip in the alarm's detail. A multi-camera daemon attaches one recorder
+  per camera (:func:`attach_clips`) into one shared, capped folder; its camera's alarms get its
+  clips.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import Event
 from parcelguard.device.inspection.loop import InspectionLoop
 from parcelguard.device.live.actuator import Actuator
-from parcelguard.device.live.clips import ClipRecorder
+from parcelguard.device.live.clips import ClipFolder, ClipRecorder
 from parcelguard.device.live.metrics import Metrics
 from parcelguard.device.live.outputs import EventOutputs
 
@@ -55,6 +57,12 @@ class CameraDaemon(Protocol):
     def watch_alarm(self, name: str, detail: str, active: bool) -> None: ...
 
 
+class Alarms(Protocol):
+    """Where alarms are raised: the event outputs, or one camera of a multi-camera daemon."""
+
+    def alarm(self, name: str, detail: str, active: bool = True) -> str: ...
+
+
 def clips_dir(cfg: DeviceConfig) -> Path:
     """Beside the snapshots unless ``clips.dir`` says otherwise."""
     return cfg.clips.dir or cfg.events.snapshots.dir or cfg.events.dir / "snapshots"
@@ -73,7 +81,7 @@ def attach_camera(daemon: CameraDaemon) -> ClipRecorder | None:
         attach_registration(daemon, "camera_drift")
     if not daemon.cfg.clips.enabled:
         return None
-    return _attach_clips(daemon)
+    return attach_clips(daemon, clips_dir(daemon.cfg), daemon.outputs)
 
 
 def attach_registration(
@@ -133,9 +141,14 @@ def registration_status(daemon: CameraDaemon) -> dict[str, Any]:
     return reg.status()
 
 
-def _attach_clips(daemon: CameraDaemon) -> ClipRecorder:
+def attach_clips(
+    daemon: CameraDaemon, folder: Path | ClipFolder, alarms: Alarms, clip_first: bool = False
+) -> ClipRecorder:
+    """A clip recorder on ``daemon``'s loop writing into ``folder``; the alarms raised through
+    ``alarms`` get clips. ``clip_first``: a flagged event names its clip before it is handed on
+    (a station may fuse it at once), else after (actuation first)."""
     cfg = daemon.cfg
-    clips = ClipRecorder(cfg.clips, clips_dir(cfg))
+    clips = ClipRecorder(cfg.clips, folder)
     hooks, loop = daemon.loop.hooks, daemon.loop
     latest: list[np.ndarray | None] = [None]
     prev_image, prev_frame = hooks.on_image, hooks.on_frame
@@ -157,21 +170,24 @@ def _attach_clips(daemon: CameraDaemon) -> ClipRecorder:
     prev_event = loop.on_event
 
     def on_event(ev: Event) -> None:
+        flagged = ev.kind == "package" and ev.verdict in verdicts
+        if flagged and clip_first:
+            ev.clip = str(clips.request(ev.event_id, ev.t_decision))
         if prev_event is not None:
             prev_event(ev)  # actuation first
-        if ev.kind == "package" and ev.verdict in verdicts:
+        if flagged and not clip_first:
             ev.clip = str(clips.request(ev.event_id, ev.t_decision))  # stored with the event
 
     loop.on_event = on_event
-    _wrap_alarms(daemon, clips)
+    _wrap_alarms(daemon, clips, alarms)
     daemon.metrics.gauges.update(clips.gauges())
     return clips
 
 
-def _wrap_alarms(daemon: CameraDaemon, clips: ClipRecorder) -> None:
+def _wrap_alarms(daemon: CameraDaemon, clips: ClipRecorder, target: Alarms) -> None:
     """A raised alarm asks for a clip (once per name per cooldown) and names it in its detail."""
-    cfg, outputs = daemon.cfg.clips, daemon.outputs
-    raw = outputs.alarm
+    cfg = daemon.cfg.clips
+    raw = target.alarm
     last: dict[str, float] = {}
     seq = itertools.count(1)
 
@@ -186,4 +202,4 @@ def _wrap_alarms(daemon: CameraDaemon, clips: ClipRecorder) -> None:
             detail = f"{detail} (clip {path})"
         return raw(name, detail, active)
 
-    outputs.alarm = alarm  # type: ignore[method-assign]  # every alarm now asks for a clip
+    target.alarm = alarm  # type: ignore[method-assign]  # every alarm now asks for a clip

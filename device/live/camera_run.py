@@ -4,7 +4,10 @@ model-error and camera-down state. The fail-safe reasons it raises carry its id
 (``camera:<id>``, ``model:<id>``, ``camera_drift:<id>``), so one camera coming back never
 releases another's, and so do its alarms' details (``<id>: ...``). Its loop registers against its
 own reference (``registration``, device/live/camera.py): alarms, fail-safe and offset gauges as
-one camera's, the gauges labelled with the camera, and the snapshots follow its ROI.
+one camera's, the gauges labelled with the camera, and the snapshots follow its ROI. With
+``clips.enabled`` it has a clip recorder of its own, writing into the daemon's one capped folder:
+its flagged packages' clips (named by their event ids, which carry the camera id) and its own
+alarms' clips (``<device>-<run>-<id>-<alarm>-NNN.avi``).
 
 Without a station its events go to the device's store and the reject gate like a one-camera
 daemon's; with one they go to the :class:`Station`, which stores and actuates one fused event.
@@ -23,7 +26,7 @@ from parcelguard.device.contract.package import Manifest
 from parcelguard.device.inspection.events import Event
 from parcelguard.device.inspection.loop import InspectionLoop, LoopHooks, LoopStats
 from parcelguard.device.inspection.trigger import make_trigger
-from parcelguard.device.live.camera import attach_registration
+from parcelguard.device.live.camera import attach_clips, attach_registration
 from parcelguard.device.live.capture import LiveSource, make_source
 from parcelguard.device.live.metrics import Metrics
 
@@ -56,7 +59,8 @@ class CameraRun:
         self, d: Any, view: CameraView, backend: Backend, manifest: Manifest, source: Any = None
     ):
         self.d, self.id, self.cfg = d, view.id, view.cfg
-        self.outputs, self.actuator, self.run_token = d.outputs, d.actuator, d.run_token
+        self.outputs, self.actuator = d.outputs, d.actuator
+        self.run_token = f"{d.run_token}-{view.id}"  # its events' ids and clips name the camera
         self.source = source if source is not None else make_source(view.cfg, d.opener)
         self.trigger = make_trigger(view.cfg)
         self.metrics = Metrics()
@@ -73,7 +77,7 @@ class CameraRun:
             backend,
             manifest,
             None if d.station is not None else d.outputs.store,
-            f"{d.run_token}-{view.id}",
+            self.run_token,
             on_event=self._on_event,
             hooks=hooks,
             sinks=self.sinks,
@@ -87,6 +91,8 @@ class CameraRun:
         self.thread = threading.Thread(target=self._run, name=f"camera-{self.id}", daemon=True)
         self._gauges()
         attach_registration(self, f"camera_drift:{self.id}", self._follow)
+        folder = d.clip_folder
+        self.clips = None if folder is None else attach_clips(self, folder, self, clip_first=True)
 
     def _gauges(self) -> None:
         src, g = self.source, self.metrics.gauges
@@ -216,6 +222,8 @@ class CameraRun:
         self.thread.join(timeout)
         if isinstance(self.source, LiveSource):
             self.source.join(2.0)
+        if self.clips is not None:
+            self.clips.close()  # pending clips are written with the frames they have
 
     def summary(self) -> dict[str, Any]:
         s, st = self.stats or self.loop.stats, self.source.stats

@@ -11,7 +11,8 @@ Shutdown drains like the one-camera daemon: the sources stop, the loops decide t
 packages, the station fuses what it holds, and reject pulses fire until the last decided package
 passed the gate. Each camera registers against its own reference (docs/camera.md): its alarms and
 fail-safe reason name it, its offset gauges carry its ``camera`` label, and ``POST
-/registration`` answers every camera's status. Model reload, shadow and the model watch are
+/registration`` answers every camera's status. With ``clips.enabled`` each camera records its own
+clips into one folder under one ``clips.max_mb`` cap (device/live/camera.py). Model reload, shadow and the model watch are
 one-camera features for now.
 """
 
@@ -34,7 +35,9 @@ from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import Event, new_run_token
 from parcelguard.device.inspection.station import Station
 from parcelguard.device.live.actuator import Actuator, Output, make_output
+from parcelguard.device.live.camera import clips_dir
 from parcelguard.device.live.camera_run import CameraRun
+from parcelguard.device.live.clips import ClipFolder
 from parcelguard.device.live.daemon_gauges import register_actuator_gauges
 from parcelguard.device.live.health import HealthServer, broker_problem
 from parcelguard.device.live.metrics import OUTPUT_METRICS, CameraMetrics
@@ -103,6 +106,8 @@ class MultiDaemon:
                 cfg.device_id,
                 self.run_token,
             )
+        clips = cfg.clips
+        self.clip_folder = ClipFolder(clips_dir(cfg), clips.max_mb) if clips.enabled else None
         self.cameras = [
             CameraRun(self, v, backend, man, sources.get(v.id))
             for v, (backend, man) in zip(self.views, models, strict=True)
@@ -181,6 +186,8 @@ class MultiDaemon:
                 "Views decided after their package was fused without them.",
                 lambda: st.late_views,
             )
+        if self.clip_folder is not None:  # the cameras' clips, together
+            g.update(self.clip_folder.gauges())
         self.metrics.collect(self.outputs.metrics, OUTPUT_METRICS)
 
     # -- decisions and alarms -------------------------------------------------------------------
