@@ -19,22 +19,20 @@ one-camera features for now.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from parcelguard.device import jsonio
-from parcelguard.device.backends import Backend, open_backend
+from parcelguard.device.backends import Backend
 from parcelguard.device.backends.shared import SharedBackend, needs_lock
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.config.views import camera_views
-from parcelguard.device.contract.package import Manifest, load_package
+from parcelguard.device.contract.package import Manifest
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import Event, new_run_token
 from parcelguard.device.inspection.station import Station
-from parcelguard.device.live.actuator import Actuator, Output, make_output
+from parcelguard.device.live.actuator import Output
 from parcelguard.device.live.camera import clips_dir
 from parcelguard.device.live.camera_run import CameraRun
 from parcelguard.device.live.clips import ClipFolder
@@ -42,6 +40,12 @@ from parcelguard.device.live.daemon_gauges import register_actuator_gauges
 from parcelguard.device.live.health import HealthServer, broker_problem
 from parcelguard.device.live.metrics import OUTPUT_METRICS, CameraMetrics
 from parcelguard.device.live.outputs import open_event_outputs
+from parcelguard.device.live.startup import (
+    load_model,
+    open_actuator,
+    record_actuator_alarm,
+    start_run,
+)
 from parcelguard.device.live.systemd import sd_notify, watchdog_interval_s
 
 log = logging.getLogger(__name__)
@@ -85,11 +89,7 @@ class MultiDaemon:
     def _build(
         self, cfg: DeviceConfig, sources: dict[str, Any], reject: Output | None, stop: Output | None
     ) -> None:
-        a = cfg.actuator
-        reject = reject or make_output(a.output, a.pin, a.active_high, "reject")
-        if stop is None and cfg.failsafe.policy == "stop_line":
-            stop = make_output(a.output, cfg.failsafe.stop_pin, a.active_high, "stop_line")
-        self.actuator = Actuator(a, cfg.failsafe, reject, stop, on_alarm=self._actuator_alarm)
+        self.actuator = open_actuator(cfg, reject, stop, self._actuator_alarm)
         self.reject_dropped = 0
         self.station: Station | None = None
         models = self._models()
@@ -161,14 +161,7 @@ class MultiDaemon:
         return out
 
     def _load_model(self) -> tuple[Backend, Manifest]:
-        if self._model_loader is not None:
-            loaded: tuple[Backend, Manifest] = self._model_loader()
-            return loaded
-        m = self.cfg.model
-        if m.package is None:
-            raise ParcelguardError("model.package is not set; pass --model or set it in the config")
-        pkg = load_package(m.package, **m.signature_args())
-        return open_backend(pkg, m.backend, m.threads, m.providers), pkg.manifest
+        return load_model(self.cfg, self._model_loader)
 
     def _gauges(self) -> None:
         g = self.metrics.gauges
@@ -204,15 +197,9 @@ class MultiDaemon:
         self.actuator.set_failsafe("storage", failed)
 
     def _actuator_alarm(self, name: str, t: float, info: dict[str, Any]) -> None:
-        self.metrics.alarm(name)
         if name == "reject_dropped":
             self.reject_dropped += 1
-        if name in ("reject_dropped", "late_decision"):
-            self.outputs.alarm(name, jsonio.dumps(info, sort_keys=True))
-        elif name in ("failsafe_on", "failsafe_off"):
-            self.outputs.alarm(
-                "failsafe", jsonio.dumps(info, sort_keys=True), name == "failsafe_on"
-            )
+        record_actuator_alarm(self.metrics, self.outputs, name, info)
 
     def healthy(self) -> tuple[bool, str]:
         problems = [p for p in (c.problem() for c in self.cameras) if p is not None]
@@ -248,15 +235,8 @@ class MultiDaemon:
                     last_ping = now
 
     def run(self) -> dict[str, Any]:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.stop)
-            signal.signal(signal.SIGINT, self.stop)
-        self.actuator.start()
-        if self.health is not None:
-            self.health.start()
-        for cam in self.cameras:
-            cam.thread.start()
-        sd_notify("READY=1\nSTATUS=inspecting")
+        threads = [cam.thread for cam in self.cameras]
+        start_run(self.stop, self.actuator, self.health, threads, self.storage_failed)
         log.info(
             "daemon %s running %d cameras (run %s, runtime %s)",
             self.cfg.device_id,
