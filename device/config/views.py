@@ -16,6 +16,7 @@ from typing import Any
 
 from parcelguard.device.config.camera import RegistrationConfig
 from parcelguard.device.config.device import CameraConfig, DeviceConfig
+from parcelguard.device.errors import ParcelguardError
 
 
 @dataclass(frozen=True)
@@ -65,4 +66,15 @@ def camera_views(cfg: DeviceConfig) -> list[CameraView]:
     """One view per entry of ``cameras:``; without any, the one top-level camera as ``main``."""
     if not cfg.cameras:
         return [CameraView("main", 0.0, cfg)]
-    return [CameraView(c.id, c.position_m, camera_config(cfg, c)) for c in cfg.cameras]
+    views = [CameraView(c.id, c.position_m, camera_config(cfg, c)) for c in cfg.cameras]
+    seen: dict[Any, str] = {}
+    for v in views:
+        reg = v.cfg.registration
+        if reg.every_frames and reg.reference is not None:
+            other = seen.setdefault(reg.reference, v.id)
+            if other != v.id:
+                raise ParcelguardError(
+                    f"cameras: {other} and {v.id} both use {reg.reference} as their registration "
+                    "reference; give each camera its own (registration.reference)"
+                )
+    return views

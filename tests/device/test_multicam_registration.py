@@ -135,3 +135,10 @@ def test_registration_status_when_off_is_one_sentence(tmp_path):
     d, _ = _run(cfg, {"a": [], "b": []})
     with pytest.raises(ParcelguardError, match="registration is off for every camera"):
         d.actions()["registration"]({})
+
+
+def test_two_cameras_sharing_one_reference_file_is_one_sentence(tmp_path):
+    own = {**REG, "reference": str(tmp_path / "ref.png")}
+    cfg = make_config(tmp_path, cameras=_cameras(tmp_path, a=own, b=own))
+    with pytest.raises(ParcelguardError, match="a and b both use .*ref.png as their registration"):
+        camera_views(cfg)
