@@ -190,8 +190,8 @@ class PresenceConfig(StrictModel):
 
 class CameraConfig(StrictModel):
     """One camera of a multi-camera device (``cameras:``). Sections left out (capture, roi,
-    presence) are the top-level ones; ``position_m`` is where its view's centre is along the belt,
-    in metres downstream of the reference the gate distance is measured from."""
+    presence, registration) are the top-level ones; ``position_m`` is where its view's centre is
+    along the belt, in metres downstream of the reference the gate distance is measured from."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     name: str | None = Field(None, max_length=80, description="a label for people (logs, docs)")
@@ -199,6 +199,11 @@ class CameraConfig(StrictModel):
     capture: CaptureConfig | None = None
     roi: tuple[int, int, int, int] | None = None
     presence: PresenceConfig | None = None
+    registration: RegistrationConfig | None = Field(
+        None,
+        description="this camera's registration; null: the top-level one, its reference file "
+        "named per camera (reference-<id>.png)",
+    )
     position_m: float = Field(0.0, ge=0, le=100)
 
 

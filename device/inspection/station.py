@@ -230,4 +230,5 @@ def _view(camera: str, ev: Event) -> dict[str, Any]:
         "t_center": round(ev.t_center, 6),
         "n_frames": ev.n_frames,
         "frames_used": list(ev.frames_used),
+        **({"clip": ev.clip} if ev.clip is not None else {}),  # the view's event clip
     }

@@ -1,7 +1,13 @@
 """One camera of a multi-camera daemon (device/live/multicam.py): its source, trigger and
 inspection loop on a thread of its own, its counters (exported with a ``camera`` label), and its
 model-error and camera-down state. The fail-safe reasons it raises carry its id
-(``camera:<id>``, ``model:<id>``), so one camera coming back never releases another's.
+(``camera:<id>``, ``model:<id>``, ``camera_drift:<id>``), so one camera coming back never
+releases another's, and so do its alarms' details (``<id>: ...``). Its loop registers against its
+own reference (``registration``, device/live/camera.py): alarms, fail-safe and offset gauges as
+one camera's, the gauges labelled with the camera, and the snapshots follow its ROI. With
+``clips.enabled`` it has a clip recorder of its own, writing into the daemon's one capped folder:
+its flagged packages' clips (named by their event ids, which carry the camera id) and its own
+alarms' clips (``<device>-<run>-<id>-<alarm>-NNN.avi``).
 
 Without a station its events go to the device's store and the reject gate like a one-camera
 daemon's; with one they go to the :class:`Station`, which stores and actuates one fused event.
@@ -20,6 +26,7 @@ from parcelguard.device.contract.package import Manifest
 from parcelguard.device.inspection.events import Event
 from parcelguard.device.inspection.loop import InspectionLoop, LoopHooks, LoopStats
 from parcelguard.device.inspection.trigger import make_trigger
+from parcelguard.device.live.camera import attach_clips, attach_registration
 from parcelguard.device.live.capture import LiveSource, make_source
 from parcelguard.device.live.metrics import Metrics
 
@@ -52,9 +59,12 @@ class CameraRun:
         self, d: Any, view: CameraView, backend: Backend, manifest: Manifest, source: Any = None
     ):
         self.d, self.id, self.cfg = d, view.id, view.cfg
+        self.outputs, self.actuator = d.outputs, d.actuator
+        self.run_token = f"{d.run_token}-{view.id}"  # its events' ids and clips name the camera
         self.source = source if source is not None else make_source(view.cfg, d.opener)
         self.trigger = make_trigger(view.cfg)
         self.metrics = Metrics()
+        self.sinks = [CameraSink(sink, d.sink_lock, view.cfg.roi) for sink in d.outputs.sinks]
         hooks = LoopHooks(
             presence=self.trigger.measure,
             on_frame=self._on_frame,
@@ -67,10 +77,10 @@ class CameraRun:
             backend,
             manifest,
             None if d.station is not None else d.outputs.store,
-            f"{d.run_token}-{view.id}",
+            self.run_token,
             on_event=self._on_event,
             hooks=hooks,
-            sinks=[CameraSink(sink, d.sink_lock, view.cfg.roi) for sink in d.outputs.sinks],
+            sinks=self.sinks,
         )
         self.consecutive_errors = 0
         self.model_failed = False
@@ -80,6 +90,9 @@ class CameraRun:
         self.stats: LoopStats | None = None
         self.thread = threading.Thread(target=self._run, name=f"camera-{self.id}", daemon=True)
         self._gauges()
+        attach_registration(self, f"camera_drift:{self.id}", self._follow)
+        folder = d.clip_folder
+        self.clips = None if folder is None else attach_clips(self, folder, self, clip_first=True)
 
     def _gauges(self) -> None:
         src, g = self.source, self.metrics.gauges
@@ -102,6 +115,21 @@ class CameraRun:
         )
         g["packages_total"] = ("counter", "Packages decided.", lambda: self.loop.stats.packages)
 
+    # -- alarms -------------------------------------------------------------------------------
+    def alarm(self, name: str, detail: str, active: bool = True) -> str:
+        """An alarm of this camera: its detail starts with the camera's id."""
+        return str(self.d.outputs.alarm(name, f"{self.id}: {detail}", active))
+
+    def watch_alarm(self, name: str, detail: str, active: bool) -> None:
+        if active:
+            self.metrics.alarm(name)
+        self.alarm(name, detail, active)
+
+    def _follow(self, roi: Any) -> None:
+        """The ROI followed the camera: this camera's snapshots crop and draw the new one."""
+        for sink in self.sinks:
+            sink.roi = roi
+
     # -- loop hooks (this camera's thread) -----------------------------------------------------
     def _on_frame(self, idx: int, ts: float, inference_s: float | None) -> None:
         self.last_progress = time.monotonic()
@@ -112,7 +140,7 @@ class CameraRun:
             self.consecutive_errors = 0
             if self.model_failed:
                 self.model_failed = False
-                self.d.outputs.alarm("model_error", f"{self.id}: inference works again", False)
+                self.alarm("model_error", "inference works again", False)
                 self.d.actuator.set_failsafe(f"model:{self.id}", False)
 
     def _on_backend_error(self, exc: Exception) -> None:
@@ -124,9 +152,7 @@ class CameraRun:
             log.warning("camera %s: inference failed %d time(s) in a row (%s)", self.id, n, exc)
         if not self.model_failed and n >= limit:
             self.model_failed = True
-            self.d.outputs.alarm(
-                "model_error", f"{self.id}: {n} consecutive inference errors: {exc}"
-            )
+            self.alarm("model_error", f"{n} consecutive inference errors: {exc}")
             self.d.actuator.set_failsafe(f"model:{self.id}", True)
 
     def _on_event(self, ev: Event) -> None:
@@ -146,9 +172,7 @@ class CameraRun:
             self.camera_was_down = True
             if self.d.station is not None:
                 self.d.station.set_down(self.id, True)
-            self.d.outputs.alarm(
-                "camera_down", f"{self.id}: no frames from {getattr(src, 'name', 'source')}"
-            )
+            self.alarm("camera_down", f"no frames from {getattr(src, 'name', 'source')}")
         if down:
             since = src.stats.down_since or src.stats.last_frame_t or time.monotonic()
             reason = f"camera:{self.id}"
@@ -161,9 +185,7 @@ class CameraRun:
             self.camera_was_down = False
             if self.d.station is not None:
                 self.d.station.set_down(self.id, False)
-            self.d.outputs.alarm(
-                "camera_down", f"{self.id}: camera back, {src.down_seconds():.2f} s down", False
-            )
+            self.alarm("camera_down", f"camera back, {src.down_seconds():.2f} s down", False)
             act.set_failsafe(f"camera:{self.id}", False)
 
     def problem(self) -> str | None:
@@ -186,7 +208,7 @@ class CameraRun:
         except Exception as exc:  # one camera's loop failing must not end the others
             log.exception("camera %s: the inspection loop stopped", self.id)
             self.failed = f"{type(exc).__name__}: {exc}"
-            self.d.outputs.alarm("camera_loop_failed", f"{self.id}: {self.failed}")
+            self.alarm("camera_loop_failed", self.failed)
             self.d.actuator.set_failsafe(f"loop:{self.id}", True)
             self.stats = self.loop.stats
         finally:
@@ -200,6 +222,8 @@ class CameraRun:
         self.thread.join(timeout)
         if isinstance(self.source, LiveSource):
             self.source.join(2.0)
+        if self.clips is not None:
+            self.clips.close()  # pending clips are written with the frames they have
 
     def summary(self) -> dict[str, Any]:
         s, st = self.stats or self.loop.stats, self.source.stats

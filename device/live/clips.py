@@ -7,7 +7,8 @@ JPEG-encodes the frames into a ring of ``pre_s`` seconds; a request (an event or
 takes the ring's frames from ``t - pre_s`` and the following ones up to ``t + post_s``, then
 writes ``<name>.avi`` (MJPG) beside the snapshots. When frames stop coming (a camera fault), the
 clip is written with what it has ``post_s + 2`` s of wall time after the request. The folder is
-capped at ``clips.max_mb``: oldest clips are deleted first.
+capped at ``clips.max_mb``: oldest clips are deleted first. Several recorders (one per camera of
+a multi-camera daemon) share one :class:`ClipFolder`, so the cap holds for all of them together.
 """
 
 from __future__ import annotations
@@ -47,32 +48,18 @@ class _Clip:
     frames: list[tuple[float, bytes]] = field(default_factory=list)
 
 
-class ClipRecorder:
-    """``offer(frame, ts)`` on the loop thread; ``request(name, t)`` from any thread."""
+class ClipFolder:
+    """The clip folder and its ``max_mb`` cap: the clips on disk, oldest first, for every
+    recorder writing into it (their worker threads add clips concurrently)."""
 
-    def __init__(self, cfg: ClipsConfig, folder: Path):
-        self.cfg, self.dir = cfg, Path(folder)
-        self.period = 1.0 / cfg.fps
-        self.max_bytes = int(cfg.max_mb * 1e6)
-        self._q: queue.Queue[tuple[float, np.ndarray]] = queue.Queue(maxsize=cfg.queue)
-        self._requests: deque[tuple[str, float]] = deque()
-        self._ring: deque[tuple[float, bytes]] = deque(maxlen=math.ceil(cfg.pre_s * cfg.fps) + 1)
-        self._pending: list[_Clip] = []
-        self._last_offer: float | None = None
-        self.last_ts: float = 0.0
-        self.stats = {
-            "clips_requested": 0,
-            "clips_written": 0,
-            "clips_deleted": 0,
-            "clips_failed": 0,
-            "clip_frames_dropped": 0,
-        }
+    def __init__(self, folder: Path, max_mb: float):
+        self.dir = Path(folder)
+        self.max_bytes = int(max_mb * 1e6)
         self._files: deque[tuple[Path, int]] = deque()
         self.bytes = 0
+        self.deleted = 0
+        self._lock = threading.Lock()
         self._scan()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="clips", daemon=True)
-        self._thread.start()
 
     def _scan(self) -> None:
         """Clips already on disk count towards the cap, oldest first."""
@@ -87,6 +74,64 @@ class ClipRecorder:
             size = p.stat().st_size
             self._files.append((p, size))
             self.bytes += size
+
+    def add(self, path: Path, size: int) -> None:
+        """A clip written: count it, then delete the oldest until within the cap again."""
+        with self._lock:
+            self._files.append((path, size))
+            self.bytes += size
+            while self._files and self.bytes > self.max_bytes:
+                old, old_size = self._files.popleft()
+                try:
+                    old.unlink(missing_ok=True)
+                except OSError as exc:
+                    log.warning("cannot delete old clip %s: %s", old, exc)
+                self.bytes -= old_size
+                self.deleted += 1
+
+    def gauges(self) -> dict[str, Any]:
+        return {
+            "clips_deleted_total": (
+                "counter",
+                "Event clips deleted to keep clips.max_mb.",
+                lambda: self.deleted,
+            ),
+            "clips_bytes": ("gauge", "Bytes of event clips on disk.", lambda: self.bytes),
+        }
+
+
+class ClipRecorder:
+    """``offer(frame, ts)`` on the loop thread; ``request(name, t)`` from any thread. ``folder``:
+    a path (a folder of its own) or a :class:`ClipFolder` shared with other recorders."""
+
+    def __init__(self, cfg: ClipsConfig, folder: Path | ClipFolder):
+        self.own_folder = not isinstance(folder, ClipFolder)
+        self.folder = (
+            ClipFolder(folder, cfg.max_mb) if not isinstance(folder, ClipFolder) else folder
+        )
+        self.cfg, self.dir = cfg, self.folder.dir
+        self.period = 1.0 / cfg.fps
+        self._q: queue.Queue[tuple[float, np.ndarray]] = queue.Queue(maxsize=cfg.queue)
+        self._requests: deque[tuple[str, float]] = deque()
+        self._ring: deque[tuple[float, bytes]] = deque(maxlen=math.ceil(cfg.pre_s * cfg.fps) + 1)
+        self._pending: list[_Clip] = []
+        self._last_offer: float | None = None
+        self.last_ts: float = 0.0
+        self.stats = {
+            "clips_requested": 0,
+            "clips_written": 0,
+            "clips_deleted": 0,
+            "clips_failed": 0,
+            "clip_frames_dropped": 0,
+        }
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="clips", daemon=True)
+        self._thread.start()
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of clips in the folder (every recorder's, when shared)."""
+        return self.folder.bytes
 
     # -- loop thread ----------------------------------------------------------------------------
     def offer(self, frame: np.ndarray, ts: float) -> None:
@@ -180,22 +225,10 @@ class ClipRecorder:
         finally:
             vw.release()
         os.replace(tmp, clip.path)
-        size = clip.path.stat().st_size
-        self._files.append((clip.path, size))
-        self.bytes += size
         self.stats["clips_written"] += 1
-        self._evict()
-
-    def _evict(self) -> None:
-        """Oldest clips first, until the folder is within ``max_mb`` again."""
-        while self._files and self.bytes > self.max_bytes:
-            old, size = self._files.popleft()
-            try:
-                old.unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("cannot delete old clip %s: %s", old, exc)
-            self.bytes -= size
-            self.stats["clips_deleted"] += 1
+        before = self.folder.deleted
+        self.folder.add(clip.path, clip.path.stat().st_size)
+        self.stats["clips_deleted"] += self.folder.deleted - before  # deleted to make room
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Write what is pending (with the frames it has) and stop the worker."""
@@ -203,14 +236,12 @@ class ClipRecorder:
         self._thread.join(timeout_s)
 
     def gauges(self) -> dict[str, Any]:
+        """This recorder's counters, and the folder's when it has a folder of its own (a shared
+        folder's are its owner's to export once)."""
         st = self.stats
-        return {
+        out: dict[str, Any] = self.folder.gauges() if self.own_folder else {}
+        return out | {
             "clips_written_total": ("counter", "Event clips written.", lambda: st["clips_written"]),
-            "clips_deleted_total": (
-                "counter",
-                "Event clips deleted to keep clips.max_mb.",
-                lambda: st["clips_deleted"],
-            ),
             "clips_failed_total": (
                 "counter",
                 "Event clips not written (no frames, disk errors).",
@@ -221,5 +252,4 @@ class ClipRecorder:
                 "Frames not offered to the clip ring because its queue was full.",
                 lambda: st["clip_frames_dropped"],
             ),
-            "clips_bytes": ("gauge", "Bytes of event clips on disk.", lambda: self.bytes),
         }

@@ -20,26 +20,30 @@ and score drift. It never drives the reject gate.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from parcelguard.device import jsonio
-from parcelguard.device.backends import Backend, open_backend
+from parcelguard.device.backends import Backend
 from parcelguard.device.config.device import DeviceConfig
-from parcelguard.device.contract.package import Manifest, load_package
+from parcelguard.device.contract.package import Manifest
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import Event, new_run_token
 from parcelguard.device.inspection.loop import InspectionLoop, LoopHooks, LoopStats, model_id_for
 from parcelguard.device.inspection.trigger import EdgeTrigger, make_trigger
-from parcelguard.device.live.actuator import Actuator, Output, make_output
+from parcelguard.device.live.actuator import Output
 from parcelguard.device.live.camera import attach_camera, registration_status
 from parcelguard.device.live.capture import LiveSource, make_source
 from parcelguard.device.live.daemon_gauges import register_daemon_gauges
 from parcelguard.device.live.health import HealthServer, Metrics, broker_problem
 from parcelguard.device.live.outputs import open_event_outputs
+from parcelguard.device.live.startup import (
+    load_model,
+    open_actuator,
+    record_actuator_alarm,
+    start_run,
+)
 from parcelguard.device.live.systemd import JsonLogFormatter as JsonLogFormatter
 from parcelguard.device.live.systemd import sd_notify, watchdog_interval_s
 from parcelguard.device.live.watch import attach_watch
@@ -75,12 +79,7 @@ class Daemon:
         self.metrics = Metrics()
         self.run_token = run_token or new_run_token()
         self.outputs = open_event_outputs(cfg, self.run_token)
-        a = cfg.actuator
-        reject = reject_output or make_output(a.output, a.pin, a.active_high, "reject")
-        stop = stop_output
-        if stop is None and cfg.failsafe.policy == "stop_line":
-            stop = make_output(a.output, cfg.failsafe.stop_pin, a.active_high, "stop_line")
-        self.actuator = Actuator(a, cfg.failsafe, reject, stop, on_alarm=self._actuator_alarm)
+        self.actuator = open_actuator(cfg, reject_output, stop_output, self._actuator_alarm)
         self.reject_dropped = 0
         hooks = LoopHooks(
             presence=self.trigger.measure,
@@ -172,17 +171,9 @@ class Daemon:
         sd_notify("STATUS=" + (f"event storage failed: {reason}" if failed else "inspecting"))
 
     def _actuator_alarm(self, name: str, t: float, info: dict[str, Any]) -> None:
-        self.metrics.alarm(name)
         if name == "reject_dropped":  # a decided reject that cannot be diverted: on record
             self.reject_dropped += 1
-            self.outputs.alarm(name, jsonio.dumps(info, sort_keys=True))
-        elif name == "late_decision":
-            self.outputs.alarm(name, jsonio.dumps(info, sort_keys=True))
-        # failsafe_on/off are recorded by their cause (camera_down, model_error) as well
-        elif name in ("failsafe_on", "failsafe_off"):
-            self.outputs.alarm(
-                "failsafe", jsonio.dumps(info, sort_keys=True), active=name == "failsafe_on"
-            )
+        record_actuator_alarm(self.metrics, self.outputs, name, info)
 
     # -- health -------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
@@ -240,13 +231,7 @@ class Daemon:
         return self.loop.manifest
 
     def _load_model(self) -> tuple[Backend, Manifest]:
-        if self._model_loader is not None:
-            return self._model_loader()
-        if self.cfg.model.package is None:
-            raise ParcelguardError("model.package is not set; pass --model or set it in the config")
-        pkg = load_package(self.cfg.model.package, **self.cfg.model.signature_args())
-        m = self.cfg.model
-        return open_backend(pkg, m.backend, m.threads, m.providers), pkg.manifest
+        return load_model(self.cfg, self._model_loader)
 
     def reload_model(self, wait_s: float = 10.0) -> str:
         """Load the configured package again and switch to it as one transaction: backend,
@@ -320,18 +305,8 @@ class Daemon:
             self.source.stop()
 
     def run(self) -> dict[str, Any]:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.stop)
-            signal.signal(signal.SIGINT, self.stop)
-        self.actuator.start()
-        if self.health is not None:
-            self.health.start()
         sup = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
-        sup.start()
-        sd_notify(
-            "READY=1\nSTATUS="
-            + ("inspecting" if self.storage_failed is None else "event storage failed")
-        )
+        start_run(self.stop, self.actuator, self.health, [sup], self.storage_failed)
         log.info(
             "daemon %s running (run %s, model %s)",
             self.cfg.device_id,

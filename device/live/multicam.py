@@ -9,33 +9,43 @@ event and at most one reject pulse (device/inspection/station.py).
 
 Shutdown drains like the one-camera daemon: the sources stop, the loops decide their open
 packages, the station fuses what it holds, and reject pulses fire until the last decided package
-passed the gate. Model reload, shadow and the model watch are one-camera features for now.
+passed the gate. Each camera registers against its own reference (docs/camera.md): its alarms and
+fail-safe reason name it, its offset gauges carry its ``camera`` label, and ``POST
+/registration`` answers every camera's status. With ``clips.enabled`` each camera records its own
+clips into one folder under one ``clips.max_mb`` cap (device/live/camera.py). Model reload, shadow and the model watch are
+one-camera features for now.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from parcelguard.device import jsonio
-from parcelguard.device.backends import Backend, open_backend
+from parcelguard.device.backends import Backend
 from parcelguard.device.backends.shared import SharedBackend, needs_lock
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.config.views import camera_views
-from parcelguard.device.contract.package import Manifest, load_package
+from parcelguard.device.contract.package import Manifest
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import Event, new_run_token
 from parcelguard.device.inspection.station import Station
-from parcelguard.device.live.actuator import Actuator, Output, make_output
+from parcelguard.device.live.actuator import Output
+from parcelguard.device.live.camera import clips_dir
 from parcelguard.device.live.camera_run import CameraRun
+from parcelguard.device.live.clips import ClipFolder
 from parcelguard.device.live.daemon_gauges import register_actuator_gauges
 from parcelguard.device.live.health import HealthServer, broker_problem
 from parcelguard.device.live.metrics import OUTPUT_METRICS, CameraMetrics
 from parcelguard.device.live.outputs import open_event_outputs
+from parcelguard.device.live.startup import (
+    load_model,
+    open_actuator,
+    record_actuator_alarm,
+    start_run,
+)
 from parcelguard.device.live.systemd import sd_notify, watchdog_interval_s
 
 log = logging.getLogger(__name__)
@@ -79,11 +89,7 @@ class MultiDaemon:
     def _build(
         self, cfg: DeviceConfig, sources: dict[str, Any], reject: Output | None, stop: Output | None
     ) -> None:
-        a = cfg.actuator
-        reject = reject or make_output(a.output, a.pin, a.active_high, "reject")
-        if stop is None and cfg.failsafe.policy == "stop_line":
-            stop = make_output(a.output, cfg.failsafe.stop_pin, a.active_high, "stop_line")
-        self.actuator = Actuator(a, cfg.failsafe, reject, stop, on_alarm=self._actuator_alarm)
+        self.actuator = open_actuator(cfg, reject, stop, self._actuator_alarm)
         self.reject_dropped = 0
         self.station: Station | None = None
         models = self._models()
@@ -100,6 +106,8 @@ class MultiDaemon:
                 cfg.device_id,
                 self.run_token,
             )
+        clips = cfg.clips
+        self.clip_folder = ClipFolder(clips_dir(cfg), clips.max_mb) if clips.enabled else None
         self.cameras = [
             CameraRun(self, v, backend, man, sources.get(v.id))
             for v, (backend, man) in zip(self.views, models, strict=True)
@@ -112,17 +120,31 @@ class MultiDaemon:
             self._on_storage(True, self.outputs.store.failed_reason)
         self.health: HealthServer | None = None
         if cfg.health.enabled:
-
-            def reset(_: dict[str, Any]) -> dict[str, Any]:
-                self.metrics.reset()
-                return {"reset": True}
-
-            actions: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-                "reset-counters": reset
-            }
-            self.health = HealthServer(cfg.health, self.metrics, self.healthy, actions)
+            self.health = HealthServer(cfg.health, self.metrics, self.healthy, self.actions())
         self._gauges()
         self._stopping = threading.Event()
+
+    def actions(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        """The ``POST`` actions of the health server."""
+
+        def reset(_: dict[str, Any]) -> dict[str, Any]:
+            self.metrics.reset()
+            return {"reset": True}
+
+        return {"reset-counters": reset, "registration": lambda _: self.registration_status()}
+
+    def registration_status(self) -> dict[str, Any]:
+        """``POST /registration``: each registering camera's status, by camera id."""
+        out = {
+            c.id: c.loop.registration.status()
+            for c in self.cameras
+            if c.loop.registration is not None
+        }
+        if not out:
+            raise ParcelguardError(
+                "camera registration is off for every camera (set registration.every_frames)"
+            )
+        return {"cameras": out}
 
     def _models(self) -> list[tuple[Backend, Manifest]]:
         """(backend, manifest) per camera: one runtime shared, or one each."""
@@ -139,14 +161,7 @@ class MultiDaemon:
         return out
 
     def _load_model(self) -> tuple[Backend, Manifest]:
-        if self._model_loader is not None:
-            loaded: tuple[Backend, Manifest] = self._model_loader()
-            return loaded
-        m = self.cfg.model
-        if m.package is None:
-            raise ParcelguardError("model.package is not set; pass --model or set it in the config")
-        pkg = load_package(m.package, **m.signature_args())
-        return open_backend(pkg, m.backend, m.threads, m.providers), pkg.manifest
+        return load_model(self.cfg, self._model_loader)
 
     def _gauges(self) -> None:
         g = self.metrics.gauges
@@ -164,6 +179,8 @@ class MultiDaemon:
                 "Views decided after their package was fused without them.",
                 lambda: st.late_views,
             )
+        if self.clip_folder is not None:  # the cameras' clips, together
+            g.update(self.clip_folder.gauges())
         self.metrics.collect(self.outputs.metrics, OUTPUT_METRICS)
 
     # -- decisions and alarms -------------------------------------------------------------------
@@ -180,15 +197,9 @@ class MultiDaemon:
         self.actuator.set_failsafe("storage", failed)
 
     def _actuator_alarm(self, name: str, t: float, info: dict[str, Any]) -> None:
-        self.metrics.alarm(name)
         if name == "reject_dropped":
             self.reject_dropped += 1
-        if name in ("reject_dropped", "late_decision"):
-            self.outputs.alarm(name, jsonio.dumps(info, sort_keys=True))
-        elif name in ("failsafe_on", "failsafe_off"):
-            self.outputs.alarm(
-                "failsafe", jsonio.dumps(info, sort_keys=True), name == "failsafe_on"
-            )
+        record_actuator_alarm(self.metrics, self.outputs, name, info)
 
     def healthy(self) -> tuple[bool, str]:
         problems = [p for p in (c.problem() for c in self.cameras) if p is not None]
@@ -224,15 +235,8 @@ class MultiDaemon:
                     last_ping = now
 
     def run(self) -> dict[str, Any]:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.stop)
-            signal.signal(signal.SIGINT, self.stop)
-        self.actuator.start()
-        if self.health is not None:
-            self.health.start()
-        for cam in self.cameras:
-            cam.thread.start()
-        sd_notify("READY=1\nSTATUS=inspecting")
+        threads = [cam.thread for cam in self.cameras]
+        start_run(self.stop, self.actuator, self.health, threads, self.storage_failed)
         log.info(
             "daemon %s running %d cameras (run %s, runtime %s)",
             self.cfg.device_id,
