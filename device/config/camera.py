@@ -40,10 +40,11 @@ class RegistrationConfig(StrictModel):
         2, ge=1, le=100, description="measurements within 2 px of each other before the ROI moves"
     )
     deadband_px: float = Field(
-        1.0,
+        3.0,
         ge=0,
         le=100,
-        description="an offset change smaller than this leaves the ROI where it is",
+        description="an offset change smaller than this leaves the ROI where it is (measurements "
+        "on compressed video wander by a pixel; following that only jitters the crops)",
     )
     apply_wait_frames: int = Field(
         15,

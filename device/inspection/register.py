@@ -183,7 +183,10 @@ class Registration:
         ty = int(round(min(max(self.dy, -lim), lim)))
         if max(abs(tx - self.target[0]), abs(ty - self.target[1])) >= c.deadband_px:
             self.target = (tx, ty)
-            self._pending_since = idx if self.target != self.applied else None
+            if self.target == self.applied:
+                self._pending_since = None
+            elif self._pending_since is None:  # a refined target keeps the wait already run
+                self._pending_since = idx
         off = float(np.hypot(self.dx, self.dy))
         self._latch(
             "camera_shifted",

@@ -43,18 +43,19 @@ class FileSource:
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
         cap = cv2.VideoCapture(str(self.path))
-        idx = 0
+        idx, ended = 0, False
         try:
             while True:
                 ok, frame = cap.read()
                 if not ok or frame is None:
+                    ended = True  # not when the reader stops early (commissioning's first N)
                     break
                 yield frame, idx / self.fps
                 idx += 1
         finally:
             cap.release()
             self.frames_read = idx
-            if self.expected_frames and idx < self.expected_frames:
+            if ended and self.expected_frames and idx < self.expected_frames:
                 self.truncated = True
                 log.warning(
                     "video %s ended after %d of %d frames (truncated or corrupt)",
