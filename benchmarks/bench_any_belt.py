@@ -19,8 +19,10 @@ from pathlib import Path
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.inspection.commission import commission
 from parcelguard.device.inspection.sources import FileSource
+from parcelguard.device.replay.pr import best_recall_at_precision
 from parcelguard.device.replay.report import by_condition
 from parcelguard.device.replay.run import ReplayConfig, replay
+from parcelguard.device.replay.threshold import load_labelled
 from parcelguard.train.synth.config import SynthVideoConfig
 from parcelguard.train.synth.video import make_video
 
@@ -68,7 +70,11 @@ def run_condition(name: str, scene: dict, package: Path, work: Path, n: int, bac
         }
     )
     opts = ReplayConfig(labels=paths["gt"], html=False)
-    return dict(replay(paths["video"], package, work / name.replace(" ", "_") / "out", cfg, opts))
+    out = work / name.replace(" ", "_") / "out"
+    rep = dict(replay(paths["video"], package, out, cfg, opts))
+    best = best_recall_at_precision(load_labelled(out / "events.jsonl", paths["gt"])[0], 0.95)
+    rep["best_recall_at_p95"] = None if best is None else round(best.recall, 4)
+    return rep
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,12 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             reports[name] = run_condition(
                 name, scene, args.package, Path(tmp), args.packages, args.backend
             )
-    print(f"{'condition':20s} {'seen/gt':>8s} {'spurious':>8s} {'recall':>7s} {'precision':>9s}")
+    print(
+        f"{'condition':20s} {'seen/gt':>8s} {'spurious':>8s} {'recall':>7s} {'precision':>9s} "
+        f"{'best recall @ P>=0.95':>21s}"
+    )
     for name, rep in reports.items():
-        m = rep["metrics"]
+        m, best = rep["metrics"], rep["best_recall_at_p95"]
         print(
             f"{name:20s} {m['packages_seen']:>3d}/{m['packages_gt']:<4d} {m['spurious_events']:8d} "
-            f"{m['recall']:7.3f} {m['precision']:9.3f}"
+            f"{m['recall']:7.3f} {m['precision']:9.3f} {'-' if best is None else best:>21}"
         )
     for name, rep in reports.items():
         if rep.get("registration"):

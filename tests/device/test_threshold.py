@@ -212,3 +212,18 @@ def test_line_reject_rate_counts_every_package_not_only_the_labelled(tmp_path):
     assert r["chosen"]["line_reject_rate"] == pytest.approx(11 / 20)  # 0.45..0.95 of all twenty
     assert r["current"]["line_reject_rate"] == pytest.approx(10 / 20)
     assert r["events"] == 20 and r["packages"] == 4
+
+
+def test_best_recall_at_a_precision_floor():
+    from parcelguard.device.replay.pr import best_recall_at_precision
+
+    data = Labelled(
+        scores=np.array(SCORES), positive=np.array([lab == "damaged" for lab in LABELS])
+    )
+    strict = best_recall_at_precision(data, 0.95)
+    assert strict is not None and strict.threshold == pytest.approx(0.60)
+    assert (strict.recall, strict.precision) == (pytest.approx(0.8), 1.0)
+    loose = best_recall_at_precision(data, 0.7)
+    assert loose is not None and loose.threshold == pytest.approx(0.40) and loose.recall == 1.0
+    data.fixed_fp = 5  # five ok packages rejected uninspected: no threshold reaches 0.95
+    assert best_recall_at_precision(data, 0.95) is None
