@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from parcelguard.device import jsonio
 from parcelguard.device.contract.package import sha256_file
@@ -28,10 +29,20 @@ from parcelguard.train.config import TrainConfig
 from parcelguard.train.synth import world as synth
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-# The demo's data budget (4,000 crops per class), 20 epochs (twice the demo's), with every belt colour, belt texture and
-# package tone of synth/scene.py drawn per crop: a default that starts from "any belt" rather
-# than the original dark one (issue 17), and the broader start fine-tuning wants (issue 16).
-RECIPE = {
+
+
+class Recipe(TypedDict):
+    crops_per_class: int
+    epochs: int
+    crops_seed: int
+    scenes: dict[str, list[str]]
+
+
+# The demo's data budget (4,000 crops per class) and twice its epochs, with every belt colour,
+# belt texture and package tone of synth/scene.py drawn per crop: a default that starts from
+# "any belt" rather than the original dark one (issue 17), and the broader start fine-tuning
+# wants (issue 16).
+RECIPE: Recipe = {
     "crops_per_class": 4000,
     "epochs": 20,
     "crops_seed": 0,
@@ -48,14 +59,14 @@ def make_pretrained(work: Path, seed: int = 0, out_dir: Path = PRETRAINED_DIR) -
     import torch
     from parcelguard.train.train import train
 
-    n = int(RECIPE["crops_per_class"])
+    n = RECIPE["crops_per_class"]
     t0 = time.perf_counter()
-    ccfg = synth.SynthCropsConfig(
-        n_ok=n, n_damaged=n, seed=RECIPE["crops_seed"], **RECIPE["scenes"]
+    ccfg = synth.SynthCropsConfig.model_validate(
+        {"n_ok": n, "n_damaged": n, "seed": RECIPE["crops_seed"], **RECIPE["scenes"]}
     )
     manifest = synth.make_crops(ccfg, work / "crops")
     t_synth = time.perf_counter() - t0
-    tcfg = TrainConfig(data=manifest, out=work / "train", epochs=int(RECIPE["epochs"]), seed=seed)
+    tcfg = TrainConfig(data=manifest, out=work / "train", epochs=RECIPE["epochs"], seed=seed)
     summary = train(tcfg)
     ck = torch.load(work / "train" / "best.pt", map_location="cpu", weights_only=True)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,5 @@ def to_float_nchw(batch_u8: np.ndarray, spec: InputConfig) -> np.ndarray:
     """uint8 NHWC (or HWC) -> float32 NCHW scaled by spec.scale: the float models' input."""
     if batch_u8.ndim == 3:
         batch_u8 = batch_u8[None]
-    return np.ascontiguousarray(batch_u8.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(
-        spec.scale
-    )
+    out = np.ascontiguousarray(batch_u8.transpose(0, 3, 1, 2), dtype=np.float32)
+    return np.asarray(out * np.float32(spec.scale))

@@ -40,11 +40,11 @@ def belt_view(img: np.ndarray, direction: str) -> np.ndarray:
     if direction == "left_to_right":
         return img
     if direction == "right_to_left":
-        return img[:, ::-1]
+        return np.asarray(img[:, ::-1])
     if direction == "top_to_bottom":
-        return img.swapaxes(0, 1)
+        return np.asarray(img.swapaxes(0, 1))
     if direction == "bottom_to_top":
-        return img.swapaxes(0, 1)[:, ::-1]
+        return np.asarray(img.swapaxes(0, 1)[:, ::-1])
     raise ParcelguardError(f"unknown belt direction {direction!r}")
 
 

@@ -151,7 +151,7 @@ class CameraMonitor:
         x, y, w, h = self.roi
         out = grey.copy()
         out[y // s : (y + h) // s + 1, x // s : (x + w) // s + 1] = int(grey.mean())
-        return out
+        return np.asarray(out)
 
     def _reference(self, grey: np.ndarray) -> np.ndarray:
         path = self.cfg.reference

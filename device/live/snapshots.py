@@ -43,7 +43,7 @@ def draw_overlay(frame: np.ndarray, roi: tuple[int, int, int, int] | None, ev: E
         org = (8, 22 + 20 * i)
         cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.55, color, 1, cv2.LINE_AA)
-    return img
+    return np.asarray(img)
 
 
 def _safe(name: str) -> str:

@@ -119,7 +119,7 @@ class Annotator:
             _text(
                 img, f"#{ev.package_seq} {ev.verdict} {s}", (8, img.shape[0] - 12 - 20 * i), color
             )
-        return img
+        return np.asarray(img)
 
     def close(self) -> None:
         if self.writer is not None:
