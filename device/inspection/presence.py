@@ -177,6 +177,7 @@ class BackgroundPresence:
         self._warm: list[np.ndarray] = []
         self._thr: np.ndarray | None = None
         self.occupied = np.zeros(0, bool)
+        self.measured = 0  # frames measured against a belt model (the warm-up's are not)
         if model is not None:
             self._set(model)
 
@@ -238,6 +239,7 @@ class BackgroundPresence:
     def blobs_of(self, small: np.ndarray) -> list[Blob]:
         """Blobs of an already strided belt view (float32 h x w x 3)."""
         self.mask(small)
+        self.measured += 1
         return column_blobs(self.occupied, self.cfg)
 
 
