@@ -219,7 +219,9 @@ class BackgroundPresence:
         if self.bg.learn_rate > 0:
             keep = fg | near[None, :]
             rate = np.where(keep, np.float32(0), np.float32(self.bg.learn_rate / self.gain))
-            self._mean += (small - expected) * rate[..., None]
+            delta = small - expected  # in place from here: the same float32 operations
+            delta *= rate[..., None]
+            self._mean += delta
         self.occupied = occupied
         return fg
 
