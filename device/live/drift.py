@@ -33,6 +33,7 @@ from parcelguard.device import jsonio
 from parcelguard.device.config.watch import DriftConfig, MonitorConfig
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.events import Event
+from parcelguard.device.inspection.register import strided_grey
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,7 @@ class CameraMonitor:
         if self.cfg.moved_px_max is not None:
             self._moved(frame)
         s = self.cfg.stride
-        # grey first, then the stride: the same pixels (the conversion is per pixel), cheaper
-        full = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY) if roi.ndim == 3 else roi
-        grey = np.ascontiguousarray(full[::s, ::s])
+        grey = strided_grey(roi, s)  # the pixels of the strided colour ROI, cheaper
         self.checks += 1
         focus = self.focus = float(cv2.Laplacian(grey, cv2.CV_64F).var())
         mean = self.brightness = float(grey.mean())
