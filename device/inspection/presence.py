@@ -60,6 +60,16 @@ def roi_rect(blob: Blob, roi_wh: tuple[int, int], direction: str) -> tuple[int, 
     return 0, a0, w, a1
 
 
+def median32(a: np.ndarray) -> float:
+    """``float(np.median(a))`` of a 1-D finite float32 array, bit for bit (the mean of the two
+    middle values in float32 for an even count), without np.median's overhead: 3 us, not 25."""
+    k = a.size // 2
+    if a.size % 2:
+        return float(np.partition(a, k)[k])
+    part = np.partition(a, (k - 1, k))
+    return float((part[k - 1] + part[k]) / np.float32(2))
+
+
 def shrink(view: np.ndarray, stride: int) -> np.ndarray:
     """The strided belt view as float32 (H/stride x W/stride x 3): what the belt model sees."""
     return view[::stride, ::stride].astype(np.float32)
@@ -177,6 +187,7 @@ class BackgroundPresence:
         self._warm: list[np.ndarray] = []
         self._thr: np.ndarray | None = None
         self.occupied = np.zeros(0, bool)
+        self.measured = 0  # frames measured against a belt model (the warm-up's are not)
         if model is not None:
             self._set(model)
 
@@ -208,7 +219,9 @@ class BackgroundPresence:
         if self.bg.learn_rate > 0:
             keep = fg | near[None, :]
             rate = np.where(keep, np.float32(0), np.float32(self.bg.learn_rate / self.gain))
-            self._mean += (small - expected) * rate[..., None]
+            delta = small - expected  # in place from here: the same float32 operations
+            delta *= rate[..., None]
+            self._mean += delta
         self.occupied = occupied
         return fg
 
@@ -221,8 +234,8 @@ class BackgroundPresence:
         ratio = (small[::4, :, 1] / ref).ravel() / np.float32(self.gain)
         close = ratio[(ratio > 1 - GAIN_BAND) & (ratio < 1 + GAIN_BAND)]
         if close.size >= MIN_GAIN_PIXELS:
-            step = self.gain * (float(np.median(close)) - 1.0)
-            self.gain += float(np.clip(step, -MAX_GAIN_STEP, MAX_GAIN_STEP))
+            step = self.gain * (median32(close) - 1.0)
+            self.gain += min(max(step, -MAX_GAIN_STEP), MAX_GAIN_STEP)
 
     def __call__(self, view: np.ndarray, ts: float = 0.0) -> list[Blob]:
         small = shrink(view, self.cfg.stride)
@@ -238,6 +251,7 @@ class BackgroundPresence:
     def blobs_of(self, small: np.ndarray) -> list[Blob]:
         """Blobs of an already strided belt view (float32 h x w x 3)."""
         self.mask(small)
+        self.measured += 1
         return column_blobs(self.occupied, self.cfg)
 
 

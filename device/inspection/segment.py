@@ -42,15 +42,14 @@ def column_blobs(occupied: np.ndarray, cfg: PresenceConfig) -> list[Blob]:
     if not occupied.any():
         return []
     padded = np.concatenate(([False], occupied, [False]))
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    runs = list(zip(edges[::2], edges[1::2], strict=True))  # [start, end) column indices
+    edges: list[int] = np.flatnonzero(padded[1:] != padded[:-1]).tolist()  # Python ints: fast
     merged: list[list[int]] = []
     gap = max(1, int(round(cfg.merge_gap * n)))
-    for s, e in runs:
+    for s, e in zip(edges[::2], edges[1::2], strict=True):  # [start, end) column indices
         if merged and s - merged[-1][1] <= gap:
             merged[-1][1] = e
         else:
-            merged.append([int(s), int(e)])
+            merged.append([s, e])
     return [Blob(s / n, e / n) for s, e in merged if (e - s) / n >= cfg.min_width]
 
 
