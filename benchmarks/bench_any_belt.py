@@ -83,10 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packages", type=int, default=20)
     ap.add_argument("--backend", default="onnx")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--only", nargs="+", choices=list(CONDITIONS), help="these conditions only")
     args = ap.parse_args(argv)
     reports = {}
     with tempfile.TemporaryDirectory(prefix="bench-any-belt-") as tmp:
         for name, scene in CONDITIONS.items():
+            if args.only and name not in args.only:
+                continue
             reports[name] = run_condition(
                 name, scene, args.package, Path(tmp), args.packages, args.backend
             )
