@@ -69,6 +69,8 @@ ARM_BUDGET = {
     "default_long": 4,
     "scratch_long": 4,
     "default_freeze2": 4,
+    "default_select": 4,
+    "default_mix": 4,
 }  # multiplies --budget and the 30-epoch cap
 ARM_LABELS = {
     "default": "init default",
@@ -248,6 +250,8 @@ def _plot(results: list[dict], path: Path) -> None:
         "default_freeze2": "tab:green",
         "default_long": "tab:purple",
         "scratch_long": "tab:red",
+        "default_select": "tab:cyan",
+        "default_mix": "tab:olive",
     }
     for arm, colour in colours.items():
         ns = sorted({r["n"] for r in results if r["arm"] == arm})
