@@ -254,7 +254,7 @@ def _plot(results: list[dict], path: Path) -> None:
         "default_mix": "tab:olive",
     }
     for arm, colour in colours.items():
-        ns = sorted({r["n"] for r in results if r["arm"] == arm})
+        ns = sorted({r["n"] for r in results if r["arm"] == arm and r["n"] > 0})  # log axis
         if not ns:
             continue
         for ax, key in zip(axes, ("recall_at_p95", "recall"), strict=True):
