@@ -74,9 +74,9 @@ def mixed_subset(data: dict, n: int, seed: int) -> Path:
         for lab in ("damaged", "ok")
     }
     rng = np.random.default_rng(10_000 + seed)
-    extra = []
+    extra, src_rows = [], rows_of(src)
     for lab in ("damaged", "ok"):
-        rows = [r for r in rows_of(src) if r["label"] == lab]
+        rows = [r for r in src_rows if r["label"] == lab]
         for i in rng.permutation(len(rows))[: REHEARSAL * n // 2]:
             r = rows[int(i)]
             extra.append(
