@@ -62,6 +62,39 @@ def test_package_tones_pick_their_palette():
     assert np.median(body) < 60 and spec.params()["tone"] == "dark"
 
 
+DAMAGE_ON_THE_FACE = ("crushed_corner", "puncture", "water_stain", "open_flap", "crushed_side")
+
+
+def _sprite(damage: str, seed: int, tone: str) -> P.Sprite:
+    spec = P.sample_spec(np.random.default_rng(seed), damage, (0.6, 1.0), 0.0)
+    spec.tone = tone
+    return P.build_sprite(spec, (4.0, 4.0, 0.4))
+
+
+@pytest.mark.parametrize("damage", DAMAGE_ON_THE_FACE)
+def test_damage_on_a_dark_box_shows_the_board_inside(damage, monkeypatch):
+    # A dyed dark face hides damage that only darkens it; torn, punctured, opened or creased
+    # board shows its kraft core. Same parcel, same random draws, with and without a core.
+    with_core = [_sprite(damage, s, "dark").pm for s in range(6)]
+    monkeypatch.setattr(P.scene, "core_colour", lambda kind, tone: None)
+    without = [_sprite(damage, s, "dark").pm for s in range(6)]
+    lighter = [
+        int((a.mean(axis=-1) - b.mean(axis=-1) > 25).sum())
+        for a, b in zip(with_core, without, strict=True)
+    ]
+    assert min(lighter) >= 20, lighter  # every parcel shows it, not just a few
+
+
+@pytest.mark.parametrize("tone", ["normal", "white"])
+def test_exposure_draws_nothing_on_parcels_without_a_core(tone, monkeypatch):
+    from parcelguard.train.synth import damage as D
+
+    before = [_sprite(d, 4, tone).pm for d in DAMAGE_ON_THE_FACE]
+    monkeypatch.setattr(D, "_expose", lambda cv, mask, amount: None)
+    after = [_sprite(d, 4, tone).pm for d in DAMAGE_ON_THE_FACE]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
 @pytest.mark.parametrize("direction", scene.DIRECTIONS)
 def test_camera_turn_is_what_the_device_turns_back(direction):
     rng = np.random.default_rng(4)

@@ -39,6 +39,16 @@ def _darken(cv, mask: np.ndarray, factor) -> None:
     cv.col *= 1.0 - (1.0 - np.asarray(factor, np.float32)) * m[..., None]
 
 
+def _expose(cv, mask: np.ndarray, amount: float) -> None:
+    """Blends albedo towards the board's inner colour (``cv.core``) where damage breaks or folds
+    the face; nothing when the parcel has no distinct core (its damage shows by shading alone).
+    Draws no random numbers, so parcels without a core render exactly as before."""
+    if cv.core is None:
+        return
+    m = (mask.astype(np.float32) / (255.0 if mask.dtype == np.uint8 else 1.0)) * cv.alpha
+    cv.col += (cv.core - cv.col) * (np.float32(amount) * m)[..., None]
+
+
 def _paint(cv, mask: np.ndarray, colour) -> None:
     m = mask > 0
     cv.col[m] = np.asarray(colour, np.float32)
@@ -58,6 +68,7 @@ def _crumple(cv, rng, region: np.ndarray, n: int, strength: float) -> None:
         cv2.line(light, tuple(map(int, p + 1)), tuple(map(int, p + d + 1)), 255, 1)
     _darken(cv, light & region, 1.0 + 0.3 * strength)
     _darken(cv, dark & region, 1.0 - 0.5 * strength)
+    _expose(cv, light & region, 0.3 + 0.4 * strength)  # stress-whitened crease
 
 
 def torn_label(cv, rng, sev: float) -> str:
@@ -140,6 +151,7 @@ def crushed_corner(cv, rng, sev: float) -> str:
     if variant == "missing":
         edge = cv2.dilate(cut, np.ones((5, 5), np.uint8)) & ~cut
         _darken(cv, edge, 0.5)
+        _expose(cv, edge, 0.75)  # torn board edge
         cv.alpha[cut > 0] = 0.0
     elif variant == "folded":
         cv.alpha[cut > 0] = 0.0
@@ -147,6 +159,7 @@ def crushed_corner(cv, rng, sev: float) -> str:
         flap = np.array([tri[1], tri[2], inner], np.int32)
         fm = _mask(cv.alpha.shape)
         cv2.fillPoly(fm, [flap], 255)
+        _expose(cv, fm, 0.85)  # the folded corner shows its inner side
         _darken(cv, fm, 0.8 - 0.15 * sev)
         cv2.line(
             cv.col,
@@ -184,12 +197,14 @@ def _one_hole(cv, rng, cx, cy, rx, ry, rot, sev) -> None:
     _darken(cv, halo, 0.8)
     rim = cv2.dilate(core, np.ones((5, 5), np.uint8)) & ~core
     _darken(cv, rim, 1.2)
+    _expose(cv, rim, 0.8)  # torn fibres round the hole
     cracks = _mask(cv.alpha.shape)
     for t in rng.uniform(0, 2 * math.pi, int(rng.integers(4, 9))):
         ln = rng.uniform(1.2, 1.9)
         p1 = (int(cx + rx * ln * math.cos(t)), int(cy + ry * ln * math.sin(t)))
         cv2.line(cracks, (int(cx), int(cy)), p1, 255, 1)
     _darken(cv, cracks & ~core, 0.55)
+    _expose(cv, cracks & ~core, 0.5)
     _paint(cv, core, np.full(3, 18 + 40 * (1 - sev), np.float32))
 
 
@@ -216,9 +231,10 @@ def water_stain(cv, rng, sev: float) -> str:
     k = 1.0 - (0.1 + 0.25 * sev)
     _darken(cv, soft, np.array((k * 0.85, k * 0.97, k), np.float32))
     tide = cv2.morphologyEx(blot, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
-    _darken(
-        cv, cv2.GaussianBlur(tide.astype(np.float32) / 255, (0, 0), 0.8), 1.0 - (0.1 + 0.2 * sev)
-    )
+    tide_soft = cv2.GaussianBlur(tide.astype(np.float32) / 255, (0, 0), 0.8)
+    _darken(cv, tide_soft, 1.0 - (0.1 + 0.2 * sev))
+    _expose(cv, soft, 0.15 + 0.25 * sev)  # a dyed face blooms dull where it was wet
+    _expose(cv, tide_soft, 0.25 + 0.35 * sev)  # and dries with a light tide line
     return variant
 
 
@@ -261,6 +277,7 @@ def open_flap(cv, rng, sev: float) -> str:
             cv.base * 0.93 * (1 + 0.04 * rng.standard_normal((int(m.sum()), 1), dtype=np.float32))
         )
         cv.alpha[m] = 1.0
+        _expose(cv, fm, 0.9)  # an opened flap shows its unprinted inner side
         p, q = np.array(quad[0], np.int32), np.array(quad[1], np.int32)
         cv2.line(cv.col, tuple(map(int, p)), tuple(map(int, q)), (30, 30, 30), int(2 + 5 * sev))
     elif variant == "seam_open":
@@ -285,7 +302,9 @@ def _seam_gap(cv, rng, sev) -> None:
     cv2.fillPoly(gm, [np.array(pts, np.int32)], 255)
     edge = cv2.dilate(gm, np.ones((5, 5), np.uint8)) & ~gm
     _darken(cv, edge, 1.25)
+    _expose(cv, edge, 0.6)  # the opened seam's cut edges
     _paint(cv, gm, (28, 28, 30))
+    _expose(cv, gm, 0.5)  # inner flaps in the gap's shadow
 
 
 def _lifted_tape(cv, rng, sev) -> None:
@@ -316,6 +335,7 @@ def _lifted_tape(cv, rng, sev) -> None:
     cv2.fillPoly(under, [q], 255)
     gap = cv2.erode(under, np.ones((3, 3), np.uint8))
     _darken(cv, gap, 0.75)
+    _expose(cv, gap, 0.4)  # fibres the tape pulled off the face
     cv2.polylines(cv.col, [q], True, (250, 250, 250), 1)
     cv.alpha[under > 0] = 1.0
 
@@ -343,12 +363,16 @@ def crushed_side(cv, rng, sev: float) -> str:
     shade = np.ones((h, w), np.float32)
     depth = (0.12 + 0.25 * rng.random()) * span
     n = int(rng.integers(2, 5)) if variant == "accordion" else 1
+    crease = np.zeros((h, w), np.float32)
     for i in range(n):
         t0, wd = depth * (1 + 0.6 * i), 2.0 + 4 * sev
         shade -= amp * np.exp(-0.5 * ((t - t0) / wd) ** 2)
         shade += 0.35 * amp * np.exp(-0.5 * ((t - t0 - 2.2 * wd) / wd) ** 2)
         shade -= 0.25 * amp * (np.abs(t - t0) < 0.7)
+        if cv.core is not None:
+            crease = np.maximum(crease, np.exp(-0.5 * ((t - t0) / (0.5 * wd)) ** 2))
     _darken(cv, np.ones((h, w), np.float32), np.clip(shade, 0.3, 1.3)[..., None])
+    _expose(cv, crease, 0.3 + 0.35 * sev)  # stress whitening along the crease
     _dent_edge(cv, rng, side, sev * (1.5 if variant == "dent" else 0.8))
     return variant
 
@@ -375,3 +399,4 @@ def _dent_edge(cv, rng, side: int, sev: float) -> None:
     cv.alpha[m > 0] = 0.0
     rim = cv2.dilate(m, np.ones((5, 5), np.uint8)) & ~m
     _darken(cv, rim, 0.7)
+    _expose(cv, rim, 0.5)

@@ -119,6 +119,11 @@ class Canvas:
     label: tuple[int, int, int, int] | None = None
     seam_along_x: bool = True
     tape: tuple[int, int, int, int] | None = None
+    # The board's inner colour where damage breaks or folds the surface (None: the same as the
+    # surface, so damage shows by shading alone). Dyed or printed dark board is dark only on its
+    # face: a tear, a puncture's rim, an opened flap or a stress-whitened crease shows the kraft
+    # (box) or the light inner layer (co-extruded poly mailer).
+    core: np.ndarray | None = None
 
 
 def _box_surface(cv: Canvas, rng: np.random.Generator, spec: ParcelSpec) -> None:
@@ -258,6 +263,7 @@ def build_sprite(spec: ParcelSpec, shadow: tuple[float, float, float]) -> Sprite
         (m, m, m + spec.x_len, m + spec.y_len),
         base,
         spec.kind,
+        core=scene.core_colour(spec.kind, spec.tone),
     )
     (_box_surface if spec.kind == "box" else _mailer_surface)(cv, rng, spec)
     if spec.damage_type == "torn_label" or rng.random() < 0.85:

@@ -41,6 +41,10 @@ BELT_BGR = {
 # its edges and shadow: no colour rule can see it).
 DARK_BOX = ((22, 22, 24), (18, 28, 46), (46, 24, 16), (30, 30, 32))
 DARK_MAILER = ((18, 18, 20), (28, 28, 30), (30, 20, 44))
+# What damage exposes on a dark parcel: kraft under a dyed or printed box face, the light inner
+# layer of a black co-extruded poly mailer (synth/damage.py ``_expose``).
+DARK_BOX_CORE = (92.0, 128.0, 166.0)
+DARK_MAILER_CORE = (176.0, 178.0, 180.0)
 WHITE_BOX = ((228, 232, 235), (214, 220, 224))
 WHITE_MAILER = ((242, 242, 242), (226, 230, 232))
 
@@ -101,6 +105,13 @@ def palette(kind: str, tone: str, normal: tuple) -> tuple:
     if tone == "white":
         return WHITE_BOX if kind == "box" else WHITE_MAILER
     return normal
+
+
+def core_colour(kind: str, tone: str) -> np.ndarray | None:
+    """The inner colour damage exposes on a parcel of ``tone``; None where it is the face's own."""
+    if tone != "dark":
+        return None
+    return np.array(DARK_BOX_CORE if kind == "box" else DARK_MAILER_CORE, np.float32)
 
 
 def tones(tone: str, n: int, seed: int) -> list[str]:
