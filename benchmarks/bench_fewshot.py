@@ -20,7 +20,11 @@ Two arms change the labels instead of the recipe (benchmarks/fewshot_labels.py):
 ``default_select`` labels the N crops ``parcelguard data select --strategy mixed`` ranks first
 (scored by the zero-shot package, so run ``--ns 0 --arms default`` first), and ``default_mix``
 trains on the random N plus 3 N crops of the default's own synthetic set (``--source-crops``,
-the pretraining crops' manifest): rehearsal against forgetting.
+the pretraining crops' manifest): rehearsal against forgetting. ``default_video`` is how a user
+with a recorded line would label: N packages of a shifted *line video* (its own seed, 300 packages
+by default, never the replay video) labelled per package and ingested with the device's own
+segmentation (``parcelguard data ingest-video``), so each labelled package brings every crop the
+device classified of it; its subsets are split by package.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/bench_fewshot.py --work runs/fewshot
 [--ns 10 25 50 100 300] [--seeds 0 1 2] [--arms scratch default]``; each finished run is appended to
@@ -36,7 +40,13 @@ import statistics
 import time
 from pathlib import Path
 
-from fewshot_labels import mixed_subset, rows_of, selected_subset, subset  # benchmarks/
+from fewshot_labels import (  # benchmarks/
+    mixed_subset,
+    package_subset,
+    rows_of,
+    selected_subset,
+    subset,
+)
 from parcelguard.device.config.base import load_config
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.inspection.eventfiles import read_events
@@ -49,7 +59,7 @@ from parcelguard.train.config import TrainConfig
 from parcelguard.train.synth import world as synth
 
 ROOT = Path(__file__).resolve().parents[1]
-POOL_SEED, VIDEO_SEED, PARITY_SEED = 1601, 1602, 1603
+POOL_SEED, VIDEO_SEED, PARITY_SEED, LINE_SEED = 1601, 1602, 1603, 1604
 SCRATCH_LR = 3e-3  # configs/train.yaml's
 ARMS = {  # arm -> training overrides on top of configs/finetune.yaml
     # v1: the best val epoch (what the first run measured: with a few val crops it kept the init)
@@ -64,6 +74,10 @@ ARMS = {  # arm -> training overrides on top of configs/finetune.yaml
     # the default's own synthetic crops (--source-crops), REHEARSAL x the N per run
     "default_select": ["init=default", "best_epoch=last"],
     "default_mix": ["init=default", "best_epoch=last"],
+    # the default_long recipe on N packages labelled in a recorded video of the line (its own
+    # seed) and ingested with `parcelguard data ingest-video`: every crop the device classified
+    # of each labelled package, not one rendered still per package
+    "default_video": ["init=default", "best_epoch=last"],
 }
 ARM_BUDGET = {
     "default_long": 4,
@@ -71,6 +85,7 @@ ARM_BUDGET = {
     "default_freeze2": 4,
     "default_select": 4,
     "default_mix": 4,
+    "default_video": 4,
 }  # multiplies --budget and the 30-epoch cap
 ARM_LABELS = {
     "default": "init default",
@@ -80,6 +95,7 @@ ARM_LABELS = {
     "scratch_long": "from scratch, 4x steps",
     "default_select": "init default, 4x steps, N by data select",
     "default_mix": "init default, 4x steps, + synthetic rehearsal",
+    "default_video": "init default, 4x steps, N packages of a line video (all their crops)",
 }
 TARGET_PRECISION = 0.95
 
@@ -105,6 +121,29 @@ def prepare(work: Path, per_class: int, video_packages: int) -> dict:
         synth.make_video(vcfg, vdir)
     out["video"], out["gt"] = vdir / "video.mp4", vdir / "gt.csv"
     return out
+
+
+def line_video_crops(work: Path, n_packages: int) -> Path:
+    """A recorded video of the shifted line (its own seed, never the replay video) with its
+    per-package labels, ingested by the device's own segmentation: the default_video arm's pool."""
+    from parcelguard.train.ingest.dataset import IngestConfig
+    from parcelguard.train.ingest.video import ingest_video
+
+    manifest = work / "line_crops" / "manifest.csv"
+    if manifest.is_file():
+        return manifest
+    vdir = work / "line_video"
+    if not (vdir / "gt.csv").is_file():
+        vcfg = synth.SynthVideoConfig(n_packages=n_packages, seed=LINE_SEED, style="shifted")
+        synth.make_video(vcfg, vdir)
+    ingest_video(
+        vdir / "video.mp4",
+        vdir / "gt.csv",
+        manifest.parent,
+        DeviceConfig(),
+        IngestConfig(overwrite=True),
+    )
+    return manifest
 
 
 def recall_at_precision(events_path: Path, gt: Path, target: float) -> float:
@@ -139,10 +178,18 @@ def run_one(data: dict, work: Path, arm: str, n: int, seed: int, budget: int, th
             manifest = selected_subset(data, work, n)
         elif arm == "default_mix":
             manifest = mixed_subset(data, n, seed)
+        elif arm == "default_video":
+            manifest = package_subset(data["line"], n, seed)
         else:
             manifest = subset(data["pool"], n, seed)
         rows = rows_of(manifest)
-        n_train = sum(1 for r in rows if r["split"] == "train" and r["package_id"][:4] != "src-")
+        n_train = len(
+            {
+                r["package_id"]
+                for r in rows
+                if r["split"] == "train" and r["package_id"][:4] != "src-"
+            }
+        )  # labelled packages trained on (the rest of the N are val)
         n_all = sum(1 for r in rows if r["split"] == "train")  # rehearsal crops count too
         f = ARM_BUDGET.get(arm, 1)
         epochs = min(30 * f, max(5, f * budget // max(n_all, 1)))
@@ -252,6 +299,7 @@ def _plot(results: list[dict], path: Path) -> None:
         "scratch_long": "tab:red",
         "default_select": "tab:cyan",
         "default_mix": "tab:olive",
+        "default_video": "tab:brown",
     }
     for arm, colour in colours.items():
         ns = sorted({r["n"] for r in results if r["arm"] == arm and r["n"] > 0})  # log axis
@@ -296,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--video-packages", type=int, default=120)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--source-crops", type=Path, help="default_mix: the pretraining crops")
+    ap.add_argument(
+        "--line-video-packages", type=int, default=300, help="default_video: the line video's"
+    )
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "fewshot_curve.png")
     args = ap.parse_args(argv)
@@ -308,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     data = prepare(args.work, args.pool_per_class, args.video_packages)
     data["source"] = args.source_crops
+    if "default_video" in args.arms:
+        data["line"] = line_video_crops(args.work, args.line_video_packages)
     done = {(r["arm"], r["n"], r["seed"]) for r in load_results(results_path)}
     # Seeds outermost: a run cut short by the deadline still has whole curves.
     for seed in args.seeds:

@@ -89,3 +89,33 @@ def mixed_subset(data: dict, n: int, seed: int) -> Path:
     keys = list(picked["ok"][0])
     extra = [{k: r.get(k, "") for k in keys} for r in extra]
     return _write_subset(data["pool"].parent / f"mix_n{n}_s{seed}.csv", picked, extra)
+
+
+def package_subset(manifest: Path, n: int, seed: int) -> Path:
+    """``n`` distinct packages (ceil(n/2) damaged, nested in n for one seed) of an ingested line
+    video with every crop the device classified of each; 20 % of the packages (>= 1 per class)
+    val, the rest train, split by package."""
+    rows = rows_of(manifest)
+    crops: dict[str, list[dict]] = {}
+    for r in rows:
+        crops.setdefault(r["package_id"], []).append(
+            {**r, "file": str((manifest.parent / r["file"]).resolve())}
+        )
+    label_of = {pid: rs[0]["label"] for pid, rs in crops.items()}
+    rng = np.random.default_rng(seed)
+    n_dam = (n + 1) // 2
+    out_rows: list[dict] = []
+    for lab, k in (("damaged", n_dam), ("ok", n - n_dam)):
+        ids = sorted(pid for pid, lb in label_of.items() if lb == lab)
+        if len(ids) < k:
+            raise SystemExit(f"the line video has {len(ids)} {lab} packages, {k} asked for")
+        chosen = [ids[int(i)] for i in rng.permutation(len(ids))[:k]]
+        n_val = max(1, round(0.2 * k)) if k > 1 else 0
+        for j, pid in enumerate(chosen):
+            out_rows += [{**r, "split": "val" if j < n_val else "train"} for r in crops[pid]]
+    path = manifest.parent / f"packages_n{n}_s{seed}.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(out_rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(out_rows)
+    return path
