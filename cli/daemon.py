@@ -72,8 +72,9 @@ def cmd_replay_station(args: argparse.Namespace) -> int:
     m = cfg.model
     pkg = load_package(m.package, **m.signature_args())
     backend = open_backend(pkg, args.backend or m.backend, m.threads, m.providers)
+    registration: dict[str, dict] = {}
     try:
-        events = replay_station(cfg, videos, backend, pkg.manifest)
+        events = replay_station(cfg, videos, backend, pkg.manifest, registration)
     finally:
         backend.close()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +84,16 @@ def cmd_replay_station(args: argparse.Namespace) -> int:
     for ev in events:
         verdicts[ev.verdict] = verdicts.get(ev.verdict, 0) + 1
     missing = sum(1 for ev in events if ev.views_missing)
-    print(jsonio.dumps({"packages": len(events), "verdicts": verdicts, "views_missing": missing}))
+    summary: dict = {"packages": len(events), "verdicts": verdicts, "views_missing": missing}
+    if registration:  # the cameras that register: where each ROI went (docs/camera.md)
+        (args.out / "registration.json").write_text(
+            jsonio.dumps({"cameras": registration}, indent=2) + "\n", encoding="utf-8"
+        )
+        summary["registration"] = {
+            cam: {"roi_offset_px": st["roi_offset_px"], "follows": st["follows"]}
+            for cam, st in registration.items()
+        }
+    print(jsonio.dumps(summary))
     print(f"fused events in {out}")
     return 0
 

@@ -5,12 +5,15 @@ Each camera's video runs through its own :class:`InspectionLoop` (its config fro
 the order they were decided, each camera's clock advanced to its event's decision time, and the
 station flushed at the end. The videos must share a clock: recorded together (record sidecars) or
 starting at the same instant at the same frame rate. ``parcelguard replay`` itself replays one
-camera at a time; this is the Python API for a station (docs/scale.md).
+camera at a time; this is the Python API for a station (docs/scale.md). Cameras that register
+(``registration.every_frames``) report their registration status as the daemon's
+``POST /registration`` does (docs/camera.md).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from parcelguard.device.backends import Backend
 from parcelguard.device.config.device import DeviceConfig
@@ -26,9 +29,14 @@ RUN_TOKEN = "replay"
 
 
 def replay_station(
-    cfg: DeviceConfig, videos: dict[str, Path], backend: Backend, manifest: Manifest
+    cfg: DeviceConfig,
+    videos: dict[str, Path],
+    backend: Backend,
+    manifest: Manifest,
+    registration: dict[str, dict[str, Any]] | None = None,
 ) -> list[Event]:
-    """The fused events of a station's videos (``videos`` maps camera id -> video file)."""
+    """The fused events of a station's videos (``videos`` maps camera id -> video file); with
+    ``registration`` given, each registering camera's status is stored there by camera id."""
     if not cfg.station.enabled:
         raise ParcelguardError(
             "replaying a station needs station.enabled and cameras: in the config"
@@ -44,6 +52,8 @@ def replay_station(
     for order, view in enumerate(views):
         loop = InspectionLoop(view.cfg, backend, manifest, None, f"{RUN_TOKEN}-{view.id}")
         loop.run(open_replay_source(videos[view.id], view.cfg))
+        if registration is not None and loop.registration is not None:
+            registration[view.id] = loop.registration.status()
         for ev in loop.events:
             ev.camera = view.id
             decided.append((ev.t_decision, order, view.id, ev))

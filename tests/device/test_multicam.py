@@ -227,6 +227,7 @@ def test_parcelguard_run_with_two_cameras(tmp_path):
     write_avi(tmp_path / "side.avi", side, FPS)
     data = config(tmp_path).model_dump(mode="json")
     data["model"]["backend"] = "onnx"
+    data["registration"] = {"every_frames": 5, "reference": str(tmp_path / "ref" / "r.png")}
     (tmp_path / "dev.yaml").write_text(yaml.safe_dump(data))
     pkg = tiny_onnx_package(tmp_path / "pkg")
     r = run_cli("run", "--config", str(tmp_path / "dev.yaml"), "--model", str(pkg))
@@ -252,6 +253,12 @@ def test_parcelguard_run_with_two_cameras(tmp_path):
     assert r.returncode == 0, r.stderr
     live = [fused_view(e) for e in packages(tmp_path / "events")]
     assert [fused_view(e) for e in read_events(out / "events.jsonl")] == live
+    replayed = json.loads(r.stdout.strip().splitlines()[-2])  # the summary, then the path
+    assert replayed["registration"] == {
+        cam: {"roi_offset_px": [0, 0], "follows": 0} for cam in ("top", "side")
+    }
+    status = json.loads((out / "registration.json").read_text())["cameras"]
+    assert set(status) == {"top", "side"} and all(s["checks"] > 0 for s in status.values())
     r = run_cli(
         "replay-station",
         "--config",

@@ -15,7 +15,14 @@ from parcelguard.device.config.views import camera_views
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.live.multicam import MultiDaemon
 from parcelguard.device.live.paced import Paced
-from parcelguard.device.testing import FakeBackend, bumped_belt_frames, make_config, manifest
+from parcelguard.device.replay.views import replay_station
+from parcelguard.device.testing import (
+    FakeBackend,
+    bumped_belt_frames,
+    make_config,
+    manifest,
+    write_avi,
+)
 
 FPS = 30.0
 N_PKG, BLOCK = 5, 28  # 20 frames of travel + 8 empty frames per package
@@ -92,6 +99,37 @@ def test_only_the_bumped_camera_alarms_and_its_roi_follows(tmp_path):
     assert 'parcelguard_alarms_total{camera="a",alarm="camera_shifted"} 1' in text
     shifted_lines = [x for x in text.splitlines() if 'alarm="camera_shifted"' in x]
     assert shifted_lines == ['parcelguard_alarms_total{camera="a",alarm="camera_shifted"} 1']
+
+
+def test_replay_station_reports_each_cameras_registration_as_live(tmp_path):
+    bumped, _ = bumped_belt_frames(N_PKG, bump_at=BUMP_AT, bump=BUMP, seed=3)
+    still, _ = bumped_belt_frames(N_PKG, seed=4)
+    write_avi(tmp_path / "a.avi", bumped, FPS)
+    write_avi(tmp_path / "b.avi", still, FPS)
+    ref = tmp_path / "commission" / "reference.png"
+    cfg = make_config(
+        tmp_path,
+        registration={**REG, "reference": str(ref)},
+        belt={"camera_to_gate_m": 0.05, "speed_mps": 0.5},
+        actuator={"output": "log"},
+        cameras=_cameras(tmp_path),
+        station={"enabled": True},
+    )
+    d, _ = _run(cfg, {"a": bumped, "b": still})  # live writes each camera's reference
+    live = d.registration_status()["cameras"]
+    replayed: dict[str, dict] = {}
+    replay_station(
+        cfg,
+        {"a": tmp_path / "a.avi", "b": tmp_path / "b.avi"},
+        FakeBackend(score=0.1),
+        manifest(),
+        replayed,
+    )
+    assert set(replayed) == {"a", "b"}
+    assert replayed["a"]["roi_offset_px"] == list(BUMP) and replayed["a"]["follows"] == 1
+    assert replayed["b"]["roi_offset_px"] == [0, 0] and replayed["b"]["follows"] == 0
+    for cam in ("a", "b"):  # the ROI followed at the same video time as live
+        assert replayed[cam]["followed"] == live[cam]["followed"], cam
 
 
 def test_each_cameras_own_config_decides_its_failsafe(tmp_path):
