@@ -12,6 +12,10 @@ import math
 
 import cv2
 import numpy as np
+from parcelguard.train.synth.paint import darken as _darken
+from parcelguard.train.synth.paint import expose as _expose
+from parcelguard.train.synth.paint import mask as _mask
+from parcelguard.train.synth.paint import paint as _paint
 from parcelguard.train.synth.shapes import ragged_poly, smooth_noise
 
 
@@ -27,31 +31,6 @@ def apply(damage_type: str, cv, rng: np.random.Generator, sev: float) -> str:
     if damage_type not in painters:
         raise ValueError(f"unknown damage type {damage_type!r}")
     return painters[damage_type](cv, rng, float(np.clip(sev, 0.0, 1.0)))
-
-
-def _mask(shape: tuple[int, int]) -> np.ndarray:
-    return np.zeros(shape, np.uint8)
-
-
-def _darken(cv, mask: np.ndarray, factor) -> None:
-    """Multiplies albedo by ``factor`` where the float/uint8 ``mask`` is set (package only)."""
-    m = (mask.astype(np.float32) / (255.0 if mask.dtype == np.uint8 else 1.0)) * cv.alpha
-    cv.col *= 1.0 - (1.0 - np.asarray(factor, np.float32)) * m[..., None]
-
-
-def _expose(cv, mask: np.ndarray, amount: float) -> None:
-    """Blends albedo towards the board's inner colour (``cv.core``) where damage breaks or folds
-    the face; nothing when the parcel has no distinct core (its damage shows by shading alone).
-    Draws no random numbers, so parcels without a core render exactly as before."""
-    if cv.core is None:
-        return
-    m = (mask.astype(np.float32) / (255.0 if mask.dtype == np.uint8 else 1.0)) * cv.alpha
-    cv.col += (cv.core - cv.col) * (np.float32(amount) * m)[..., None]
-
-
-def _paint(cv, mask: np.ndarray, colour) -> None:
-    m = mask > 0
-    cv.col[m] = np.asarray(colour, np.float32)
 
 
 def _crumple(cv, rng, region: np.ndarray, n: int, strength: float) -> None:

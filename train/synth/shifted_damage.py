@@ -15,7 +15,9 @@ import math
 
 import cv2
 import numpy as np
-from parcelguard.train.synth.damage import _darken, _mask, _paint
+from parcelguard.train.synth.paint import darken as _darken
+from parcelguard.train.synth.paint import mask as _mask
+from parcelguard.train.synth.paint import paint as _paint
 from parcelguard.train.synth.shapes import ragged_poly, smooth_noise
 
 KRAFT_INSIDE = np.array((70, 120, 160), np.float32)  # BGR: the unprinted inside of a lid
