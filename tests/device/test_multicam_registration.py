@@ -63,17 +63,29 @@ def _alarms(events_dir: Path) -> list[tuple[str, dict]]:
         return [(n, json.loads(b)) for n, b in rows]
 
 
-def test_only_the_bumped_camera_alarms_and_its_roi_follows(tmp_path):
-    bumped, n = bumped_belt_frames(N_PKG, bump_at=BUMP_AT, bump=BUMP, seed=3)
-    still, _ = bumped_belt_frames(N_PKG, seed=4)
-    ref = tmp_path / "commission" / "reference.png"
-    cfg = make_config(
+def _bumped_and_still() -> tuple[tuple[list, int], tuple[list, int]]:
+    """Camera a's frames knocked by BUMP after the second package; camera b's never moved."""
+    return (
+        bumped_belt_frames(N_PKG, bump_at=BUMP_AT, bump=BUMP, seed=3),
+        bumped_belt_frames(N_PKG, seed=4),
+    )
+
+
+def _bump_config(tmp_path: Path, ref: Path, **extra):
+    return make_config(
         tmp_path,
         registration={**REG, "reference": str(ref)},
         belt={"camera_to_gate_m": 0.05, "speed_mps": 0.5},
         actuator={"output": "log"},
         cameras=_cameras(tmp_path),
+        **extra,
     )
+
+
+def test_only_the_bumped_camera_alarms_and_its_roi_follows(tmp_path):
+    (bumped, n), (still, _) = _bumped_and_still()
+    ref = tmp_path / "commission" / "reference.png"
+    cfg = _bump_config(tmp_path, ref)
     d, summary = _run(cfg, {"a": bumped, "b": still})
     assert summary["cameras"]["a"]["packages"] == summary["cameras"]["b"]["packages"] == n
     # each camera wrote (and registered against) its own reference
@@ -102,18 +114,11 @@ def test_only_the_bumped_camera_alarms_and_its_roi_follows(tmp_path):
 
 
 def test_replay_station_reports_each_cameras_registration_as_live(tmp_path):
-    bumped, _ = bumped_belt_frames(N_PKG, bump_at=BUMP_AT, bump=BUMP, seed=3)
-    still, _ = bumped_belt_frames(N_PKG, seed=4)
+    (bumped, _), (still, _) = _bumped_and_still()
     write_avi(tmp_path / "a.avi", bumped, FPS)
     write_avi(tmp_path / "b.avi", still, FPS)
-    ref = tmp_path / "commission" / "reference.png"
-    cfg = make_config(
-        tmp_path,
-        registration={**REG, "reference": str(ref)},
-        belt={"camera_to_gate_m": 0.05, "speed_mps": 0.5},
-        actuator={"output": "log"},
-        cameras=_cameras(tmp_path),
-        station={"enabled": True},
+    cfg = _bump_config(
+        tmp_path, tmp_path / "commission" / "reference.png", station={"enabled": True}
     )
     d, _ = _run(cfg, {"a": bumped, "b": still})  # live writes each camera's reference
     live = d.registration_status()["cameras"]
