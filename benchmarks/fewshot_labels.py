@@ -37,10 +37,14 @@ def _write_subset(
         for i, r in enumerate(group):
             out_rows.append({**r, "split": "val" if i < n_val else "train"})
     out_rows += [{**r, "split": "train"} for r in extra or []]
+    return _write_rows(path, out_rows)
+
+
+def _write_rows(path: Path, rows: list[dict]) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(out_rows[0]), lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
-        w.writerows(out_rows)
+        w.writerows(rows)
     return path
 
 
@@ -113,9 +117,4 @@ def package_subset(manifest: Path, n: int, seed: int) -> Path:
         n_val = max(1, round(0.2 * k)) if k > 1 else 0
         for j, pid in enumerate(chosen):
             out_rows += [{**r, "split": "val" if j < n_val else "train"} for r in crops[pid]]
-    path = manifest.parent / f"packages_n{n}_s{seed}.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(out_rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(out_rows)
-    return path
+    return _write_rows(manifest.parent / f"packages_n{n}_s{seed}.csv", out_rows)

@@ -38,8 +38,9 @@ class Recipe(TypedDict):
     scenes: dict[str, list[str]]
 
 
-# The demo's data budget (4,000 crops per class) and three times its epochs (30: at 20 the validation accuracy was still rising), with every belt colour,
-# belt texture and package tone of synth/scene.py drawn per crop: a default that starts from
+# The demo's data budget (4,000 crops per class) and three times its epochs (at 20 the validation
+# accuracy was still rising), with every belt colour, belt texture and package tone of
+# synth/scene.py drawn per crop: a default that starts from
 # "any belt" rather than the original dark one (issue 17), and the broader start fine-tuning
 # wants (issue 16).
 RECIPE: Recipe = {

@@ -11,9 +11,14 @@ def mask(shape: tuple[int, int]) -> np.ndarray:
     return np.zeros(shape, np.uint8)
 
 
+def _weight(cv, mask: np.ndarray) -> np.ndarray:
+    """A uint8 (0/255) or float (0..1) mask as a 0..1 float weight, on the package only."""
+    return (mask.astype(np.float32) / (255.0 if mask.dtype == np.uint8 else 1.0)) * cv.alpha
+
+
 def darken(cv, mask: np.ndarray, factor) -> None:
     """Multiplies albedo by ``factor`` where the float/uint8 ``mask`` is set (package only)."""
-    m = (mask.astype(np.float32) / (255.0 if mask.dtype == np.uint8 else 1.0)) * cv.alpha
+    m = _weight(cv, mask)
     cv.col *= 1.0 - (1.0 - np.asarray(factor, np.float32)) * m[..., None]
 
 
@@ -23,7 +28,7 @@ def expose(cv, mask: np.ndarray, amount: float) -> None:
     Draws no random numbers, so parcels without a core render exactly as before."""
     if cv.core is None:
         return
-    m = (mask.astype(np.float32) / (255.0 if mask.dtype == np.uint8 else 1.0)) * cv.alpha
+    m = _weight(cv, mask)
     cv.col += (cv.core - cv.col) * (np.float32(amount) * m)[..., None]
 
 

@@ -42,7 +42,7 @@ BELT_BGR = {
 DARK_BOX = ((22, 22, 24), (18, 28, 46), (46, 24, 16), (30, 30, 32))
 DARK_MAILER = ((18, 18, 20), (28, 28, 30), (30, 20, 44))
 # What damage exposes on a dark parcel: kraft under a dyed or printed box face, the light inner
-# layer of a black co-extruded poly mailer (synth/damage.py ``_expose``).
+# layer of a black co-extruded poly mailer (synth/paint.py ``expose``).
 DARK_BOX_CORE = (92.0, 128.0, 166.0)
 DARK_MAILER_CORE = (176.0, 178.0, 180.0)
 WHITE_BOX = ((228, 232, 235), (214, 220, 224))
