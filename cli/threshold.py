@@ -10,25 +10,31 @@ from typing import Any
 from parcelguard.device import jsonio
 
 
-def _fmt_row(name: str, o: dict[str, Any]) -> str:
+def _fmt_row(name: str, o: dict[str, Any], cost: bool = True) -> str:
     return (
         f"{name:<9} {o['threshold']:>9.4f} {o['rejects']:>7d} {100 * o['reject_rate']:>10.1f}% "
-        f"{o['recall']:>7.3f} {o['precision']:>9.3f} {o['fp']:>5d} {o['fn']:>5d} {o['cost']:>9g}"
+        f"{o['recall']:>7.3f} {o['precision']:>9.3f} {o['fp']:>5d} {o['fn']:>5d}"
+        + (f" {o['cost']:>9g}" if cost else "")
     )
 
 
 def render(r: dict[str, Any]) -> str:
-    c = r["costs"]
+    c, floor = r["costs"], r.get("min_precision")
+    how = (
+        f"threshold for the best recall at precision >= {floor:g}"
+        if floor is not None
+        else f"threshold by cost (false reject {c['false_reject']:g}, missed damage "
+        f"{c['missed_damage']:g})"
+    )
     lines = [
-        f"threshold by cost (false reject {c['false_reject']:g}, missed damage "
-        f"{c['missed_damage']:g}) over {r['packages']} labelled packages ({r['damaged']} damaged; "
+        f"{how} over {r['packages']} labelled packages ({r['damaged']} damaged; "
         f"joined by {r['join']})",
         f"{'':<9} {'threshold':>9} {'rejects':>7} {'reject rate':>11} {'recall':>7} "
-        f"{'precision':>9} {'FP':>5} {'FN':>5} {'cost':>9}",
+        f"{'precision':>9} {'FP':>5} {'FN':>5}" + ("" if floor is not None else f" {'cost':>9}"),
     ]
     if r["current"] is not None:
-        lines.append(_fmt_row("current", r["current"]))
-    lines.append(_fmt_row("chosen", r["chosen"]))
+        lines.append(_fmt_row("current", r["current"], floor is None))
+    lines.append(_fmt_row("chosen", r["chosen"], floor is None))
     rates = [f"{100 * r[k]['line_reject_rate']:.1f}% {k}" for k in ("current", "chosen") if r[k]]
     lines.append(
         f"on all {r['events']} packages of the scores, labelled or not: reject rate "
@@ -55,7 +61,7 @@ def render(r: dict[str, Any]) -> str:
     lines += [f"note: {n}" for n in notes]
     t = r["chosen"]["threshold"]
     if r["current"] is not None and t == r["current"]["threshold"]:
-        lines.append("the current threshold is already the cheapest; nothing to change")
+        lines.append("the current threshold is already the one asked for; nothing to change")
     else:
         lines.append(
             f"apply it in device.yaml: fusion: {{threshold: {t:g}}} (or --set fusion.threshold={t:g}); "
@@ -77,10 +83,11 @@ def cmd_threshold(args: argparse.Namespace) -> int:
         args.scores,
         args.labels,
         args.cost_false_reject,
-        args.cost_missed,
+        args.cost_missed if args.cost_missed is not None else 0.0,
         positive=args.positive_class,
         classes=classes,
         current=current,
+        min_precision=args.min_precision,
     )
     print(render(r))
     if args.out is not None:
@@ -112,12 +119,19 @@ def register(sub: Any) -> None:
         metavar="COST",
         help="cost of rejecting an ok package (1)",
     )
-    p.add_argument(
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument(
         "--cost-missed",
         type=float,
-        required=True,
         metavar="COST",
         help="cost of passing a damaged package",
+    )
+    how.add_argument(
+        "--min-precision",
+        type=float,
+        metavar="P",
+        help="instead of costs: the best recall whose precision (damaged among rejects) is >= P, "
+        "e.g. 0.95; the threshold sits in the middle of the gap below that operating point",
     )
     p.add_argument(
         "--current",

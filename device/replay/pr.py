@@ -19,3 +19,17 @@ def best_recall_at_precision(data: Labelled, min_precision: float) -> Outcome | 
         if o.tp and o.precision >= min_precision and (best is None or o.recall >= best.recall):
             best = o
     return best
+
+
+def threshold_at_precision(data: Labelled, min_precision: float) -> float | None:
+    """A threshold to ship from reviewed packages: the operating point of
+    :func:`best_recall_at_precision`, moved down to the middle of the gap below its score (every
+    threshold in that gap rejects the same reviewed packages; the middle leaves a margin either
+    side for packages not yet seen). None when no threshold reaches ``min_precision``."""
+    best = best_recall_at_precision(data, min_precision)
+    if best is None:
+        return None
+    below = data.scores[data.scores < best.threshold]
+    lower = float(below.max()) if below.size else 0.0
+    mid = (lower + best.threshold) / 2
+    return round(mid, 6) if lower < round(mid, 6) <= best.threshold else mid

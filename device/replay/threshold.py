@@ -342,6 +342,20 @@ def off_rule(events: list[dict[str, Any]], positive: str) -> int:
     return n
 
 
+def _at_precision(
+    data: Labelled, min_precision: float, curve: list[dict[str, Any]]
+) -> tuple[float, dict[str, Any]]:
+    from parcelguard.device.replay.pr import threshold_at_precision  # pr builds on this module
+
+    t = threshold_at_precision(data, min_precision)
+    if t is None:
+        raise ParcelguardError(
+            f"no threshold reaches precision {min_precision:g} on these labels (every threshold "
+            "that rejects a damaged package also rejects too many ok ones): lower --min-precision"
+        )
+    return t, next(r for r in curve if _inside(r, t))
+
+
 def choose(
     scores: Path,
     labels: Path,
@@ -350,8 +364,15 @@ def choose(
     positive: str = "damaged",
     classes: list[str] | None = None,
     current: float | None = None,
+    min_precision: float | None = None,
 ) -> dict[str, Any]:
-    """The whole answer: chosen and current threshold with their previews, and the cost curve."""
+    """The whole answer: chosen and current threshold with their previews, and the cost curve.
+
+    With ``min_precision`` the threshold is the best recall at that precision floor instead
+    (:func:`~parcelguard.device.replay.pr.threshold_at_precision`; the costs only price the
+    previews)."""
+    if min_precision is not None and not 0.0 < min_precision <= 1.0:
+        raise ParcelguardError(f"the precision floor must be within (0, 1] (got {min_precision})")
     if not (
         math.isfinite(cost_fp + cost_fn) and cost_fp >= 0 and cost_fn >= 0 and cost_fp + cost_fn > 0
     ):
@@ -365,6 +386,8 @@ def choose(
     if current is None:
         current, source = current_threshold(events), "events"
     t, row, curve = best_threshold(data, cost_fp, cost_fn, current)
+    if min_precision is not None:
+        t, row = _at_precision(data, min_precision, curve)
     chosen = asdict(outcome(data, t, cost_fp, cost_fn)) | {"line_reject_rate": 0.0}
     chosen["line_reject_rate"] = line_reject_rate(events, t)
     now = None
@@ -373,6 +396,7 @@ def choose(
         now["line_reject_rate"] = line_reject_rate(events, current)
     return {
         "costs": {"false_reject": cost_fp, "missed_damage": cost_fn},
+        "min_precision": min_precision,
         "join": data.join,
         "packages": data.total,
         "damaged": int(data.positive.sum()) + data.fixed_tp + data.fixed_fn,

@@ -227,3 +227,42 @@ def test_best_recall_at_a_precision_floor():
     assert loose is not None and loose.threshold == pytest.approx(0.40) and loose.recall == 1.0
     data.fixed_fp = 5  # five ok packages rejected uninspected: no threshold reaches 0.95
     assert best_recall_at_precision(data, 0.95) is None
+
+
+def test_threshold_at_precision_sits_in_the_gap_below_the_operating_point():
+    from parcelguard.device.replay.pr import best_recall_at_precision, threshold_at_precision
+
+    data = Labelled(
+        scores=np.array(SCORES), positive=np.array([lab == "damaged" for lab in LABELS])
+    )
+    best = best_recall_at_precision(data, 0.95)
+    t = threshold_at_precision(data, 0.95)
+    assert best is not None and t is not None
+    below = data.scores[data.scores < best.threshold].max()
+    assert below < t < best.threshold and t == pytest.approx((below + best.threshold) / 2)
+    # the shipped threshold rejects the same reviewed packages as the operating point
+    a, b = outcome(data, t, 0, 0), outcome(data, best.threshold, 0, 0)
+    assert (a.tp, a.fp, a.fn, a.tn) == (b.tp, b.fp, b.fn, b.tn)
+    data.fixed_fp = 5
+    assert threshold_at_precision(data, 0.95) is None
+
+
+def test_min_precision_picks_the_best_recall_at_the_floor(tmp_path):
+    write_set(tmp_path)
+    r = choose(tmp_path, tmp_path / "gt.csv", cost_fp=1, cost_fn=0, min_precision=0.75)
+    c = r["chosen"]
+    # t = 0.60 catches 4 of 5 damaged with one false reject plus the uninspected one (P 0.8);
+    # catching the fifth (0.40) drops precision to 5/8; the gap below 0.60 is (0.55, 0.60]
+    assert (c["recall"], c["precision"]) == (pytest.approx(0.8), pytest.approx(0.8))
+    assert c["threshold"] == pytest.approx(0.575) and r["equally_good"] == [0.55, 0.60]
+    assert r["min_precision"] == 0.75
+    gt = str(tmp_path / "gt.csv")
+    p = run_cli("threshold", "--scores", str(tmp_path), "--labels", gt, "--min-precision", "0.75")
+    assert p.returncode == 0, p.stderr
+    assert "best recall at precision >= 0.75" in p.stdout and "0.5750" in p.stdout
+    # the uninspected ok package is rejected at any threshold: precision 1 is out of reach
+    p = run_cli("threshold", "--scores", str(tmp_path), "--labels", gt, "--min-precision", "1")
+    one_sentence(p, "no threshold reaches precision 1")
+    # costs and a precision floor are two ways to choose: one of them, not both
+    p = run_cli("threshold", "--scores", str(tmp_path), "--labels", gt)
+    assert p.returncode != 0 and "--min-precision" in p.stderr
