@@ -78,6 +78,8 @@ ARMS = {  # arm -> training overrides on top of configs/finetune.yaml
     # seed) and ingested with `parcelguard data ingest-video`: every crop the device classified
     # of each labelled package, not one rendered still per package
     "default_video": ["init=default", "best_epoch=last"],
+    # the default_long recipe with every crop also turned by one of the square's 8 symmetries
+    "default_d4": ["init=default", "best_epoch=last", "augment.dihedral=true"],
 }
 ARM_BUDGET = {
     "default_long": 4,
@@ -86,6 +88,7 @@ ARM_BUDGET = {
     "default_select": 4,
     "default_mix": 4,
     "default_video": 4,
+    "default_d4": 4,
 }  # multiplies --budget and the 30-epoch cap
 ARM_LABELS = {
     "default": "init default",
@@ -96,6 +99,7 @@ ARM_LABELS = {
     "default_select": "init default, 4x steps, N by data select",
     "default_mix": "init default, 4x steps, + synthetic rehearsal",
     "default_video": "init default, 4x steps, N packages of a line video (all their crops)",
+    "default_d4": "init default, 4x steps, + flips and quarter turns",
 }
 TARGET_PRECISION = 0.95
 
@@ -300,6 +304,7 @@ def _plot(results: list[dict], path: Path) -> None:
         "default_select": "tab:cyan",
         "default_mix": "tab:olive",
         "default_video": "tab:brown",
+        "default_d4": "tab:pink",
     }
     for arm, colour in colours.items():
         ns = sorted({r["n"] for r in results if r["arm"] == arm and r["n"] > 0})  # log axis

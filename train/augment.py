@@ -27,6 +27,8 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.
     def u(lo: float, hi: float) -> torch.Tensor:
         return torch.rand(n, generator=gen).to(dev) * (hi - lo) + lo
 
+    if cfg.dihedral:  # drawn only when on: runs without it keep their random stream
+        x = _dihedral(x, torch.rand(n, 3, generator=gen).to(dev) < 0.5)
     if cfg.shift_px or cfg.rotate_deg or cfg.scale:
         ang = u(-cfg.rotate_deg, cfg.rotate_deg) * math.pi / 180
         sc = u(1 - cfg.scale, 1 + cfg.scale)
@@ -49,3 +51,14 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.
     if cfg.noise:
         x = x + torch.randn(x.shape, generator=gen).to(dev) * cfg.noise
     return x.clamp_(0, 1)
+
+
+def _dihedral(x: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
+    """Per sample: mirror left-right, mirror top-bottom, transpose (``pick``: bool N x 3); the
+    eight combinations are the eight symmetries of the square."""
+    n = x.shape[0]
+    x = torch.where(pick[:, 0].view(n, 1, 1, 1), x.flip(3), x)
+    x = torch.where(pick[:, 1].view(n, 1, 1, 1), x.flip(2), x)
+    if x.shape[2] == x.shape[3]:
+        x = torch.where(pick[:, 2].view(n, 1, 1, 1), x.transpose(2, 3), x)
+    return x

@@ -78,6 +78,11 @@ class AugmentConfig(StrictModel):
     brightness: float = Field(0.2, ge=0, lt=1)
     contrast: float = Field(0.2, ge=0, lt=1)
     noise: float = Field(0.02, ge=0)
+    dihedral: bool = Field(
+        False,
+        description="also turn each crop by a random one of the 8 flips/quarter turns (a top-down "
+        "camera sees a package's damage on any side; square inputs only)",
+    )
 
 
 class TrainConfig(StrictModel):
