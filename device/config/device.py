@@ -141,6 +141,11 @@ class BackgroundConfig(StrictModel):
         True,
         description="follow the frame's overall brightness (flicker, exposure) on belt columns",
     )
+    fill: bool = Field(
+        True,
+        description="close small gaps in the package mask and fill its enclosed holes before "
+        "counting columns (a package close to the belt's colour shows mostly its outline)",
+    )
 
 
 class PresenceConfig(StrictModel):

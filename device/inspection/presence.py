@@ -7,8 +7,10 @@
   from a running belt works: a moving belt's texture and seams pass every pixel, so they land in
   the spread, and packages that cover a pixel in less than half the frames do not move the median.
 * :class:`BackgroundPresence` marks a pixel "package" when any channel differs from the belt by
-  more than ``max(k x spread, min_diff)``, then reduces the mask to columns and blobs exactly like
-  the brightness rule (:func:`parcelguard.device.inspection.segment.column_blobs`). Belt pixels
+  more than ``max(k x spread, min_diff)``, closes the mask and fills its holes (:func:`fill_mask`:
+  a package close to the belt's colour shows mostly its outline), then reduces it to columns and
+  blobs exactly like the brightness rule
+  (:func:`parcelguard.device.inspection.segment.column_blobs`). Belt pixels
   update the median slowly (``learn_rate``), which follows lighting drift; package pixels do not.
 """
 
@@ -187,6 +189,7 @@ class BackgroundPresence:
         self._warm: list[np.ndarray] = []
         self._thr: np.ndarray | None = None
         self.occupied = np.zeros(0, bool)
+        self.anchored = np.zeros(0, bool)  # columns the mask occupies before fill_mask
         self.measured = 0  # frames measured against a belt model (the warm-up's are not)
         if model is not None:
             self._set(model)
@@ -210,7 +213,11 @@ class BackgroundPresence:
         expected = self._mean * np.float32(self.gain)
         d = cv2.absdiff(small, expected)  # cv2 and 2-D maxima: 10x faster than .max(axis=2)
         fg = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2]) > self._thr
-        occupied = np.count_nonzero(fg, axis=0) >= self.cfg.column_fill * fg.shape[0]
+        need = self.cfg.column_fill * fg.shape[0]
+        self.anchored = np.count_nonzero(fg, axis=0) >= need
+        if self.bg.fill:
+            fg = fill_mask(fg)
+        occupied = np.count_nonzero(fg, axis=0) >= need
         # Only belt learns: not the package pixels, and not any pixel of a column a package
         # occupies (or its neighbours), or a package's faint parts would fade into the belt.
         near = occupied.copy()
@@ -252,10 +259,28 @@ class BackgroundPresence:
         """Blobs of an already strided belt view (float32 h x w x 3)."""
         self.mask(small)
         self.measured += 1
-        return column_blobs(self.occupied, self.cfg)
+        blobs = column_blobs(self.occupied, self.cfg)
+        if not self.bg.fill:
+            return blobs
+        # The filled mask only grows and joins what the plain mask already sees as a package:
+        # filling alone must not turn a belt print's flickering edges into one.
+        seen = column_blobs(self.anchored, self.cfg)
+        return [b for b in blobs if any(a.x0 < b.x1 and b.x0 < a.x1 for a in seen)]
 
 
 Measure = Callable[[np.ndarray, float], list[Blob]]
+CLOSE_KERNEL = np.ones((3, 3), np.uint8)
+
+
+def fill_mask(fg: np.ndarray) -> np.ndarray:
+    """The package mask closed by one pixel (bridges the speckle of a package whose colour is
+    close to the belt's) and with every hole it encloses filled (a package's outline, shadow and
+    print enclose its face, which then counts whole). Belt that touches the view's border is never
+    filled, so the gap between two packages stays open unless they enclose it."""
+    m = cv2.morphologyEx(fg.view(np.uint8), cv2.MORPH_CLOSE, CLOSE_KERNEL)
+    outside = np.pad(1 - m, 1, constant_values=1)  # a belt frame round the view: one region
+    cv2.floodFill(outside, None, (0, 0), 2)
+    return outside[1:-1, 1:-1] != 2
 
 
 def make_presence(cfg: PresenceConfig, direction: str, roi: Sequence[int] | None = None) -> Measure:

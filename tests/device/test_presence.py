@@ -229,3 +229,37 @@ def test_detect_direction_says_none_for_a_still_belt():
     assert detect_direction(still)[0] is None
     assert detect_direction([belt_roi(0, tile)] * 5)[0] is None  # bit-identical frames too
     assert detect_direction([belt_roi(t, tile) for t in range(10)])[0] == "left_to_right"
+
+
+def test_a_package_of_the_belts_colour_is_one_blob_and_a_belt_ring_is_none():
+    """A white box on a white belt shows its outline (shadow) and label, not its face: the filled
+    mask makes it one blob; a small closed ring on the belt fills too, but is not anchored by
+    anything the plain mask sees as a package, so it stays belt."""
+    white = (228, 228, 228)
+    tile = belt_tile(white)
+    frames = [shrink(belt_roi(t, tile), 4) for t in range(60)]
+    model = BeltModel.learn(np.stack(frames), 4, "left_to_right", empty=True)
+    roi = belt_roi(90, tile)
+    x0, x1, y0, y1 = 60, 170, 40, 190
+    for sl in (np.s_[y0 : y0 + 4, x0:x1], np.s_[y1 - 4 : y1, x0:x1]):
+        roi[sl] = 90  # top and bottom rims
+    roi[y0:y1, x0 : x0 + 4] = roi[y0:y1, x1 - 4 : x1] = 90  # left and right rims
+    roi[80:120, 75:110] = 30  # the label's print
+    plain = BackgroundPresence(
+        BG.model_copy(update={"background": BG.background.model_copy(update={"fill": False})}),
+        model,
+    )
+    filled = BackgroundPresence(BG, model)
+    (blob,) = filled(roi, 0.0)
+    assert (blob.x0, blob.x1) == (
+        pytest.approx(x0 / 224, abs=0.03),
+        pytest.approx(x1 / 224, abs=0.03),
+    )
+    # without the fill only the rims and the label count: the face's columns are lost
+    assert sum(b.x1 - b.x0 for b in plain(roi, 0.0)) < 0.6 * (x1 - x0) / 224
+    ring = belt_roi(91, tile)
+    ring[100:150, 100:104] = ring[100:150, 136:140] = 90  # a 40 x 50 px ring, 4 px thick
+    ring[100:104, 100:140] = ring[146:150, 100:140] = 90
+    assert filled(ring, 0.0) == []
+    run = np.flatnonzero(filled.occupied)  # the filled mask does occupy the ring's columns
+    assert run.size >= 0.1 * filled.occupied.size and np.ptp(run) == run.size - 1
