@@ -1,5 +1,6 @@
 """Presence CPU and accuracy side by side: the brightness rule, the background model
-(device/inspection/presence.py) and OpenCV's MOG2 and KNN background subtractors, on the same
+(device/inspection/presence.py; also without its mask fill, ``background_nofill``) and OpenCV's
+MOG2 and KNN background subtractors, on the same
 30 fps synthetic conveyor videos (issue 17: daemon CPU <= 5 % of one core at 30 fps).
 
 Each video (640x480, 30 fps, mp4v) is decoded once into memory; every method then sees the same
@@ -76,9 +77,13 @@ def _methods(cfg: DeviceConfig, video: Path) -> dict:
             "background": cfg.presence.background.model_copy(update={"min_diff": learned.min_diff}),
         }
     )
+    plain = bg_cfg.model_copy(
+        update={"background": bg_cfg.background.model_copy(update={"fill": False})}
+    )
     return {
         "brightness": lambda: lambda v, ts: measure_blobs(v, cfg.presence),
         "background": lambda: BackgroundPresence(bg_cfg, learned.model),
+        "background_nofill": lambda: BackgroundPresence(plain, learned.model),
         "mog2": lambda: Subtractor("mog2", cfg.presence),
         "knn": lambda: Subtractor("knn", cfg.presence),
     }
@@ -152,12 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, scene in SCENES.items():
             results[name] = bench_scene(name, scene, Path(tmp), n, repeat)
     print(
-        f"{'scene':34s} {'method':11s} {'us/frame':>9s} {'CPU%@30fps':>10s} {'seen/gt':>8s} {'spurious':>8s}"
+        f"{'scene':34s} {'method':17s} {'us/frame':>9s} {'CPU%@30fps':>10s} {'seen/gt':>8s} {'spurious':>8s}"
     )
     for name, r in results.items():
         for key, m in r["methods"].items():
             print(
-                f"{name:34s} {key:11s} {m['us_per_frame']:9.1f} {m['cpu_pct_core_30fps']:10.3f} "
+                f"{name:34s} {key:17s} {m['us_per_frame']:9.1f} {m['cpu_pct_core_30fps']:10.3f} "
                 f"{m['packages_seen']:>3d}/{m['packages_gt']:<4d} {m['spurious_events']:8d}"
             )
     if args.json:
