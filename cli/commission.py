@@ -82,6 +82,8 @@ def cmd_commission(args: argparse.Namespace) -> int:
         f"noise {result.model.noise:.1f} grey levels; the proposal sees a package in "
         f"{100 * result.frames_with_package:.1f} % of these frames"
     )
+    if result.revolution:
+        print(result.revolution)
     for note in result.notes:
         print(f"note: {note}")
     print("\n# proposed config (merge into your device config):")

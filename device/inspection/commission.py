@@ -9,7 +9,9 @@ each ROI pixel sees belt in more than half the frames) :func:`commission`
    order (per-pixel median and robust spread),
 3. proposes ``min_diff`` from the belt's noise and a brightness ``threshold`` (with a warning
    when the belt is too bright for the brightness rule), and counts the learning frames in which
-   the proposed settings see a package (on an empty belt that should be none).
+   the proposed settings see a package (on an empty belt that should be none),
+4. checks that the frames saw a whole belt revolution (:mod:`~parcelguard.device.inspection.
+   revolution`): a moving belt that did not repeat in them gets a note saying what to do.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.contract.preprocess import crop_roi
 from parcelguard.device.errors import ParcelguardError
 from parcelguard.device.inspection.presence import BackgroundPresence, BeltModel, belt_view, shrink
+from parcelguard.device.inspection.revolution import (
+    find_revolution,
+    revolution_note,
+    revolution_summary,
+)
 
 DIRECTION_FRAMES = 30  # consecutive frames whose shifts decide the direction
 BLUR_SIGMA = 4.0  # px, before phase correlation
@@ -44,6 +51,9 @@ class Commissioning:
     brightness_threshold: int
     frames_with_package: float  # fraction of learning frames the proposal sees a package in
     notes: list[str] = field(default_factory=list)
+    belt_travel_px: float = 0.0  # ROI px of belt that passed while learning (0: still belt)
+    revolution_px: float | None = None  # the belt repeats every revolution_px; None: not seen
+    revolution: str = ""  # one line on the travel and the repeat ("" : the belt did not move)
 
     def snippet(self, model_path: str) -> str:
         """A YAML config snippet with the proposed settings."""
@@ -109,9 +119,11 @@ def commission(
     packages may pass (a running belt), the robust per-pixel median and MAD alone."""
     stride = cfg.presence.stride
     head: list[np.ndarray] = []
+    times: list[float] = []
     it = iter(frames)
-    for frame, _ in it:
+    for frame, ts in it:
         head.append(crop_roi(frame, cfg.roi).copy())
+        times.append(ts)
         if len(head) >= min(DIRECTION_FRAMES, max_frames):
             break
     if len(head) < 3:
@@ -121,13 +133,35 @@ def commission(
     detected, shift = detect_direction(head) if detect else (None, (0.0, 0.0))
     direction = detected or cfg.belt.direction
     small = [shrink(belt_view(r, direction), stride) for r in head]
-    for frame, _ in it:
+    for frame, ts in it:
         if len(small) >= max_frames:
             break
         small.append(shrink(belt_view(crop_roi(frame, cfg.roi), direction), stride))
+        times.append(ts)
     stack = np.stack(small)
     model = BeltModel.learn(stack, stride, direction, cfg.roi, empty=empty)
-    return _propose(cfg, model, stack, head, detected, shift)
+    result = _propose(cfg, model, stack, head, detected, shift)
+    if detected is not None:  # a still belt (or a direction given) has no travel to judge
+        _check_revolution(result, cfg, stack, times)
+    return result
+
+
+def _check_revolution(
+    result: Commissioning, cfg: DeviceConfig, stack: np.ndarray, times: list[float]
+) -> None:
+    """Fill in the belt travel and revolution, and note a belt that did not repeat."""
+    dx, dy = result.shift_px
+    along = abs(dx) if result.direction in ("left_to_right", "right_to_left") else abs(dy)
+    rev = find_revolution(stack, along, cfg.presence.stride)
+    steps = np.diff(np.asarray(times, np.float64))
+    step = float(np.median(steps)) if steps.size else 0.0
+    fps = 1.0 / step if step > 0 else None
+    result.belt_travel_px = rev.travel_px
+    result.revolution_px = rev.period_px
+    result.revolution = revolution_summary(rev, fps, cfg.belt.speed_mps)
+    note = revolution_note(rev, fps, cfg.belt.speed_mps)
+    if note:
+        result.notes.append(note)
 
 
 def _propose(

@@ -130,6 +130,8 @@ def test_commission_cli_writes_the_model_and_a_config_that_runs(tmp_path, packag
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "belt_model.npz").is_file()
     assert "direction: top_to_bottom" in r.stdout and "method: background" in r.stdout
+    # 40 frames are ~430 px of a 700-1100 px belt loop: commissioning says so
+    assert "belt travel 4" in r.stdout and "note: the learning frames covered" in r.stdout
     snippet = yaml.safe_load(
         r.stdout.split("# proposed config (merge into your device config):")[1]
     )
