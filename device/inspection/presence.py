@@ -278,9 +278,10 @@ def fill_mask(fg: np.ndarray) -> np.ndarray:
     print enclose its face, which then counts whole). Belt that touches the view's border is never
     filled, so the gap between two packages stays open unless they enclose it."""
     m = cv2.morphologyEx(fg.view(np.uint8), cv2.MORPH_CLOSE, CLOSE_KERNEL)
-    outside = np.pad(1 - m, 1, constant_values=1)  # a belt frame round the view: one region
-    cv2.floodFill(outside, None, (0, 0), 2)
-    return outside[1:-1, 1:-1] != 2
+    # a belt frame round the view joins all belt that touches the border into one region
+    m = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(m, None, (0, 0), 2)  # that region (value 0, 4-connected) becomes 2
+    return m[1:-1, 1:-1] != 2
 
 
 def make_presence(cfg: PresenceConfig, direction: str, roi: Sequence[int] | None = None) -> Measure:
