@@ -81,15 +81,8 @@ ARMS = {  # arm -> training overrides on top of configs/finetune.yaml
     # the default_long recipe with every crop also turned by one of the square's 8 symmetries
     "default_d4": ["init=default", "best_epoch=last", "augment.dihedral=true"],
 }
-ARM_BUDGET = {
-    "default_long": 4,
-    "scratch_long": 4,
-    "default_freeze2": 4,
-    "default_select": 4,
-    "default_mix": 4,
-    "default_video": 4,
-    "default_d4": 4,
-}  # multiplies --budget and the 30-epoch cap
+# multiplies --budget and the 30-epoch cap: every arm but the first run's default and scratch
+ARM_BUDGET = {arm: 4 for arm in ARMS if arm not in ("default", "scratch")}
 ARM_LABELS = {
     "default": "init default",
     "scratch": "from scratch",

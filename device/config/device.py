@@ -141,11 +141,7 @@ class BackgroundConfig(StrictModel):
         True,
         description="follow the frame's overall brightness (flicker, exposure) on belt columns",
     )
-    fill: bool = Field(
-        True,
-        description="close small gaps in the package mask and fill its enclosed holes before "
-        "counting columns (a package close to the belt's colour shows mostly its outline)",
-    )
+    fill: bool = Field(True, description="close the mask, fill its holes: belt-coloured packages")
 
 
 class PresenceConfig(StrictModel):

@@ -281,7 +281,7 @@ def fill_mask(fg: np.ndarray) -> np.ndarray:
     # a belt frame round the view joins all belt that touches the border into one region
     m = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     cv2.floodFill(m, None, (0, 0), 2)  # that region (value 0, 4-connected) becomes 2
-    return m[1:-1, 1:-1] != 2
+    return np.asarray(m[1:-1, 1:-1] != 2)
 
 
 def make_presence(cfg: PresenceConfig, direction: str, roi: Sequence[int] | None = None) -> Measure:

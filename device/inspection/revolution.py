@@ -64,7 +64,7 @@ def belt_residuals(stack: np.ndarray) -> np.ndarray:
     grey = grey / np.maximum(gains, 1e-3)[:, None, None] * float(np.median(gains))
     res = grey - grey.mean(axis=0)
     sigma = 1.4826 * float(np.median(np.abs(res))) + 1e-3
-    return np.clip(res, -CLIP_SIGMAS * sigma, CLIP_SIGMAS * sigma)
+    return np.asarray(np.clip(res, -CLIP_SIGMAS * sigma, CLIP_SIGMAS * sigma))
 
 
 def _accumulate(res: np.ndarray, v: float) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +117,7 @@ def _highpass(pano: np.ndarray, sigma: float) -> np.ndarray:
     low = cv2.GaussianBlur(filled, (0, 0), sigmaX=sigma, sigmaY=0.1) / np.maximum(weight, 1e-3)
     out = filled - low
     out[:, ~seen] = np.nan
-    return out
+    return np.asarray(out)
 
 
 def lag_ncc(pano: np.ndarray, min_lag: int, min_overlap: int) -> np.ndarray:

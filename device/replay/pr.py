@@ -1,12 +1,12 @@
 """Operating points of a labelled replay over all thresholds: the best recall that keeps
 precision at or above a floor (what "recall >= 0.97 at precision >= 0.95" asks of a model,
 whatever threshold it ships with). Packages no threshold changes (never inspected, rejected
-uninspected) count as they fell (:class:`~parcelguard.device.replay.threshold.Labelled`)."""
+uninspected) count as they fell (:class:`~parcelguard.device.replay.outcome.Labelled`)."""
 
 from __future__ import annotations
 
 import numpy as np
-from parcelguard.device.replay.threshold import Labelled, Outcome, outcome
+from parcelguard.device.replay.outcome import Labelled, Outcome, outcome
 
 
 def best_recall_at_precision(data: Labelled, min_precision: float) -> Outcome | None:
