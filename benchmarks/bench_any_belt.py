@@ -98,7 +98,7 @@ def run_condition(
     best = best_recall_at_precision(data, MIN_PRECISION)
     rep["best_recall_at_p95"] = None if best is None else round(best.recall, 4)
     if n_commission:
-        _, cal = replay_scene(name, scene, package, work, n_commission, backend, COMMISSION_SEED)
+        crep, cal = replay_scene(name, scene, package, work, n_commission, backend, COMMISSION_SEED)
         t = threshold_at_precision(cal, MIN_PRECISION)
         o = None if t is None else outcome(data, t, 0.0, 0.0)
         rep["commissioned"] = {
@@ -107,6 +107,9 @@ def run_condition(
             "threshold": t,
             "recall": None if o is None else round(o.recall, 4),
             "precision": None if o is None else round(o.precision, 4),
+            "segmentation": {
+                k: crep["metrics"][k] for k in ("packages_gt", "packages_seen", "spurious_events")
+            },
         }
     return rep
 
@@ -168,9 +171,11 @@ def main(argv: list[str] | None = None) -> int:
 def _commissioned(c: dict | None) -> str:
     if c is None:
         return ""
+    g = c["segmentation"]
+    seg = f"  (its video: {g['packages_seen']}/{g['packages_gt']}, {g['spurious_events']} spurious)"
     if c["threshold"] is None:
-        return f" {'none reaches P':>14s}"
-    return f" {c['threshold']:14.4f} {c['recall']:7.3f} {c['precision']:9.3f}"
+        return f" {'none reaches P':>14s}" + seg
+    return f" {c['threshold']:14.4f} {c['recall']:7.3f} {c['precision']:9.3f}" + seg
 
 
 if __name__ == "__main__":

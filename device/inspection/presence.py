@@ -189,7 +189,7 @@ class BackgroundPresence:
         self._warm: list[np.ndarray] = []
         self._thr: np.ndarray | None = None
         self.occupied = np.zeros(0, bool)
-        self.anchored = np.zeros(0, bool)  # columns the mask occupies before fill_mask
+        self.anchors: list[Blob] = []  # the plain mask's blobs (background.fill)
         self.measured = 0  # frames measured against a belt model (the warm-up's are not)
         if model is not None:
             self._set(model)
@@ -214,10 +214,13 @@ class BackgroundPresence:
         d = cv2.absdiff(small, expected)  # cv2 and 2-D maxima: 10x faster than .max(axis=2)
         fg = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2]) > self._thr
         need = self.cfg.column_fill * fg.shape[0]
-        self.anchored = np.count_nonzero(fg, axis=0) >= need
-        if self.bg.fill:
-            fg = fill_mask(fg)
         occupied = np.count_nonzero(fg, axis=0) >= need
+        if self.bg.fill:
+            # fill only when the plain mask sees a package (most frames show empty belt)
+            self.anchors = column_blobs(occupied, self.cfg)
+            if self.anchors:
+                fg = fill_mask(fg)
+                occupied = np.count_nonzero(fg, axis=0) >= need
         # Only belt learns: not the package pixels, and not any pixel of a column a package
         # occupies (or its neighbours), or a package's faint parts would fade into the belt.
         near = occupied.copy()
@@ -264,7 +267,7 @@ class BackgroundPresence:
             return blobs
         # The filled mask only grows and joins what the plain mask already sees as a package:
         # filling alone must not turn a belt print's flickering edges into one.
-        seen = column_blobs(self.anchored, self.cfg)
+        seen = self.anchors
         return [b for b in blobs if any(a.x0 < b.x1 and b.x0 < a.x1 for a in seen)]
 
 
@@ -275,13 +278,17 @@ CLOSE_KERNEL = np.ones((3, 3), np.uint8)
 def fill_mask(fg: np.ndarray) -> np.ndarray:
     """The package mask closed by one pixel (bridges the speckle of a package whose colour is
     close to the belt's) and with every hole it encloses filled (a package's outline, shadow and
-    print enclose its face, which then counts whole). Belt that touches the view's border is never
-    filled, so the gap between two packages stays open unless they enclose it."""
+    print enclose its face, which then counts whole). Belt that touches the view's belt-side edges
+    (rows 0 and h-1 of the belt-order view) is never filled, so the gap between two packages
+    stays open unless they enclose it; the entry and exit edges are not belt-side, so a package
+    half in view (its face open towards the edge) fills too."""
     m = cv2.morphologyEx(fg.view(np.uint8), cv2.MORPH_CLOSE, CLOSE_KERNEL)
-    # a belt frame round the view joins all belt that touches the border into one region
-    m = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    cv2.floodFill(m, None, (0, 0), 2)  # that region (value 0, 4-connected) becomes 2
-    return np.asarray(m[1:-1, 1:-1] != 2)
+    # a row of belt above and below the view: all belt that reaches a belt side becomes 2
+    m = cv2.copyMakeBorder(m, 1, 1, 0, 0, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(m, None, (0, 0), 2)
+    if m[-1, 0] == 0:  # the bottom row was not reached through the belt
+        cv2.floodFill(m, None, (0, m.shape[0] - 1), 2)
+    return np.asarray(m[1:-1] != 2)
 
 
 def make_presence(cfg: PresenceConfig, direction: str, roi: Sequence[int] | None = None) -> Measure:

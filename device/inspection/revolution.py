@@ -205,7 +205,11 @@ def revolution_summary(rev: Revolution, fps: float | None, speed_mps: float) -> 
     line = f"belt travel {_span(rev, rev.travel_px, fps, speed_mps)}"
     if rev.period_px is None:
         return f"{line}; the belt did not repeat in these frames"
-    whole = "a whole revolution was learned" if rev.whole else "not a whole revolution"
+    whole = (
+        "a whole revolution was learned, unless a print repeats within the loop"
+        if rev.whole
+        else "not a whole revolution"
+    )
     return f"{line}; the belt repeats every {_span(rev, rev.period_px, fps, speed_mps)}: {whole}"
 
 

@@ -293,7 +293,7 @@ def off_rule(events: list[dict[str, Any]], positive: str) -> int:
 
 
 def _at_precision(
-    data: Labelled, min_precision: float, curve: list[dict[str, Any]]
+    data: Labelled, min_precision: float, curve: list[dict[str, Any]], current: float | None
 ) -> tuple[float, dict[str, Any]]:
     t = threshold_at_precision(data, min_precision)
     if t is None:
@@ -301,7 +301,10 @@ def _at_precision(
             f"no threshold reaches precision {min_precision:g} on these labels (every threshold "
             "that rejects a damaged package also rejects too many ok ones): lower --min-precision"
         )
-    return t, next(r for r in curve if _inside(r, t))
+    row = next(r for r in curve if _inside(r, t))
+    if current is not None and _inside(row, current):
+        return current, row  # the current threshold already rejects the same packages
+    return t, row
 
 
 def choose(
@@ -319,8 +322,13 @@ def choose(
     With ``min_precision`` the threshold is the best recall at that precision floor instead
     (:func:`~parcelguard.device.replay.pr.threshold_at_precision`; the costs only price the
     previews)."""
-    if min_precision is not None and not 0.0 < min_precision <= 1.0:
-        raise ParcelguardError(f"the precision floor must be within (0, 1] (got {min_precision})")
+    if min_precision is not None:
+        if not 0.0 < min_precision <= 1.0:
+            raise ParcelguardError(
+                f"the precision floor must be within (0, 1] (got {min_precision})"
+            )
+        if cost_fp + cost_fn == 0:
+            cost_fp = 1.0  # the costs only price the previews here
     if not (
         math.isfinite(cost_fp + cost_fn) and cost_fp >= 0 and cost_fn >= 0 and cost_fp + cost_fn > 0
     ):
@@ -335,7 +343,7 @@ def choose(
         current, source = current_threshold(events), "events"
     t, row, curve = best_threshold(data, cost_fp, cost_fn, current)
     if min_precision is not None:
-        t, row = _at_precision(data, min_precision, curve)
+        t, row = _at_precision(data, min_precision, curve, current)
     chosen = asdict(outcome(data, t, cost_fp, cost_fn)) | {"line_reject_rate": 0.0}
     chosen["line_reject_rate"] = line_reject_rate(events, t)
     now = None

@@ -12,6 +12,7 @@ from parcelguard.device.inspection.presence import (
     BackgroundPresence,
     BeltModel,
     belt_view,
+    fill_mask,
     make_presence,
     roi_rect,
     shrink,
@@ -231,25 +232,32 @@ def test_detect_direction_says_none_for_a_still_belt():
     assert detect_direction([belt_roi(t, tile) for t in range(10)])[0] == "left_to_right"
 
 
+def _white_box(roi: np.ndarray, x0: int, x1: int, label: bool = True) -> np.ndarray:
+    """A box of the belt's own colour: 4 px rims (its shadow and edges) and a label's print."""
+    y0, y1 = 40, 190
+    a, b = max(x0, 0), min(x1, 224)
+    roi[y0 : y0 + 4, a:b] = roi[y1 - 4 : y1, a:b] = 90  # top and bottom rims
+    for x in (x0, x1 - 4):
+        if 0 <= x <= 220:
+            roi[y0:y1, x : x + 4] = 90  # left and right rims, where in view
+    if label:
+        roi[80:120, max(x0 + 15, 0) : max(x0 + 50, 0)] = 30
+    return roi
+
+
 def test_a_package_of_the_belts_colour_is_one_blob_and_a_belt_ring_is_none():
     """A white box on a white belt shows its outline (shadow) and label, not its face: the filled
-    mask makes it one blob; a small closed ring on the belt fills too, but is not anchored by
-    anything the plain mask sees as a package, so it stays belt."""
-    white = (228, 228, 228)
-    tile = belt_tile(white)
+    mask makes it one blob, in view or half in view at the entry edge; a small closed ring on the
+    belt fills too, but nothing the plain mask sees as a package anchors it, so it stays belt."""
+    tile = belt_tile((228, 228, 228))
     frames = [shrink(belt_roi(t, tile), 4) for t in range(60)]
     model = BeltModel.learn(np.stack(frames), 4, "left_to_right", empty=True)
-    roi = belt_roi(90, tile)
-    x0, x1, y0, y1 = 60, 170, 40, 190
-    for sl in (np.s_[y0 : y0 + 4, x0:x1], np.s_[y1 - 4 : y1, x0:x1]):
-        roi[sl] = 90  # top and bottom rims
-    roi[y0:y1, x0 : x0 + 4] = roi[y0:y1, x1 - 4 : x1] = 90  # left and right rims
-    roi[80:120, 75:110] = 30  # the label's print
-    plain = BackgroundPresence(
-        BG.model_copy(update={"background": BG.background.model_copy(update={"fill": False})}),
-        model,
+    plain_cfg = BG.model_copy(
+        update={"background": BG.background.model_copy(update={"fill": False})}
     )
-    filled = BackgroundPresence(BG, model)
+    plain, filled = BackgroundPresence(plain_cfg, model), BackgroundPresence(BG, model)
+    x0, x1 = 60, 170
+    roi = _white_box(belt_roi(90, tile), x0, x1)
     (blob,) = filled(roi, 0.0)
     assert (blob.x0, blob.x1) == (
         pytest.approx(x0 / 224, abs=0.03),
@@ -257,9 +265,22 @@ def test_a_package_of_the_belts_colour_is_one_blob_and_a_belt_ring_is_none():
     )
     # without the fill only the rims and the label count: the face's columns are lost
     assert sum(b.x1 - b.x0 for b in plain(roi, 0.0)) < 0.6 * (x1 - x0) / 224
-    ring = belt_roi(91, tile)
+    # entering: its left rim is not in view yet, the face is open towards the entry edge
+    (blob,) = filled(_white_box(belt_roi(91, tile), -10, 110), 0.0)
+    assert (blob.x0, blob.x1) == (0.0, pytest.approx(110 / 224, abs=0.03))
+    ring = belt_roi(92, tile)
     ring[100:150, 100:104] = ring[100:150, 136:140] = 90  # a 40 x 50 px ring, 4 px thick
     ring[100:104, 100:140] = ring[146:150, 100:140] = 90
     assert filled(ring, 0.0) == []
-    run = np.flatnonzero(filled.occupied)  # the filled mask does occupy the ring's columns
-    assert run.size >= 0.1 * filled.occupied.size and np.ptp(run) == run.size - 1
+    raw = plain.mask(shrink(ring, 4))  # filled, the ring would be a package-wide blob
+    cols = np.count_nonzero(fill_mask(raw), axis=0) >= BG.column_fill * raw.shape[0]
+    run = np.flatnonzero(cols)
+    assert run.size >= 0.1 * cols.size and np.ptp(run) == run.size - 1
+
+
+def test_a_belt_coloured_package_needs_print_to_anchor_it():
+    """The limit, pinned: with no print at least min_width wide, nothing anchors the filled box."""
+    tile = belt_tile((228, 228, 228))
+    frames = [shrink(belt_roi(t, tile), 4) for t in range(60)]
+    model = BeltModel.learn(np.stack(frames), 4, "left_to_right", empty=True)
+    assert BackgroundPresence(BG, model)(_white_box(belt_roi(90, tile), 60, 170, False), 0.0) == []

@@ -266,3 +266,13 @@ def test_min_precision_picks_the_best_recall_at_the_floor(tmp_path):
     # costs and a precision floor are two ways to choose: one of them, not both
     p = run_cli("threshold", "--scores", str(tmp_path), "--labels", gt)
     assert p.returncode != 0 and "--min-precision" in p.stderr
+
+
+def test_min_precision_keeps_a_current_threshold_that_rejects_the_same_packages(tmp_path):
+    write_set(tmp_path, threshold=0.58)  # inside (0.55, 0.60], the floor-0.75 interval
+    gt = tmp_path / "gt.csv"
+    r = choose(tmp_path, gt, cost_fp=0, cost_fn=0, min_precision=0.75)  # costs unused
+    assert r["chosen"]["threshold"] == 0.58 == r["current"]["threshold"]
+    assert choose(tmp_path, gt, 1, 0, current=0.3, min_precision=0.75)["chosen"][
+        "threshold"
+    ] == pytest.approx(0.575)
