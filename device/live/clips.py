@@ -75,8 +75,10 @@ class ClipFolder:
             self._files.append((p, size))
             self.bytes += size
 
-    def add(self, path: Path, size: int) -> None:
-        """A clip written: count it, then delete the oldest until within the cap again."""
+    def add(self, path: Path, size: int) -> int:
+        """A clip written: count it, then delete the oldest until within the cap again; returns
+        how many this call deleted (under the lock: cameras sharing the folder race otherwise)."""
+        n = 0
         with self._lock:
             self._files.append((path, size))
             self.bytes += size
@@ -88,6 +90,8 @@ class ClipFolder:
                     log.warning("cannot delete old clip %s: %s", old, exc)
                 self.bytes -= old_size
                 self.deleted += 1
+                n += 1
+        return n
 
     def gauges(self) -> dict[str, Any]:
         return {
@@ -226,9 +230,8 @@ class ClipRecorder:
             vw.release()
         os.replace(tmp, clip.path)
         self.stats["clips_written"] += 1
-        before = self.folder.deleted
-        self.folder.add(clip.path, clip.path.stat().st_size)
-        self.stats["clips_deleted"] += self.folder.deleted - before  # deleted to make room
+        # deleted to make room (counted by the call: another camera may delete meanwhile)
+        self.stats["clips_deleted"] += self.folder.add(clip.path, clip.path.stat().st_size)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Write what is pending (with the frames it has) and stop the worker."""
