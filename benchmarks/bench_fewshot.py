@@ -14,8 +14,9 @@ epoch). Every arm trains with ``configs/finetune.yaml`` (batch 16, no early stop
 overrides (``ARMS``): the scratch arms with the from-scratch learning rate (3e-3), the init arms
 with the recipe's 1e-3; ``default``/``scratch`` keep the best val epoch (the first run's recipe),
 the ``*_long`` arms the last epoch and 4x the samples. Epochs:
-``min(30 f, max(5, f budget // n_train))`` (f = the arm's budget factor), so every run sees about
-``f x --budget`` samples. ``--ns 0 --arms default``: the shipped default as it is (zero-shot).
+``min(30 f, max(5, f budget // n_train))`` (f = the arm's budget factor; the training config's
+``samples: f x budget`` with ``epochs: 30 f``), so every run sees about ``f x --budget`` samples.
+``--ns 0 --arms default``: the shipped default as it is (zero-shot).
 Two arms change the labels instead of the recipe (benchmarks/fewshot_labels.py):
 ``default_select`` labels the N crops ``parcelguard data select --strategy mixed`` ranks first
 (scored by the zero-shot package, so run ``--ns 0 --arms default`` first), and ``default_mix``
@@ -61,23 +62,24 @@ from parcelguard.train.synth import world as synth
 ROOT = Path(__file__).resolve().parents[1]
 POOL_SEED, VIDEO_SEED, PARITY_SEED, LINE_SEED = 1601, 1602, 1603, 1604
 SCRATCH_LR = 3e-3  # configs/train.yaml's
+NO_D4 = "augment.dihedral=false"  # finetune.yaml turns the flips on; the older arms ran without
 ARMS = {  # arm -> training overrides on top of configs/finetune.yaml
     # v1: the best val epoch (what the first run measured: with a few val crops it kept the init)
-    "default": ["init=default", "best_epoch=val"],
-    "scratch": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=val"],
-    "default_freeze2": ["init=default", "freeze_stages=2", "best_epoch=last"],  # + 4x samples
+    "default": ["init=default", "best_epoch=val", NO_D4],
+    "scratch": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=val", NO_D4],
+    "default_freeze2": ["init=default", "freeze_stages=2", "best_epoch=last", NO_D4],  # 4x samples
     # 4x the sample budget (ARM_BUDGET) and the last epoch's weights (finetune.yaml's best_epoch)
-    "default_long": ["init=default", "best_epoch=last"],
-    "scratch_long": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=last"],
+    "default_long": ["init=default", "best_epoch=last", NO_D4],
+    "scratch_long": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=last", NO_D4],
     # the default_long recipe on other label sets: N chosen by `data select --strategy mixed`
     # (the default's uncertainty + diversity) instead of at random; N random plus rehearsal of
     # the default's own synthetic crops (--source-crops), REHEARSAL x the N per run
-    "default_select": ["init=default", "best_epoch=last"],
-    "default_mix": ["init=default", "best_epoch=last"],
+    "default_select": ["init=default", "best_epoch=last", NO_D4],
+    "default_mix": ["init=default", "best_epoch=last", NO_D4],
     # the default_long recipe on N packages labelled in a recorded video of the line (its own
     # seed) and ingested with `parcelguard data ingest-video`: every crop the device classified
     # of each labelled package, not one rendered still per package
-    "default_video": ["init=default", "best_epoch=last"],
+    "default_video": ["init=default", "best_epoch=last", NO_D4],
     # the default_long recipe with every crop also turned by one of the square's 8 symmetries
     "default_d4": ["init=default", "best_epoch=last", "augment.dihedral=true"],
 }
@@ -161,7 +163,16 @@ def recall_at_precision(events_path: Path, gt: Path, target: float) -> float:
     return best
 
 
-def run_one(data: dict, work: Path, arm: str, n: int, seed: int, budget: int, threads: int):
+def run_one(
+    data: dict,
+    work: Path,
+    arm: str,
+    n: int,
+    seed: int,
+    budget: int,
+    threads: int,
+    extra: tuple[str, ...] = (),
+):
     from parcelguard.train.train import train
 
     name = f"{arm}_n{n}_s{seed}"
@@ -187,15 +198,16 @@ def run_one(data: dict, work: Path, arm: str, n: int, seed: int, budget: int, th
                 if r["split"] == "train" and r["package_id"][:4] != "src-"
             }
         )  # labelled packages trained on (the rest of the N are val)
-        n_all = sum(1 for r in rows if r["split"] == "train")  # rehearsal crops count too
         f = ARM_BUDGET.get(arm, 1)
-        epochs = min(30 * f, max(5, f * budget // max(n_all, 1)))
+        # epochs = samples / training crops (rehearsal crops count too), at least 5, at most 30 f
         sets = [f"data={manifest}", f"out={work / 'runs' / name}", f"seed={seed}"]
-        sets += [f"epochs={epochs}", f"threads={threads}", *ARMS[arm]]
+        sets += [f"epochs={30 * f}", f"samples={f * budget}", f"threads={threads}", *ARMS[arm]]
+        sets += list(extra)
         cfg = load_config(TrainConfig, ROOT / "configs" / "finetune.yaml", sets)
         t0 = time.perf_counter()
         summary = train(cfg)
         train_s = time.perf_counter() - t0
+        epochs = summary["epochs_run"]
         checkpoint = Path(summary["checkpoint"])
     pkg = work / "runs" / name / "package"
     budget_ = ParityGateConfig(
@@ -237,6 +249,8 @@ def run_one(data: dict, work: Path, arm: str, n: int, seed: int, budget: int, th
         "recall_per_damage_type": m["recall_per_damage_type"],
         "recall_at_p95": recall_at_precision(rdir / "events.jsonl", data["gt"], TARGET_PRECISION),
         "packages_gt": m["packages_gt"],
+        "budget": budget,
+        **({"sets": list(extra)} if extra else {}),
     }
 
 
@@ -345,6 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--line-video-packages", type=int, default=300, help="default_video: the line video's"
     )
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training override for every arm (after the arm's own); use its own --work",
+    )
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "fewshot_curve.png")
     args = ap.parse_args(argv)
@@ -368,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
                     n == 0 and (arm != "default" or seed != args.seeds[0])
                 ):
                     continue  # zero-shot: the shipped default alone, the same for every seed
-                row = run_one(data, args.work, arm, n, seed, args.budget, args.threads)
+                row = run_one(
+                    data, args.work, arm, n, seed, args.budget, args.threads, tuple(args.sets)
+                )
                 with open(results_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
                 print(

@@ -1,5 +1,5 @@
-"""``parcelguard data``: bring-your-own data (ingest-folder, ingest-csv, ingest-video), cards, and
-``select`` (which unlabelled crops to label next).
+"""``parcelguard data``: bring-your-own data (ingest-folder, ingest-csv, ingest-video), cards,
+``cut`` (a video's crops, unlabelled) and ``select`` (which unlabelled crops to label next).
 
 Torch-free: these commands run on a device install too.
 """
@@ -39,6 +39,19 @@ def cmd_data(args: argparse.Namespace) -> int:
 
         md, js = write_card(args.src, args.val_fraction, args.test_fraction, args.split_seed)
         print(f"dataset card written: {md} (+ {js.name})")
+        return 0
+    if args.action == "cut":
+        from parcelguard.device.config.device import DeviceConfig
+        from parcelguard.train.ingest.video import cut_video
+
+        cfg = load_config(DeviceConfig, args.config, args.overrides)
+        s = cut_video(args.src, args.out, cfg, args.overwrite)
+        cut = "" if not s["truncated"] else f" (the video ended early, after {s['frames']} frames)"
+        print(
+            f"cut {s['crops']} crops of {s['tracks_with_crops']} packages from {args.src} "
+            f"({s['frames']} frames){cut} into {args.out}; pick the ones worth labelling with "
+            f"parcelguard data select {args.out} --model PACKAGE --out to-label"
+        )
         return 0
     opts = _options(args)
     if args.action == "ingest-folder":
@@ -115,6 +128,15 @@ def register(sub) -> None:
         help="package_id,label,damage_type,severity,enter_frame,exit_frame",
     )
     _ingest_args(p)
+    add_config_args(p)  # --config device.yaml: roi and presence settings
+    p.set_defaults(func=cmd_data)
+
+    p = dsub.add_parser(
+        "cut", help="video -> every crop the device classifies, unlabelled (for data select)"
+    )
+    p.add_argument("src", type=Path, metavar="VIDEO")
+    p.add_argument("--out", type=Path, required=True, help="folder to write the crops to")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     add_config_args(p)  # --config device.yaml: roi and presence settings
     p.set_defaults(func=cmd_data)
 

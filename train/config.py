@@ -96,10 +96,20 @@ class TrainConfig(StrictModel):
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     epochs: int = Field(10, ge=1)
+    samples: int | None = Field(
+        None,
+        ge=1,
+        description="train for about this many crops seen: epochs = samples / training crops, "
+        "at least 5 and at most `epochs` (a recipe that fits any dataset size); null: `epochs`",
+    )
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    patience: int = Field(6, ge=1, description="epochs without val improvement before stopping")
+    patience: int | None = Field(
+        6,
+        ge=1,
+        description="epochs without val improvement before stopping; null: never stop early",
+    )
     val_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
     seed: int = 0

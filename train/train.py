@@ -90,12 +90,13 @@ def train(
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg, local_rank)
     out = Path(cfg.out)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "train_config.yaml")
     splits = load_splits(
         cfg.data, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed
     )
+    cfg = epochs_for_samples(cfg, len(splits["train"].images))
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "train_config.yaml")
     run = _Run(cfg, splits, device, rank, world, ckpt)
     try:
         run.fit(stop_after_epochs, on_epoch)
@@ -107,6 +108,24 @@ def train(
             dist.barrier()
             dist.destroy_process_group()
     return summary
+
+
+MIN_EPOCHS = 5  # ``samples``: even a large dataset is seen this often
+
+
+def epochs_for_samples(cfg: TrainConfig, n_train: int) -> TrainConfig:
+    """``cfg`` with ``epochs`` = ``samples`` / ``n_train`` (at least 5, at most ``epochs``)."""
+    if cfg.samples is None:
+        return cfg
+    epochs = min(cfg.epochs, max(MIN_EPOCHS, cfg.samples // max(n_train, 1)))
+    log.info(
+        "samples %d over %d training crops: %d epochs (of at most %d)",
+        cfg.samples,
+        n_train,
+        epochs,
+        cfg.epochs,
+    )
+    return cfg.model_copy(update={"epochs": epochs})
 
 
 class _Run:
@@ -189,7 +208,7 @@ class _Run:
         cfg, s = self.cfg, self.state
         progress = progress_bar(cfg.epochs, s.start_epoch, self.rank)
         for n, epoch in enumerate(range(s.start_epoch, cfg.epochs)):
-            if s.stale >= cfg.patience or (stop_after is not None and n >= stop_after):
+            if self.stopped_early() or (stop_after is not None and n >= stop_after):
                 break
             loss = self._train_epoch(epoch)
             val_acc, val_loss = self._validate()
@@ -212,11 +231,15 @@ class _Run:
             )
             if on_epoch is not None and on_epoch(row, self.model):
                 break
-            if s.stale >= cfg.patience:
+            if self.stopped_early():
                 log.info(
                     "early stop at epoch %d (no val improvement for %d epochs)", epoch, s.stale
                 )
         progress.close()
+
+    def stopped_early(self) -> bool:
+        """No val improvement for ``patience`` epochs (never with ``patience: null``)."""
+        return self.cfg.patience is not None and self.state.stale >= self.cfg.patience
 
     def _train_epoch(self, epoch: int) -> float:
         cfg = self.cfg

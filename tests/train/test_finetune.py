@@ -142,3 +142,26 @@ def test_best_epoch_last_keeps_the_final_weights(crops, source, tmp_path):
     assert "threshold" in best
     for k, v in last["state_dict"].items():
         assert torch.equal(v, best["state_dict"][k]), k
+
+
+def test_samples_sets_the_epochs_from_the_training_set_size(crops, tmp_path):
+    from parcelguard.train.train import epochs_for_samples
+
+    cfg = _cfg(crops, tmp_path, epochs=120, samples=4800)
+    assert epochs_for_samples(cfg, 40).epochs == 120  # 4800 / 40 = 120
+    assert epochs_for_samples(cfg, 80).epochs == 60
+    assert epochs_for_samples(cfg, 30).epochs == 120  # capped by epochs
+    assert epochs_for_samples(cfg, 4000).epochs == 5  # at least 5
+    assert epochs_for_samples(_cfg(crops, tmp_path, epochs=7), 40).epochs == 7  # samples unset
+    summary = train(_cfg(crops, tmp_path, epochs=9, samples=1))
+    assert summary["epochs_run"] == 5
+    saved = (tmp_path / "train_config.yaml").read_text()
+    assert "epochs: 5" in saved and "samples: 1" in saved
+
+
+def test_patience_null_never_stops_early(crops, tmp_path):
+    # both stages frozen (weights and BN statistics) and lr ~0: val does not change, so every
+    # epoch after the first is stale
+    still = dict(epochs=6, lr=1e-12, freeze_stages=2)
+    assert train(_cfg(crops, tmp_path / "p2", patience=2, **still))["epochs_run"] == 3
+    assert train(_cfg(crops, tmp_path / "pn", patience=None, **still))["epochs_run"] == 6

@@ -19,6 +19,7 @@ label, duplicate package id, non-numeric severity) and rows that match no track 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -325,3 +326,36 @@ def _fit_rows(rows: list[LabelRow], n_frames: int, rep: IngestReport) -> list[La
             )
         kept.append(r)
     return kept
+
+
+def cut_video(
+    video: Path, out_dir: Path, device_cfg: DeviceConfig | None = None, overwrite: bool = False
+) -> dict:
+    """Every classify-frame crop the device takes of ``video``, unlabelled (``parcelguard data
+    cut``): ``out_dir/track<seq>_<frame>.png`` and ``crops.json``; a pool for ``parcelguard data
+    select`` to choose the crops worth labelling from."""
+    cfg = device_cfg or DeviceConfig()
+    video = Path(video)
+    if not video.is_file():
+        raise ParcelguardError(f"video {video} does not exist")
+    out = prepare_out(out_dir, overwrite)
+    for old in out.glob("track*_*.png"):  # --overwrite: a previous cut's crops
+        old.unlink()
+    staging = out / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        tracks, source = segment_video(video, cfg, staging)
+        cropped = [t for t in tracks if t.frames]
+        _save_unmatched_tracks(out, cropped, [])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    summary = {
+        "video": str(video),
+        "frames": source.frames_read,
+        "truncated": bool(source.truncated),
+        "tracks": len(tracks),
+        "tracks_with_crops": len(cropped),
+        "crops": sum(len(t.frames) for t in cropped),
+    }
+    (out / "crops.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
