@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from fewshot_labels import (  # benchmarks/
     selected_subset,
     subset,
 )
+from fewshot_report import load_results, report  # benchmarks/
 from parcelguard.device.config.base import load_config
 from parcelguard.device.config.device import DeviceConfig
 from parcelguard.device.inspection.eventfiles import read_events
@@ -85,17 +85,6 @@ ARMS = {  # arm -> training overrides on top of configs/finetune.yaml
 }
 # multiplies --budget and the 30-epoch cap: every arm but the first run's default and scratch
 ARM_BUDGET = {arm: 4 for arm in ARMS if arm not in ("default", "scratch")}
-ARM_LABELS = {
-    "default": "init default",
-    "scratch": "from scratch",
-    "default_freeze2": "init default, 2 stages frozen, 4x steps",
-    "default_long": "init default, 4x steps",
-    "scratch_long": "from scratch, 4x steps",
-    "default_select": "init default, 4x steps, N by data select",
-    "default_mix": "init default, 4x steps, + synthetic rehearsal",
-    "default_video": "init default, 4x steps, N packages of a line video (all their crops)",
-    "default_d4": "init default, 4x steps, + flips and quarter turns",
-}
 TARGET_PRECISION = 0.95
 
 
@@ -163,6 +152,46 @@ def recall_at_precision(events_path: Path, gt: Path, target: float) -> float:
     return best
 
 
+def train_arm(
+    data: dict,
+    work: Path,
+    arm: str,
+    n: int,
+    seed: int,
+    budget: int,
+    threads: int,
+    extra: tuple[str, ...],
+) -> tuple[Path, dict, int, int, float]:
+    """Train one arm on its N labels: (checkpoint, summary, packages trained on, epochs, s)."""
+    from parcelguard.train.train import train
+
+    name = f"{arm}_n{n}_s{seed}"
+    if arm == "default_select":
+        manifest = selected_subset(data, work, n)
+    elif arm == "default_mix":
+        manifest = mixed_subset(data, n, seed)
+    elif arm == "default_video":
+        manifest = package_subset(data["line"], n, seed)
+    else:
+        manifest = subset(data["pool"], n, seed)
+    rows = rows_of(manifest)
+    n_train = len(
+        {r["package_id"] for r in rows if r["split"] == "train" and r["package_id"][:4] != "src-"}
+    )  # labelled packages trained on (the rest of the N are val)
+    f = ARM_BUDGET.get(arm, 1)
+    # epochs = samples / training crops (rehearsal crops count too), at least 5, at most 30 f
+    sets = [f"data={manifest}", f"out={work / 'runs' / name}", f"seed={seed}"]
+    sets += [f"epochs={30 * f}", f"samples={f * budget}", f"threads={threads}", *ARMS[arm]]
+    sets += list(extra)
+    cfg = load_config(TrainConfig, ROOT / "configs" / "finetune.yaml", sets)
+    t0 = time.perf_counter()
+    summary = train(cfg)
+    train_s = time.perf_counter() - t0
+    epochs = summary["epochs_run"]
+    checkpoint = Path(summary["checkpoint"])
+    return checkpoint, summary, n_train, epochs, train_s
+
+
 def run_one(
     data: dict,
     work: Path,
@@ -173,8 +202,6 @@ def run_one(
     threads: int,
     extra: tuple[str, ...] = (),
 ):
-    from parcelguard.train.train import train
-
     name = f"{arm}_n{n}_s{seed}"
     if n == 0:  # zero-shot: the pretrained default as it ships (no labels, nothing trained)
         from parcelguard.train.finetune import resolve_init
@@ -182,33 +209,9 @@ def run_one(
         checkpoint, summary, n_train, epochs, train_s = resolve_init("default"), {}, 0, 0, 0.0
         summary["threshold"] = float(load_checkpoint(checkpoint).get("threshold", 0.5))
     else:
-        if arm == "default_select":
-            manifest = selected_subset(data, work, n)
-        elif arm == "default_mix":
-            manifest = mixed_subset(data, n, seed)
-        elif arm == "default_video":
-            manifest = package_subset(data["line"], n, seed)
-        else:
-            manifest = subset(data["pool"], n, seed)
-        rows = rows_of(manifest)
-        n_train = len(
-            {
-                r["package_id"]
-                for r in rows
-                if r["split"] == "train" and r["package_id"][:4] != "src-"
-            }
-        )  # labelled packages trained on (the rest of the N are val)
-        f = ARM_BUDGET.get(arm, 1)
-        # epochs = samples / training crops (rehearsal crops count too), at least 5, at most 30 f
-        sets = [f"data={manifest}", f"out={work / 'runs' / name}", f"seed={seed}"]
-        sets += [f"epochs={30 * f}", f"samples={f * budget}", f"threads={threads}", *ARMS[arm]]
-        sets += list(extra)
-        cfg = load_config(TrainConfig, ROOT / "configs" / "finetune.yaml", sets)
-        t0 = time.perf_counter()
-        summary = train(cfg)
-        train_s = time.perf_counter() - t0
-        epochs = summary["epochs_run"]
-        checkpoint = Path(summary["checkpoint"])
+        checkpoint, summary, n_train, epochs, train_s = train_arm(
+            data, work, arm, n, seed, budget, threads, extra
+        )
     pkg = work / "runs" / name / "package"
     budget_ = ParityGateConfig(
         min_agreement=0.95, max_accuracy_drop=0.05, max_recall_drop_per_type=0.5
@@ -252,97 +255,6 @@ def run_one(
         "budget": budget,
         **({"sets": list(extra)} if extra else {}),
     }
-
-
-def load_results(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
-
-
-def report(results: list[dict], plot: Path | None) -> str:
-    lines = [
-        "| arm | N | seeds | epochs | recall @ own threshold | precision @ own threshold "
-        "| best recall @ precision ≥ 0.95 | seeds meeting R ≥ 0.97 @ P ≥ 0.95 | train s (median) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    keys = sorted(
-        {(r["arm"], r["n"]) for r in results}, key=lambda k: (list(ARMS).index(k[0]), k[1])
-    )
-    for arm, n in keys:
-        rs = [r for r in results if r["arm"] == arm and r["n"] == n]
-        ok = sum(
-            1
-            for r in rs
-            if (r["recall"] >= 0.97 and r["precision"] >= 0.95) or r["recall_at_p95"] >= 0.97
-        )
-        lines.append(
-            f"| {'the shipped default, zero-shot' if n == 0 else ARM_LABELS[arm]} | {n} | {len(rs)} "
-            f"| {rs[0]['epochs']} | {_mean_sd([r['recall'] for r in rs])} "
-            f"| {_mean_sd([r['precision'] for r in rs])} "
-            f"| {_mean_sd([r['recall_at_p95'] for r in rs])} | {ok}/{len(rs)} "
-            f"| {statistics.median(r['train_s'] for r in rs):.0f} |"
-        )
-    if plot is not None:
-        _plot(results, plot)
-    return "\n".join(lines)
-
-
-def _plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
-    colours = {
-        "default": "tab:blue",
-        "scratch": "tab:orange",
-        "default_freeze2": "tab:green",
-        "default_long": "tab:purple",
-        "scratch_long": "tab:red",
-        "default_select": "tab:cyan",
-        "default_mix": "tab:olive",
-        "default_video": "tab:brown",
-        "default_d4": "tab:pink",
-    }
-    for arm, colour in colours.items():
-        ns = sorted({r["n"] for r in results if r["arm"] == arm and r["n"] > 0})  # log axis
-        if not ns:
-            continue
-        for ax, key in zip(axes, ("recall_at_p95", "recall"), strict=True):
-            ys = [[r[key] for r in results if r["arm"] == arm and r["n"] == n] for n in ns]
-            label = ARM_LABELS[arm]
-            ax.errorbar(
-                ns,
-                [statistics.mean(y) for y in ys],
-                yerr=[statistics.stdev(y) if len(y) > 1 else 0 for y in ys],
-                marker="o",
-                capsize=3,
-                color=colour,
-                label=label,
-            )
-            for n, y in zip(ns, ys, strict=True):
-                ax.scatter([n] * len(y), y, color=colour, alpha=0.35, s=12)
-    axes[0].set_title("best package recall at precision ≥ 0.95")
-    axes[1].set_title("package recall at the model's own threshold")
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_xlabel("labelled packages of the shifted line (N)")
-        ax.axhline(0.97, color="grey", linestyle=":", linewidth=1)
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
