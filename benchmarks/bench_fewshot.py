@@ -14,7 +14,7 @@ epoch). Every arm trains with ``configs/finetune.yaml`` (batch 16, no early stop
 overrides (``ARMS``): the scratch arms with the from-scratch learning rate (3e-3), the init arms
 with the recipe's 1e-3; ``default``/``scratch`` keep the best val epoch (the first run's recipe),
 the ``*_long`` arms the last epoch and 4x the samples. Epochs:
-``min(30 f, max(5, f budget // n_train))`` (f = the arm's budget factor; the training config's
+``min(30 f, max(5, f budget // training crops))`` (f = the arm's budget factor; the training config's
 ``samples: f x budget`` with ``epochs: 30 f``), so every run sees about ``f x --budget`` samples.
 ``--ns 0 --arms default``: the shipped default as it is (zero-shot).
 Two arms change the labels instead of the recipe (benchmarks/fewshot_labels.py):
@@ -26,6 +26,10 @@ with a recorded line would label: N packages of a shifted *line video* (its own 
 by default, never the replay video) labelled per package and ingested with the device's own
 segmentation (``parcelguard data ingest-video``), so each labelled package brings every crop the
 device classified of it; its subsets are split by package.
+
+The shipped recipe (``configs/finetune.yaml``: ``samples: 9600``, ``epochs: 120``, the flips) is
+``--arms default_d4 --budget 2400`` (the default budget). ``--set KEY=VALUE`` adds a training
+override to every arm (give it its own ``--work``: results are keyed by arm, N and seed only).
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/bench_fewshot.py --work runs/fewshot
 [--ns 10 25 50 100 300] [--seeds 0 1 2] [--arms scratch default]``; each finished run is appended to
@@ -62,24 +66,27 @@ from parcelguard.train.synth import world as synth
 ROOT = Path(__file__).resolve().parents[1]
 POOL_SEED, VIDEO_SEED, PARITY_SEED, LINE_SEED = 1601, 1602, 1603, 1604
 SCRATCH_LR = 3e-3  # configs/train.yaml's
-NO_D4 = "augment.dihedral=false"  # finetune.yaml turns the flips on; the older arms ran without
+# finetune.yaml turns the flips on and never stops early; the older arms ran without the flips
+# and with patience 30 (which stopped their runs of more than 30 epochs early, e.g. N = 50)
+NO_D4 = "augment.dihedral=false"
+OLD = [NO_D4, "patience=30"]
 ARMS = {  # arm -> training overrides on top of configs/finetune.yaml
     # v1: the best val epoch (what the first run measured: with a few val crops it kept the init)
-    "default": ["init=default", "best_epoch=val", NO_D4],
-    "scratch": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=val", NO_D4],
-    "default_freeze2": ["init=default", "freeze_stages=2", "best_epoch=last", NO_D4],  # 4x samples
+    "default": ["init=default", "best_epoch=val", *OLD],
+    "scratch": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=val", *OLD],
+    "default_freeze2": ["init=default", "freeze_stages=2", "best_epoch=last", *OLD],  # 4x samples
     # 4x the sample budget (ARM_BUDGET) and the last epoch's weights (finetune.yaml's best_epoch)
-    "default_long": ["init=default", "best_epoch=last", NO_D4],
-    "scratch_long": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=last", NO_D4],
+    "default_long": ["init=default", "best_epoch=last", *OLD],
+    "scratch_long": ["init=null", f"lr={SCRATCH_LR}", "best_epoch=last", *OLD],
     # the default_long recipe on other label sets: N chosen by `data select --strategy mixed`
     # (the default's uncertainty + diversity) instead of at random; N random plus rehearsal of
     # the default's own synthetic crops (--source-crops), REHEARSAL x the N per run
-    "default_select": ["init=default", "best_epoch=last", NO_D4],
-    "default_mix": ["init=default", "best_epoch=last", NO_D4],
+    "default_select": ["init=default", "best_epoch=last", *OLD],
+    "default_mix": ["init=default", "best_epoch=last", *OLD],
     # the default_long recipe on N packages labelled in a recorded video of the line (its own
     # seed) and ingested with `parcelguard data ingest-video`: every crop the device classified
     # of each labelled package, not one rendered still per package
-    "default_video": ["init=default", "best_epoch=last", NO_D4],
+    "default_video": ["init=default", "best_epoch=last", *OLD],
     # the default_long recipe with every crop also turned by one of the square's 8 symmetries
     "default_d4": ["init=default", "best_epoch=last", "augment.dihedral=true"],
 }
@@ -188,6 +195,7 @@ def train_arm(
     summary = train(cfg)
     train_s = time.perf_counter() - t0
     epochs = summary["epochs_run"]
+    summary["patience"] = cfg.patience
     checkpoint = Path(summary["checkpoint"])
     return checkpoint, summary, n_train, epochs, train_s
 
@@ -253,6 +261,7 @@ def run_one(
         "recall_at_p95": recall_at_precision(rdir / "events.jsonl", data["gt"], TARGET_PRECISION),
         "packages_gt": m["packages_gt"],
         "budget": budget,
+        "patience": summary.get("patience"),
         **({"sets": list(extra)} if extra else {}),
     }
 
@@ -263,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ns", type=int, nargs="+", default=[10, 25, 50, 100, 300])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=["default", "scratch"], choices=list(ARMS))
-    ap.add_argument("--budget", type=int, default=1200, help="training samples per run (about)")
+    ap.add_argument(
+        "--budget", type=int, default=2400, help="training samples per run (x4 for 4x arms)"
+    )
     ap.add_argument("--pool-per-class", type=int, default=150)
     ap.add_argument("--video-packages", type=int, default=120)
     ap.add_argument("--threads", type=int, default=2)
@@ -288,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if max(args.ns) > 2 * args.pool_per_class:
         ap.error("--ns larger than the pool (2 x --pool-per-class)")
+    for arm in args.arms:  # a bad --set: one sentence now, not after the data is made
+        load_config(TrainConfig, ROOT / "configs" / "finetune.yaml", [*ARMS[arm], *args.sets])
     args.work.mkdir(parents=True, exist_ok=True)
     data = prepare(args.work, args.pool_per_class, args.video_packages)
     data["source"] = args.source_crops
@@ -329,4 +342,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    from parcelguard.device.errors import ParcelguardError
+
+    try:
+        raise SystemExit(main())
+    except ParcelguardError as err:  # a bad --set, a missing file: one sentence
+        print(f"bench_fewshot: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

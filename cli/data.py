@@ -33,6 +33,31 @@ def _options(args: argparse.Namespace):
     return validate_model(IngestConfig, data, "command-line options")
 
 
+def _cut(args: argparse.Namespace) -> int:
+    """``parcelguard data cut``: a video's crops, unlabelled."""
+    from parcelguard.device.config.device import DeviceConfig
+    from parcelguard.train.ingest.video import cut_video
+
+    cfg = load_config(DeviceConfig, args.config, args.overrides)
+    s = cut_video(args.src, args.out, cfg, args.overwrite)
+    cut = (
+        f" (the video ended after {s['frames']} of its {s['frames_expected']} frames)"
+        if s["truncated"]
+        else ""
+    )
+    said = f"cut {s['crops']} crops of {s['tracks_with_crops']} packages from {args.src} "
+    said += f"({s['frames']} frames){cut} into {args.out}"
+    if s["crops"]:
+        said += (
+            f"; pick the ones worth labelling with parcelguard data select {args.out} "
+            "--model PACKAGE --out to-label"
+        )
+    else:
+        said += "; no package was seen: check roi and presence in --config (docs/presence.md)"
+    print(said)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     if args.action == "card":
         from parcelguard.train.ingest.card import write_card
@@ -41,18 +66,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"dataset card written: {md} (+ {js.name})")
         return 0
     if args.action == "cut":
-        from parcelguard.device.config.device import DeviceConfig
-        from parcelguard.train.ingest.video import cut_video
-
-        cfg = load_config(DeviceConfig, args.config, args.overrides)
-        s = cut_video(args.src, args.out, cfg, args.overwrite)
-        cut = "" if not s["truncated"] else f" (the video ended early, after {s['frames']} frames)"
-        print(
-            f"cut {s['crops']} crops of {s['tracks_with_crops']} packages from {args.src} "
-            f"({s['frames']} frames){cut} into {args.out}; pick the ones worth labelling with "
-            f"parcelguard data select {args.out} --model PACKAGE --out to-label"
-        )
-        return 0
+        return _cut(args)
     opts = _options(args)
     if args.action == "ingest-folder":
         from parcelguard.train.ingest.folders import ingest_folder

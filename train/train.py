@@ -93,7 +93,6 @@ def train(
     splits = load_splits(
         cfg.data, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed
     )
-    cfg = epochs_for_samples(cfg, len(splits["train"].images))
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "train_config.yaml")
@@ -113,10 +112,12 @@ def train(
 MIN_EPOCHS = 5  # ``samples``: even a large dataset is seen this often
 
 
-def epochs_for_samples(cfg: TrainConfig, n_train: int) -> TrainConfig:
-    """``cfg`` with ``epochs`` = ``samples`` / ``n_train`` (at least 5, at most ``epochs``)."""
+def epochs_for_samples(cfg: TrainConfig, n_train: int) -> int:
+    """The epochs a run trains: ``samples`` / ``n_train`` (at least 5, at most ``epochs``), or
+    ``epochs`` when ``samples`` is not set. The config keeps both as written (a saved config
+    reused on another dataset plans its own epochs)."""
     if cfg.samples is None:
-        return cfg
+        return cfg.epochs
     epochs = min(cfg.epochs, max(MIN_EPOCHS, cfg.samples // max(n_train, 1)))
     log.info(
         "samples %d over %d training crops: %d epochs (of at most %d)",
@@ -125,7 +126,7 @@ def epochs_for_samples(cfg: TrainConfig, n_train: int) -> TrainConfig:
         epochs,
         cfg.epochs,
     )
-    return cfg.model_copy(update={"epochs": epochs})
+    return epochs
 
 
 class _Run:
@@ -159,9 +160,10 @@ class _Run:
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.steps = max(1, len(tr.images) // (cfg.batch_size * world))
+        self.epochs = epochs_for_samples(cfg, len(tr.images))
         # OneCycleLR divides by zero below ~6 steps (a few labelled crops): plan at least 10.
         self.sched = torch.optim.lr_scheduler.OneCycleLR(
-            self.opt, max_lr=cfg.lr, total_steps=max(10, cfg.epochs * self.steps), pct_start=0.2
+            self.opt, max_lr=cfg.lr, total_steps=max(10, self.epochs * self.steps), pct_start=0.2
         )
         self.use_amp = device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -206,8 +208,8 @@ class _Run:
         on_epoch: Callable[[dict, torch.nn.Module], bool] | None = None,
     ) -> None:
         cfg, s = self.cfg, self.state
-        progress = progress_bar(cfg.epochs, s.start_epoch, self.rank)
-        for n, epoch in enumerate(range(s.start_epoch, cfg.epochs)):
+        progress = progress_bar(self.epochs, s.start_epoch, self.rank)
+        for n, epoch in enumerate(range(s.start_epoch, self.epochs)):
             if self.stopped_early() or (stop_after is not None and n >= stop_after):
                 break
             loss = self._train_epoch(epoch)

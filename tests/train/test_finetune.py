@@ -148,15 +148,21 @@ def test_samples_sets_the_epochs_from_the_training_set_size(crops, tmp_path):
     from parcelguard.train.train import epochs_for_samples
 
     cfg = _cfg(crops, tmp_path, epochs=120, samples=4800)
-    assert epochs_for_samples(cfg, 40).epochs == 120  # 4800 / 40 = 120
-    assert epochs_for_samples(cfg, 80).epochs == 60
-    assert epochs_for_samples(cfg, 30).epochs == 120  # capped by epochs
-    assert epochs_for_samples(cfg, 4000).epochs == 5  # at least 5
-    assert epochs_for_samples(_cfg(crops, tmp_path, epochs=7), 40).epochs == 7  # samples unset
+    assert epochs_for_samples(cfg, 40) == 120  # 4800 / 40 = 120
+    assert epochs_for_samples(cfg, 80) == 60
+    assert epochs_for_samples(cfg, 30) == 120  # capped by epochs
+    assert epochs_for_samples(cfg, 4000) == 5  # at least 5
+    assert epochs_for_samples(_cfg(crops, tmp_path, epochs=7), 40) == 7  # samples unset
     summary = train(_cfg(crops, tmp_path, epochs=9, samples=1))
     assert summary["epochs_run"] == 5
+    # the config is kept as written: reused on another dataset it plans its own epochs
     saved = (tmp_path / "train_config.yaml").read_text()
-    assert "epochs: 5" in saved and "samples: 1" in saved
+    assert "epochs: 9" in saved and "samples: 1" in saved
+    # resumed from last.pt after 2 of the 5 epochs, it still trains 5 in all
+    part = train(_cfg(crops, tmp_path / "r", epochs=9, samples=1), stop_after_epochs=2)
+    assert part["epochs_run"] == 2
+    resumed = train(_cfg(crops, tmp_path / "r", resume=tmp_path / "r" / "last.pt"))
+    assert resumed["epochs_run"] == 5
 
 
 def test_patience_null_never_stops_early(crops, tmp_path):

@@ -271,7 +271,9 @@ def test_cut_takes_the_crops_ingest_takes_without_reading_labels(video, tmp_path
     assert main(["data", "cut", str(video["video"]), "--out", str(out)]) == 0
     said = capsys.readouterr().out
     summary = json.loads((out / "crops.json").read_text())
-    crops = sorted(out.glob("track*_*.png"))
+    crops = sorted(out.glob("*track*_*.png"))
+    stem = video["video"].stem
+    assert all(p.name.startswith(f"{stem}-track") for p in crops)  # one package per video+track
     gt = _read(video["gt"])
     assert summary["crops"] == len(crops) == len(ingested) + len(rep.duplicates) > 0
     assert summary["tracks_with_crops"] == len(gt) and not summary["truncated"]
@@ -290,9 +292,29 @@ def test_cut_takes_the_crops_ingest_takes_without_reading_labels(video, tmp_path
     assert "is not empty" in capsys.readouterr().err
     (out / "track9999_000000.png").write_bytes(b"stale")
     assert main(["data", "cut", str(video["video"]), "--out", str(out), "--overwrite"]) == 0
-    assert sorted(out.glob("track*_*.png")) == crops
+    assert sorted(out.glob("*track*_*.png")) == crops
+    # a cut that fails does not delete the previous one
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    assert main(["data", "cut", str(broken), "--out", str(out), "--overwrite"]) == 2
+    assert "broken.mp4" in capsys.readouterr().err
+    assert sorted(out.glob("*track*_*.png")) == crops and (out / "crops.json").is_file()
     assert main(["data", "cut", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o")]) == 2
     assert "nope.mp4 does not exist" in capsys.readouterr().err
+    # a video cut short (an MJPG AVI stays readable up to the cut): its crops, the frames it lost
+    from parcelguard.device.testing import write_avi
+
+    cap, frames = cv2.VideoCapture(str(video["video"])), []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    data = write_avi(tmp_path / "whole.avi", frames).read_bytes()
+    short = tmp_path / "short.avi"
+    short.write_bytes(data[: len(data) // 2])
+    assert main(["data", "cut", str(short), "--out", str(tmp_path / "s")]) == 0
+    said = capsys.readouterr().out
+    summary = json.loads((tmp_path / "s" / "crops.json").read_text())
+    assert summary["truncated"] and summary["frames"] < summary["frames_expected"]
+    assert f"the video ended after {summary['frames']} of its" in said
     with pytest.raises(ParcelguardError, match="does not exist"):
         cut_video(tmp_path / "nope.mp4", tmp_path / "o2")
 

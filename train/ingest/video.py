@@ -332,26 +332,31 @@ def cut_video(
     video: Path, out_dir: Path, device_cfg: DeviceConfig | None = None, overwrite: bool = False
 ) -> dict:
     """Every classify-frame crop the device takes of ``video``, unlabelled (``parcelguard data
-    cut``): ``out_dir/track<seq>_<frame>.png`` and ``crops.json``; a pool for ``parcelguard data
-    select`` to choose the crops worth labelling from."""
+    cut``): ``out_dir/<video stem>-track<seq>_<frame>.png`` (one package per video and track under
+    the ``<package>_<frame>`` rule) and ``crops.json``; a pool for ``parcelguard data select`` to
+    choose the crops worth labelling from. With ``overwrite`` a previous cut's crops are replaced
+    only once this one has succeeded."""
     cfg = device_cfg or DeviceConfig()
     video = Path(video)
     if not video.is_file():
-        raise ParcelguardError(f"video {video} does not exist")
+        raise ParcelguardError(f"video {video} does not exist or is not a file")
     out = prepare_out(out_dir, overwrite)
-    for old in out.glob("track*_*.png"):  # --overwrite: a previous cut's crops
-        old.unlink()
     staging = out / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         tracks, source = segment_video(video, cfg, staging)
         cropped = [t for t in tracks if t.frames]
-        _save_unmatched_tracks(out, cropped, [])
+        for old in [*out.glob("*track*_*.png"), out / "crops.json"]:  # a previous cut's
+            old.unlink(missing_ok=True)
+        for t in cropped:
+            for frame, path in zip(t.frames, t.files, strict=True):
+                shutil.copyfile(path, out / f"{video.stem}-track{t.seq:04d}_{frame:06d}.png")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     summary = {
         "video": str(video),
         "frames": source.frames_read,
+        "frames_expected": source.expected_frames,
         "truncated": bool(source.truncated),
         "tracks": len(tracks),
         "tracks_with_crops": len(cropped),
