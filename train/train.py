@@ -207,7 +207,7 @@ class _Run:
         stop_after: int | None,
         on_epoch: Callable[[dict, torch.nn.Module], bool] | None = None,
     ) -> None:
-        cfg, s = self.cfg, self.state
+        s = self.state
         progress = progress_bar(self.epochs, s.start_epoch, self.rank)
         for n, epoch in enumerate(range(s.start_epoch, self.epochs)):
             if self.stopped_early() or (stop_after is not None and n >= stop_after):
