@@ -43,6 +43,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from fewshot_labels import (  # benchmarks/
     mixed_subset,
@@ -159,15 +160,16 @@ def recall_at_precision(events_path: Path, gt: Path, target: float) -> float:
     return best
 
 
+class Recipe(NamedTuple):
+    """What every run of one bench invocation shares."""
+
+    budget: int  # training samples (x the arm's factor)
+    threads: int
+    extra: tuple[str, ...] = ()  # --set overrides
+
+
 def train_arm(
-    data: dict,
-    work: Path,
-    arm: str,
-    n: int,
-    seed: int,
-    budget: int,
-    threads: int,
-    extra: tuple[str, ...],
+    data: dict, work: Path, arm: str, n: int, seed: int, recipe: Recipe
 ) -> tuple[Path, dict, int, int, float]:
     """Train one arm on its N labels: (checkpoint, summary, packages trained on, epochs, s)."""
     from parcelguard.train.train import train
@@ -185,11 +187,11 @@ def train_arm(
     n_train = len(
         {r["package_id"] for r in rows if r["split"] == "train" and r["package_id"][:4] != "src-"}
     )  # labelled packages trained on (the rest of the N are val)
-    f = ARM_BUDGET.get(arm, 1)
+    f, budget, threads = ARM_BUDGET.get(arm, 1), recipe.budget, recipe.threads
     # epochs = samples / training crops (rehearsal crops count too), at least 5, at most 30 f
     sets = [f"data={manifest}", f"out={work / 'runs' / name}", f"seed={seed}"]
     sets += [f"epochs={30 * f}", f"samples={f * budget}", f"threads={threads}", *ARMS[arm]]
-    sets += list(extra)
+    sets += list(recipe.extra)
     cfg = load_config(TrainConfig, ROOT / "configs" / "finetune.yaml", sets)
     t0 = time.perf_counter()
     summary = train(cfg)
@@ -200,16 +202,7 @@ def train_arm(
     return checkpoint, summary, n_train, epochs, train_s
 
 
-def run_one(
-    data: dict,
-    work: Path,
-    arm: str,
-    n: int,
-    seed: int,
-    budget: int,
-    threads: int,
-    extra: tuple[str, ...] = (),
-):
+def run_one(data: dict, work: Path, arm: str, n: int, seed: int, recipe: Recipe) -> dict:
     name = f"{arm}_n{n}_s{seed}"
     if n == 0:  # zero-shot: the pretrained default as it ships (no labels, nothing trained)
         from parcelguard.train.finetune import resolve_init
@@ -217,9 +210,7 @@ def run_one(
         checkpoint, summary, n_train, epochs, train_s = resolve_init("default"), {}, 0, 0, 0.0
         summary["threshold"] = float(load_checkpoint(checkpoint).get("threshold", 0.5))
     else:
-        checkpoint, summary, n_train, epochs, train_s = train_arm(
-            data, work, arm, n, seed, budget, threads, extra
-        )
+        checkpoint, summary, n_train, epochs, train_s = train_arm(data, work, arm, n, seed, recipe)
     pkg = work / "runs" / name / "package"
     budget_ = ParityGateConfig(
         min_agreement=0.95, max_accuracy_drop=0.05, max_recall_drop_per_type=0.5
@@ -260,9 +251,9 @@ def run_one(
         "recall_per_damage_type": m["recall_per_damage_type"],
         "recall_at_p95": recall_at_precision(rdir / "events.jsonl", data["gt"], TARGET_PRECISION),
         "packages_gt": m["packages_gt"],
-        "budget": budget,
+        "budget": recipe.budget,
         "patience": summary.get("patience"),
-        **({"sets": list(extra)} if extra else {}),
+        **({"sets": list(recipe.extra)} if recipe.extra else {}),
     }
 
 
@@ -301,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--ns larger than the pool (2 x --pool-per-class)")
     for arm in args.arms:  # a bad --set: one sentence now, not after the data is made
         load_config(TrainConfig, ROOT / "configs" / "finetune.yaml", [*ARMS[arm], *args.sets])
+    recipe = Recipe(args.budget, args.threads, tuple(args.sets))
     args.work.mkdir(parents=True, exist_ok=True)
     data = prepare(args.work, args.pool_per_class, args.video_packages)
     data["source"] = args.source_crops
@@ -315,9 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                     n == 0 and (arm != "default" or seed != args.seeds[0])
                 ):
                     continue  # zero-shot: the shipped default alone, the same for every seed
-                row = run_one(
-                    data, args.work, arm, n, seed, args.budget, args.threads, tuple(args.sets)
-                )
+                row = run_one(data, args.work, arm, n, seed, recipe)
                 with open(results_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
                 print(
