@@ -90,12 +90,12 @@ def train(
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg, local_rank)
     out = Path(cfg.out)
-    splits = load_splits(
-        cfg.data, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed
-    )
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "train_config.yaml")
+    splits = load_splits(
+        cfg.data, cfg.classes, cfg.input, cfg.val_fraction, cfg.test_fraction, cfg.seed
+    )
     run = _Run(cfg, splits, device, rank, world, ckpt)
     try:
         run.fit(stop_after_epochs, on_epoch)
